@@ -1,0 +1,69 @@
+//! The thin I/O layer: the only module that names the io_uring runtime (compio).
+//!
+//! Everything above it (storage, shards, the Kafka server) uses these types and functions, so the
+//! runtime can be replaced, or a simulated disk and clock slipped in for tests, in one place.
+
+mod aligned;
+mod fault;
+mod file;
+pub mod net;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use aligned::{AlignedBuf, PAGE_BYTES, round_down_to_page, round_up_to_page};
+pub use fault::{FaultOp, Faults};
+pub use file::{DirectFile, OpenMode};
+
+/// A handle to a task running on the current shard; dropping it cancels the task, so
+/// fire-and-forget tasks call [`Task::detach`].
+pub type Task<T> = compio::runtime::JoinHandle<T>;
+
+/// Spawns `future` on the current shard's executor.
+pub fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
+    compio::runtime::spawn(future)
+}
+
+/// Spawns `future` on the current shard and lets it run to completion on its own.
+pub fn spawn_detached<F: Future + 'static>(future: F) {
+    compio::runtime::spawn(future).detach();
+}
+
+/// Runs a blocking closure on the runtime's helper threads (for syscalls io_uring cannot do).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    compio::runtime::spawn_blocking(f)
+        .await
+        .map_err(|_| std::io::Error::other("blocking task failed"))
+}
+
+/// Suspends the current task for `duration`.
+pub async fn sleep(duration: Duration) {
+    compio::time::sleep(duration).await
+}
+
+/// Runs `future` with a deadline; `None` when the deadline passed first.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+    compio::time::timeout(duration, future).await.ok()
+}
+
+/// Builds a single-threaded io_uring executor for the calling thread.
+pub fn new_runtime() -> std::io::Result<compio::runtime::Runtime> {
+    compio::runtime::RuntimeBuilder::new().build()
+}
+
+/// Runs `future` to completion on a fresh executor on the calling thread (tests, tools, and
+/// each shard's thread).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let runtime = new_runtime().expect("io_uring runtime");
+    runtime.block_on(future)
+}
+
+/// True when the current thread's executor drives io_uring (not a readiness fallback).
+pub fn runtime_uses_io_uring() -> bool {
+    compio::runtime::Runtime::try_with_current(|rt| {
+        matches!(rt.driver_type(), compio_driver::DriverType::IoUring)
+    })
+    .unwrap_or(false)
+}
