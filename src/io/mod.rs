@@ -38,6 +38,23 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|_| std::io::Error::other("blocking task failed"))
 }
 
+/// Lets every other ready task on this shard run once before the caller continues.
+pub async fn yield_now() {
+    struct YieldNow(bool);
+    impl Future for YieldNow {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            if self.0 {
+                return std::task::Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+    YieldNow(false).await
+}
+
 /// Suspends the current task for `duration`.
 pub async fn sleep(duration: Duration) {
     compio::time::sleep(duration).await

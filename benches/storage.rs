@@ -1,0 +1,207 @@
+//! Storage engine benchmarks (criterion), plus an HDR-histogram latency report for durable
+//! appends under `flush = always`.
+//!
+//! Run: `cargo bench --bench storage` (data goes under target/, on the real disk). Results and
+//! the machine's own limits measured with fio the same day are in docs/performance.md.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use moldau::client::records::{EncodeOptions, encode_batch};
+use moldau::io::Faults;
+use moldau::storage::batch::validate_all;
+use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
+
+fn bench_dir(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-storage");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// One batch of about `bytes` bytes (records of 1 KiB, or one record when smaller).
+fn batch_of(bytes: usize) -> BytesMut {
+    let record_bytes = bytes.min(1024);
+    let records = (bytes / record_bytes).max(1);
+    let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
+        .map(|i| (None, Some(Bytes::from(vec![(i % 251) as u8; record_bytes - 16]))))
+        .collect();
+    encode_batch(&values, &EncodeOptions::default())
+}
+
+async fn open(dir: &std::path::Path, flush: FlushPolicy, cache_bytes: u64) -> Log {
+    let ctx = LogContext {
+        cache: Rc::new(RefCell::new(ReadCache::new(cache_bytes))),
+        faults: Faults::none(),
+    };
+    let config = LogConfig {
+        flush,
+        ..LogConfig::default()
+    };
+    Log::open(dir, config, &ctx).await.unwrap()
+}
+
+/// Appends `copies` (pre-built, so building them is not timed) one after another, each waiting
+/// for the previous one's acknowledgement as a produce with acks=1 would under the policy. Between
+/// appends the task yields, as a shard does between requests, so the flusher writes behind.
+async fn append_all(log: &Log, copies: Vec<BytesMut>, flush: FlushPolicy) {
+    for batch in copies {
+        let spans = validate_all(&batch, usize::MAX).unwrap();
+        let info = log.append(batch, &spans, 0, 0).unwrap();
+        if flush == FlushPolicy::Always {
+            info.durable.wait().await.unwrap();
+        } else {
+            log.wait_for_write_room().await;
+            moldau::io::yield_now().await;
+        }
+    }
+    log.flush().await.unwrap();
+}
+
+fn append_throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_throughput");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for &(label, size) in &[("16KiB", 16 << 10), ("64KiB", 64 << 10), ("1MiB", 1 << 20)] {
+        for flush in [FlushPolicy::Always, FlushPolicy::IntervalMs(5), FlushPolicy::Never] {
+            let template = batch_of(size);
+            let batches_per_iter = ((64 << 20) / template.len()).max(1);
+            group.throughput(Throughput::Bytes((template.len() * batches_per_iter) as u64));
+            let id = BenchmarkId::new(label, flush.to_string());
+            group.bench_function(id, |b| {
+                let runtime = moldau::io::new_runtime().unwrap();
+                let dir = bench_dir(&format!("append-{label}-{}", flush.to_string().replace(':', "-")));
+                let log = runtime.block_on(open(&dir, flush, 256 << 20));
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let copies: Vec<BytesMut> = (0..batches_per_iter).map(|_| template.clone()).collect();
+                        let start = Instant::now();
+                        runtime.block_on(append_all(&log, copies, flush));
+                        total += start.elapsed();
+                    }
+                    total
+                });
+                runtime.block_on(log.delete()).unwrap();
+            });
+        }
+    }
+    group.finish();
+}
+
+fn append_latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_latency_always");
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    for &(label, size) in &[("100B", 100), ("1KiB", 1024), ("4KiB", 4096)] {
+        let template = batch_of(size);
+        group.bench_function(label, |b| {
+            let runtime = moldau::io::new_runtime().unwrap();
+            let dir = bench_dir(&format!("latency-{label}"));
+            let log = runtime.block_on(open(&dir, FlushPolicy::Always, 64 << 20));
+            b.iter_custom(|iters| {
+                let copies: Vec<BytesMut> = (0..iters).map(|_| template.clone()).collect();
+                let start = Instant::now();
+                runtime.block_on(async {
+                    for batch in copies {
+                        let spans = validate_all(&batch, usize::MAX).unwrap();
+                        log.append(batch, &spans, 0, 0).unwrap().durable.wait().await.unwrap();
+                    }
+                });
+                start.elapsed()
+            });
+            runtime.block_on(log.delete()).unwrap();
+        });
+    }
+    group.finish();
+}
+
+fn read_throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read_throughput");
+    group.sample_size(10).measurement_time(Duration::from_secs(6));
+    let total_bytes = 256usize << 20;
+    for (label, cache_bytes) in [("cache", 512u64 << 20), ("disk", 0)] {
+        let runtime = moldau::io::new_runtime().unwrap();
+        let dir = bench_dir(&format!("read-{label}"));
+        let log = runtime.block_on(open(&dir, FlushPolicy::Never, cache_bytes));
+        let template = batch_of(64 << 10);
+        let copies: Vec<BytesMut> = (0..total_bytes / template.len()).map(|_| template.clone()).collect();
+        runtime.block_on(append_all(&log, copies, FlushPolicy::Never));
+        let end = log.log_end_offset();
+        group.throughput(Throughput::Bytes(total_bytes as u64));
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let mut offset = 0;
+                    let mut bytes = 0usize;
+                    while offset < end {
+                        let result = log.read(offset, 1 << 20, i64::MAX).await.unwrap();
+                        bytes += result.bytes();
+                        let last = result.batches.last().unwrap();
+                        let header = moldau::storage::BatchHeader::parse(last).unwrap();
+                        offset = header.last_offset() + 1;
+                    }
+                    bytes
+                })
+            });
+        });
+        runtime.block_on(log.delete()).unwrap();
+    }
+    group.finish();
+}
+
+fn batch_validation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_validation");
+    for &(label, size) in &[("1KiB", 1 << 10), ("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
+        let batch = batch_of(size);
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        group.bench_function(label, |b| b.iter(|| validate_all(std::hint::black_box(&batch), usize::MAX).unwrap()));
+    }
+    group.finish();
+}
+
+/// Durable-append latency percentiles (HDR histogram) for small batches under `flush = always`,
+/// to compare with fio's fdatasync percentiles.
+fn latency_percentiles() {
+    let runtime = moldau::io::new_runtime().unwrap();
+    for &(label, size) in &[("100B", 100usize), ("4KiB", 4096)] {
+        let dir = bench_dir(&format!("hdr-{label}"));
+        let log = runtime.block_on(open(&dir, FlushPolicy::Always, 64 << 20));
+        let template = batch_of(size);
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        runtime.block_on(async {
+            for i in 0..20_000 {
+                let batch = template.clone();
+                let start = Instant::now();
+                let spans = validate_all(&batch, usize::MAX).unwrap();
+                log.append(batch, &spans, 0, 0).unwrap().durable.wait().await.unwrap();
+                if i >= 1000 {
+                    histogram.record(start.elapsed().as_nanos() as u64).unwrap();
+                }
+            }
+        });
+        let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "durable append {label} (flush=always, 19000 samples): p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
+            us(0.5),
+            us(0.9),
+            us(0.99),
+            us(0.999),
+            histogram.max() as f64 / 1000.0
+        );
+        runtime.block_on(log.delete()).unwrap();
+    }
+}
+
+criterion_group!(benches, append_throughput, append_latency, read_throughput, batch_validation);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if std::env::args().all(|a| a != "--list") {
+        latency_percentiles();
+    }
+}

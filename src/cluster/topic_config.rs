@@ -1,0 +1,335 @@
+//! Topic configuration: the keys Moldau understands, their defaults (from the broker config),
+//! validation, and the resolved per-log settings.
+
+use std::collections::BTreeMap;
+
+use crate::config::BrokerConfig;
+use crate::storage::{LogConfig, TimestampType};
+
+/// Kafka's config value types, as reported by DescribeConfigs v3+.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    /// true/false.
+    Boolean = 1,
+    /// 32-bit integer.
+    Int = 3,
+    /// 64-bit integer.
+    Long = 5,
+    /// Free text.
+    String = 2,
+    /// Comma-separated list.
+    List = 7,
+}
+
+/// One topic config key.
+pub struct ConfigKey {
+    /// Kafka name.
+    pub name: &'static str,
+    /// Value type.
+    pub kind: ConfigType,
+    /// One-line documentation (DescribeConfigs v3+).
+    pub doc: &'static str,
+    default: fn(&BrokerConfig) -> String,
+    check: fn(&str) -> Result<(), String>,
+}
+
+impl ConfigKey {
+    /// The default value given the broker's settings.
+    pub fn default_value(&self, broker: &BrokerConfig) -> String {
+        (self.default)(broker)
+    }
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        _ => Err(format!("must be an integer of at least {min}")),
+    }
+}
+
+fn long_min_1(v: &str) -> Result<(), String> {
+    long_at_least(-1)(v)
+}
+fn long_positive(v: &str) -> Result<(), String> {
+    long_at_least(1)(v)
+}
+fn long_non_negative(v: &str) -> Result<(), String> {
+    long_at_least(0)(v)
+}
+fn int_in(v: &str, min: i64, max: i64) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        _ => Err(format!("must be an integer between {min} and {max}")),
+    }
+}
+fn segment_bytes(v: &str) -> Result<(), String> {
+    int_in(v, 4096, i64::from(i32::MAX))
+}
+fn max_message_bytes(v: &str) -> Result<(), String> {
+    int_in(v, 0, i64::from(i32::MAX))
+}
+fn index_interval(v: &str) -> Result<(), String> {
+    int_in(v, 0, i64::from(i32::MAX))
+}
+fn min_insync(v: &str) -> Result<(), String> {
+    int_in(v, 1, i64::from(i32::MAX))
+}
+fn boolean(v: &str) -> Result<(), String> {
+    match v {
+        "true" | "false" => Ok(()),
+        _ => Err("must be true or false".into()),
+    }
+}
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    if !v.is_empty() && v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+        Ok(())
+    } else {
+        Err("must be a list of delete and compact".into())
+    }
+}
+fn timestamp_type(v: &str) -> Result<(), String> {
+    match v {
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        _ => Err("must be CreateTime or LogAppendTime".into()),
+    }
+}
+fn compression_type(v: &str) -> Result<(), String> {
+    match v {
+        "producer" => Ok(()),
+        _ => Err("only 'producer' is supported: batches are stored as the producer compressed them".into()),
+    }
+}
+fn ratio(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+        _ => Err("must be a number between 0 and 1".into()),
+    }
+}
+
+/// Every topic config key Moldau accepts.
+pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "cleanup.policy",
+        kind: ConfigType::List,
+        doc: "delete: remove old segments by retention.ms / retention.bytes; compact: keep the newest record per key",
+        default: |_| "delete".into(),
+        check: cleanup_policy,
+    },
+    ConfigKey {
+        name: "compression.type",
+        kind: ConfigType::String,
+        doc: "Batches are stored compressed as the producer sent them",
+        default: |_| "producer".into(),
+        check: compression_type,
+    },
+    ConfigKey {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        doc: "How long delete markers are kept in compacted topics",
+        default: |_| "86400000".into(),
+        check: long_non_negative,
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        kind: ConfigType::Int,
+        doc: "Bytes of data between entries of the sparse offset index",
+        default: |_| "4096".into(),
+        check: index_interval,
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        kind: ConfigType::Int,
+        doc: "Largest record batch accepted",
+        default: |b| b.message_max_bytes.to_string(),
+        check: max_message_bytes,
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        kind: ConfigType::String,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's time",
+        default: |_| "CreateTime".into(),
+        check: timestamp_type,
+    },
+    ConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::String,
+        doc: "Fraction of a compacted log that must be uncompacted before cleaning",
+        default: |_| "0.5".into(),
+        check: ratio,
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        kind: ConfigType::Int,
+        doc: "Replicas that must acknowledge a produce with acks=all",
+        default: |_| "1".into(),
+        check: min_insync,
+    },
+    ConfigKey {
+        name: "preallocate",
+        kind: ConfigType::Boolean,
+        doc: "Preallocate segment files ahead of the write position",
+        default: |b| b.log_preallocate.to_string(),
+        check: boolean,
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        doc: "Largest size of a partition before its oldest segments are deleted (-1: no limit)",
+        default: |b| b.log_retention_bytes.to_string(),
+        check: long_min_1,
+    },
+    ConfigKey {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        doc: "Age after which closed segments are deleted (-1: forever)",
+        default: |b| b.log_retention_ms.to_string(),
+        check: long_min_1,
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        kind: ConfigType::Int,
+        doc: "Segment file size at which the log rolls to a new segment",
+        default: |b| b.log_segment_bytes.to_string(),
+        check: segment_bytes,
+    },
+    ConfigKey {
+        name: "segment.ms",
+        kind: ConfigType::Long,
+        doc: "Age at which the active segment is rolled",
+        default: |b| b.log_segment_ms.to_string(),
+        check: long_positive,
+    },
+    ConfigKey {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        doc: "Allow a replica outside the ISR to become leader",
+        default: |_| "false".into(),
+        check: boolean,
+    },
+];
+
+/// Looks a key up by name.
+pub fn config_key(name: &str) -> Option<&'static ConfigKey> {
+    TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Checks one `name=value` pair.
+pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
+    let key = config_key(name).ok_or_else(|| format!("unknown topic config {name:?}"))?;
+    (key.check)(value).map_err(|e| format!("invalid value {value:?} for {name}: {e}"))
+}
+
+/// A topic's configuration: the values set on the topic, over the broker's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicConfig {
+    /// Values set explicitly on the topic.
+    pub overrides: BTreeMap<String, String>,
+    /// Settings for the topic's partition logs.
+    pub log: LogConfig,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// `cleanup.policy` includes compact.
+    pub compact: bool,
+}
+
+impl TopicConfig {
+    /// Resolves `overrides` (already validated) against the broker defaults.
+    pub fn resolve(overrides: BTreeMap<String, String>, broker: &BrokerConfig) -> Self {
+        let get = |name: &str| -> String {
+            overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| config_key(name).expect("known key").default_value(broker))
+        };
+        let long = |name: &str| get(name).parse::<i64>().expect("validated");
+        let log = LogConfig {
+            segment_bytes: long("segment.bytes") as u64,
+            segment_ms: long("segment.ms"),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            max_message_bytes: long("max.message.bytes") as usize,
+            index_interval_bytes: long("index.interval.bytes") as usize,
+            flush: broker.flush_policy(),
+            timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            preallocate: get("preallocate") == "true",
+            ..LogConfig::default()
+        };
+        Self {
+            min_insync_replicas: long("min.insync.replicas") as i32,
+            compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+            overrides,
+            log,
+        }
+    }
+
+    /// Every key with its effective value and whether it is the default.
+    pub fn describe(&self, broker: &BrokerConfig) -> Vec<(&'static ConfigKey, String, bool)> {
+        TOPIC_CONFIG_KEYS
+            .iter()
+            .map(|key| match self.overrides.get(key.name) {
+                Some(value) => (key, value.clone(), false),
+                None => (key, key.default_value(broker), true),
+            })
+            .collect()
+    }
+}
+
+/// Checks a topic name the way Kafka does.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'".into());
+    }
+    if name.len() > 249 {
+        return Err("topic name is longer than 249 characters".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!(
+            "topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn entries_are_validated() {
+        assert!(validate_entry("retention.ms", "1000").is_ok());
+        assert!(validate_entry("retention.ms", "-2").is_err());
+        assert!(validate_entry("segment.bytes", "100").is_err());
+        assert!(validate_entry("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_entry("cleanup.policy", "archive").is_err());
+        assert!(validate_entry("no.such.config", "1").is_err());
+        assert!(validate_entry("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn overrides_resolve_over_broker_defaults() {
+        let broker = BrokerConfig::default();
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.bytes".to_string(), "1000".to_string());
+        let config = TopicConfig::resolve(overrides, &broker);
+        assert_eq!(config.log.retention_bytes, 1000);
+        assert_eq!(config.log.retention_ms, broker.log_retention_ms);
+        let described = config.describe(&broker);
+        let retention = described.iter().find(|(k, _, _)| k.name == "retention.bytes").unwrap();
+        assert_eq!((retention.1.as_str(), retention.2), ("1000", false));
+    }
+}
