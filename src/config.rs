@@ -155,9 +155,9 @@ impl BrokerConfig {
             None => toml::Table::new(),
         };
         for item in overrides {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Invalid(format!("override {item:?} is not key=value")))?;
+            let (key, value) = item.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("override {item:?} is not key=value"))
+            })?;
             let key = key.trim().replace('-', "_");
             let value = value.trim();
             let parsed = format!("v = {value}")
@@ -167,8 +167,9 @@ impl BrokerConfig {
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             table.insert(key, parsed);
         }
-        let config: BrokerConfig =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: BrokerConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -237,7 +238,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("moldau.toml");
         std::fs::write(&path, "num_partitions = 3\nflush = \"never\"\n").unwrap();
-        let config = BrokerConfig::load(Some(&path), &["num-partitions=5".into(), "data_dir=/x".into()]).unwrap();
+        let config = BrokerConfig::load(
+            Some(&path),
+            &["num-partitions=5".into(), "data_dir=/x".into()],
+        )
+        .unwrap();
         assert_eq!(config.num_partitions, 5);
         assert_eq!(config.flush_policy(), FlushPolicy::Never);
         assert_eq!(config.data_dir, PathBuf::from("/x"));

@@ -1,10 +1,18 @@
 //! Moldau: a Kafka-wire-compatible, thread-per-core event-streaming broker on io_uring.
 //!
-//! Layers (see `docs/ARCHITECTURE.md`): `io` (the runtime), `storage` (partition logs),
-//! `client` (a small Kafka client used by the command line and the load tools).
+//! Layers (see `docs/ARCHITECTURE.md`): `io` (the runtime), `storage` (partition logs), `shard`
+//! (pinned executors that own partitions), `cluster` (metadata and its controller), `kafka` (the
+//! protocol edge), plus the broker process, the HTTP metrics endpoint and a small client.
 #![deny(missing_docs)]
 
+pub mod broker;
+pub mod cli;
 pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod http;
 pub mod io;
+pub mod kafka;
+pub mod shard;
 pub mod storage;
 pub mod util;

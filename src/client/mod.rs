@@ -1,3 +1,353 @@
-//! A small Kafka client: record batches, and (later) a connection for the CLI and load tools.
+//! A small Kafka client for the command line and the load tools: cluster metadata, leader
+//! routing, produce, fetch, offsets and admin calls, against any Kafka-compatible broker.
 
+pub mod admin;
+pub mod connection;
 pub mod records;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+pub use connection::{BrokerConnection, ClientError};
+
+/// Highest Produce version used (v13 names topics by id).
+const PRODUCE_MAX_VERSION: i16 = 12;
+/// Highest Fetch version used (v13 names topics by id).
+const FETCH_MAX_VERSION: i16 = 12;
+
+/// Converts a string into the protocol's topic name type.
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// A topic as described by Metadata.
+#[derive(Clone, Debug)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Topic id.
+    pub id: uuid::Uuid,
+    /// Internal topic.
+    pub internal: bool,
+    /// (partition, leader broker id, replicas, isr).
+    pub partitions: Vec<(i32, i32, Vec<i32>, Vec<i32>)>,
+}
+
+/// What a fetch returned for one partition.
+#[derive(Clone, Debug, Default)]
+pub struct FetchedPartition {
+    /// Record batches.
+    pub records: Bytes,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+}
+
+/// A client for a cluster reached through bootstrap addresses.
+pub struct KafkaClient {
+    bootstrap: Vec<String>,
+    client_id: String,
+    connections: RefCell<HashMap<String, BrokerConnection>>,
+    brokers: RefCell<HashMap<i32, String>>,
+    leaders: RefCell<HashMap<(String, i32), i32>>,
+    controller: RefCell<Option<i32>>,
+}
+
+impl KafkaClient {
+    /// A client for the brokers in `bootstrap` (comma-separated host:port list).
+    pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Self, ClientError> {
+        let client = Self {
+            bootstrap: bootstrap
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            client_id: client_id.to_owned(),
+            connections: RefCell::new(HashMap::new()),
+            brokers: RefCell::new(HashMap::new()),
+            leaders: RefCell::new(HashMap::new()),
+            controller: RefCell::new(None),
+        };
+        client.any().await?;
+        Ok(client)
+    }
+
+    async fn connection_to(&self, addr: &str) -> Result<BrokerConnection, ClientError> {
+        let existing = self.connections.borrow().get(addr).cloned();
+        if let Some(conn) = existing.filter(|c| !c.is_closed()) {
+            return Ok(conn);
+        }
+        let conn = BrokerConnection::connect(addr, &self.client_id).await?;
+        self.connections
+            .borrow_mut()
+            .insert(addr.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    /// A connection to any reachable broker.
+    pub async fn any(&self) -> Result<BrokerConnection, ClientError> {
+        let known: Vec<String> = self.brokers.borrow().values().cloned().collect();
+        let mut last = None;
+        for addr in self.bootstrap.iter().chain(known.iter()) {
+            match self.connection_to(addr).await {
+                Ok(conn) => return Ok(conn),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unavailable("no bootstrap address".into())))
+    }
+
+    /// A connection to broker `id` (from the last metadata).
+    pub async fn broker(&self, id: i32) -> Result<BrokerConnection, ClientError> {
+        let addr = self.brokers.borrow().get(&id).cloned();
+        match addr {
+            Some(addr) => self.connection_to(&addr).await,
+            None => Err(ClientError::Unavailable(format!("unknown broker {id}"))),
+        }
+    }
+
+    /// Fetches metadata for `topics` (all topics when `None`), remembering brokers and leaders.
+    pub async fn metadata(
+        &self,
+        topics: Option<&[String]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse, ClientError> {
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names
+                    .iter()
+                    .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(auto_create);
+        let response = self.any().await?.send(request).await?;
+        let mut brokers = self.brokers.borrow_mut();
+        for b in &response.brokers {
+            brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        let mut leaders = self.leaders.borrow_mut();
+        for t in &response.topics {
+            let Some(name) = &t.name else { continue };
+            for p in &t.partitions {
+                leaders.insert((name.as_str().to_owned(), p.partition_index), p.leader_id.0);
+            }
+        }
+        *self.controller.borrow_mut() = Some(response.controller_id.0);
+        Ok(response)
+    }
+
+    /// Describes one topic (an error if it does not exist).
+    pub async fn topic(&self, name: &str, auto_create: bool) -> Result<TopicInfo, ClientError> {
+        let response = self.metadata(Some(&[name.to_owned()]), auto_create).await?;
+        let topic = response
+            .topics
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty metadata".into()))?;
+        if let Some(err) = ClientError::from_code(format!("topic {name}"), topic.error_code, None) {
+            return Err(err);
+        }
+        Ok(TopicInfo {
+            name: name.to_owned(),
+            id: topic.topic_id,
+            internal: topic.is_internal,
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.leader_id.0,
+                        p.replica_nodes.iter().map(|b| b.0).collect(),
+                        p.isr_nodes.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// A connection to the leader of a partition (refreshing metadata when unknown).
+    pub async fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<BrokerConnection, ClientError> {
+        let key = (topic.to_owned(), partition);
+        let mut leader = self.leaders.borrow().get(&key).copied();
+        if leader.is_none() {
+            self.metadata(Some(&[topic.to_owned()]), false).await?;
+            leader = self.leaders.borrow().get(&key).copied();
+        }
+        match leader {
+            Some(id) if id >= 0 => self.broker(id).await,
+            _ => Err(ClientError::Unavailable(format!(
+                "no leader for {topic}-{partition}"
+            ))),
+        }
+    }
+
+    /// Forgets cached leaders (after a NOT_LEADER error).
+    pub fn forget_leaders(&self) {
+        self.leaders.borrow_mut().clear();
+    }
+
+    /// A connection to the controller (for admin calls).
+    pub async fn controller(&self) -> Result<BrokerConnection, ClientError> {
+        if self.controller.borrow().is_none() {
+            self.metadata(Some(&[]), false).await?;
+        }
+        let id = *self.controller.borrow();
+        match id {
+            Some(id) if id >= 0 => self.broker(id).await,
+            _ => self.any().await,
+        }
+    }
+
+    /// Produces `records` (one or more v2 batches) to a partition; returns the base offset
+    /// (-1 with acks=0).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Result<i64, ClientError> {
+        let conn = self.leader(topic, partition).await?;
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(timeout_ms)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let version = conn.version_for::<ProduceRequest>(PRODUCE_MAX_VERSION)?;
+        if acks == 0 {
+            conn.send_without_response(request, version).await?;
+            return Ok(-1);
+        }
+        let response = conn.send_version(request, version).await?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
+        if let Some(err) = ClientError::from_code(
+            format!("produce to {topic}-{partition}"),
+            p.error_code,
+            p.error_message.as_ref().map(|m| m.as_str().to_owned()),
+        ) {
+            if matches!(p.error_code, 6 | 3) {
+                self.forget_leaders();
+            }
+            return Err(err);
+        }
+        Ok(p.base_offset)
+    }
+
+    /// Fetches from one partition.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> Result<FetchedPartition, ClientError> {
+        let conn = self.leader(topic, partition).await?;
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes.max(1))
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(max_bytes.max(1)),
+                    ]),
+            ]);
+        let (response, _) = conn.send_capped(request, FETCH_MAX_VERSION).await?;
+        if let Some(err) = ClientError::from_code("fetch", response.error_code, None) {
+            return Err(err);
+        }
+        let p = response
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .ok_or_else(|| ClientError::Protocol("empty fetch response".into()))?;
+        if let Some(err) = ClientError::from_code(
+            format!("fetch {topic}-{partition}@{offset}"),
+            p.error_code,
+            None,
+        ) {
+            if matches!(p.error_code, 6 | 3) {
+                self.forget_leaders();
+            }
+            return Err(err);
+        }
+        Ok(FetchedPartition {
+            records: p.records.unwrap_or_default(),
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+        })
+    }
+
+    /// ListOffsets for one partition: `timestamp` or -1 (latest) / -2 (earliest) / -3 (max
+    /// timestamp). Returns (offset, timestamp).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ClientError> {
+        let conn = self.leader(topic, partition).await?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(timestamp),
+                    ]),
+            ]);
+        let response = conn.send(request).await?;
+        let p = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
+        if let Some(err) = ClientError::from_code(
+            format!("list offsets {topic}-{partition}"),
+            p.error_code,
+            None,
+        ) {
+            return Err(err);
+        }
+        Ok((p.offset, p.timestamp))
+    }
+}

@@ -141,7 +141,9 @@ impl ClusterMetadata {
 
     /// A topic by id.
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMetadata>> {
-        self.topic_names.get(id).and_then(|name| self.topics.get(name))
+        self.topic_names
+            .get(id)
+            .and_then(|name| self.topics.get(name))
     }
 
     /// Partitions each shard owns.
@@ -224,14 +226,16 @@ impl ClusterMetadata {
                 }
                 None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
             },
-            MetadataRecord::TopicConfigsSet { id, configs } => match next.topic_by_id(id).cloned() {
-                Some(topic) => {
-                    let mut topic = (*topic).clone();
-                    topic.config = Arc::new(TopicConfig::resolve(configs.clone(), broker));
-                    next.topics.insert(topic.name.clone(), Arc::new(topic));
+            MetadataRecord::TopicConfigsSet { id, configs } => {
+                match next.topic_by_id(id).cloned() {
+                    Some(topic) => {
+                        let mut topic = (*topic).clone();
+                        topic.config = Arc::new(TopicConfig::resolve(configs.clone(), broker));
+                        next.topics.insert(topic.name.clone(), Arc::new(topic));
+                    }
+                    None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
                 }
-                None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
-            },
+            }
         }
         next
     }
@@ -277,12 +281,20 @@ mod tests {
         );
         assert_eq!(created.partitions_per_shard(), vec![3, 2, 2]);
         assert_eq!(created.place_partitions(2), vec![1, 2]);
-        let grown = created.apply(&MetadataRecord::PartitionsAdded { id, shards: vec![1] }, &broker);
+        let grown = created.apply(
+            &MetadataRecord::PartitionsAdded {
+                id,
+                shards: vec![1],
+            },
+            &broker,
+        );
         assert_eq!(grown.topic("t").unwrap().partitions.len(), 8);
         let rebuilt = grown
             .to_records()
             .iter()
-            .fold(ClusterMetadata::empty(&broker, 3), |m, r| m.apply(r, &broker));
+            .fold(ClusterMetadata::empty(&broker, 3), |m, r| {
+                m.apply(r, &broker)
+            });
         assert_eq!(rebuilt.topics, grown.topics);
         let deleted = grown.apply(&MetadataRecord::TopicDeleted { id }, &broker);
         assert!(deleted.topic("t").is_none() && deleted.topic_by_id(&id).is_none());

@@ -77,7 +77,13 @@ impl Builder {
 }
 
 /// Encodes a Fetch response body of `version`.
-pub fn encode(version: i16, throttle_time_ms: i32, error_code: i16, session_id: i32, topics: &[TopicOut]) -> EncodedBody {
+pub fn encode(
+    version: i16,
+    throttle_time_ms: i32,
+    error_code: i16,
+    session_id: i32,
+    topics: &[TopicOut],
+) -> EncodedBody {
     debug_assert!((4..=18).contains(&version));
     let flexible = version >= 12;
     let mut b = Builder {
@@ -189,11 +195,23 @@ mod tests {
     #[test]
     fn record_bytes_are_shared_not_copied() {
         let batch = Bytes::from(vec![7u8; 1000]);
-        let body = encode(16, 0, 0, 0, &[TopicOut {
-            name: "t".into(),
-            topic_id: uuid::Uuid::nil(),
-            partitions: vec![PartitionOut { records: vec![batch.clone()], ..PartitionOut::default() }],
-        }]);
-        assert!(body.parts.iter().any(|p| p.as_ptr() == batch.as_ptr()), "the batch itself is one of the parts");
+        let body = encode(
+            16,
+            0,
+            0,
+            0,
+            &[TopicOut {
+                name: "t".into(),
+                topic_id: uuid::Uuid::nil(),
+                partitions: vec![PartitionOut {
+                    records: vec![batch.clone()],
+                    ..PartitionOut::default()
+                }],
+            }],
+        );
+        assert!(
+            body.parts.iter().any(|p| p.as_ptr() == batch.as_ptr()),
+            "the batch itself is one of the parts"
+        );
     }
 }

@@ -61,7 +61,11 @@ pub fn parse(body: &[u8], version: i16) -> Result<ProduceRequestView, WireError>
     .transpose()?;
     let acks = r.i16()?;
     let timeout_ms = r.i32()?;
-    let topic_count = if flexible { r.compact_array_len()? } else { r.array_len()? };
+    let topic_count = if flexible {
+        r.compact_array_len()?
+    } else {
+        r.array_len()?
+    };
     if topic_count > r.remaining() {
         return Err(WireError("topic count exceeds the request"));
     }
@@ -70,11 +74,19 @@ pub fn parse(body: &[u8], version: i16) -> Result<ProduceRequestView, WireError>
         let (name, topic_id) = if version >= 13 {
             (None, r.uuid()?)
         } else {
-            let name = if flexible { r.compact_nullable_string()? } else { r.nullable_string()? }
-                .ok_or(WireError("null topic name"))?;
+            let name = if flexible {
+                r.compact_nullable_string()?
+            } else {
+                r.nullable_string()?
+            }
+            .ok_or(WireError("null topic name"))?;
             (Some(utf8(name)?), uuid::Uuid::nil())
         };
-        let partition_count = if flexible { r.compact_array_len()? } else { r.array_len()? };
+        let partition_count = if flexible {
+            r.compact_array_len()?
+        } else {
+            r.array_len()?
+        };
         if partition_count > r.remaining() {
             return Err(WireError("partition count exceeds the request"));
         }

@@ -48,17 +48,23 @@ impl<'a> Reader<'a> {
 
     /// int16.
     pub fn i16(&mut self) -> Result<i16, WireError> {
-        Ok(i16::from_be_bytes(self.take(2, "truncated int16")?.try_into().expect("2")))
+        Ok(i16::from_be_bytes(
+            self.take(2, "truncated int16")?.try_into().expect("2"),
+        ))
     }
 
     /// int32.
     pub fn i32(&mut self) -> Result<i32, WireError> {
-        Ok(i32::from_be_bytes(self.take(4, "truncated int32")?.try_into().expect("4")))
+        Ok(i32::from_be_bytes(
+            self.take(4, "truncated int32")?.try_into().expect("4"),
+        ))
     }
 
     /// uuid (16 bytes).
     pub fn uuid(&mut self) -> Result<uuid::Uuid, WireError> {
-        Ok(uuid::Uuid::from_bytes(self.take(16, "truncated uuid")?.try_into().expect("16")))
+        Ok(uuid::Uuid::from_bytes(
+            self.take(16, "truncated uuid")?.try_into().expect("16"),
+        ))
     }
 
     /// unsigned varint (at most 5 bytes).
@@ -105,7 +111,9 @@ impl<'a> Reader<'a> {
     }
 
     /// compact nullable bytes (uvarint length + 1); returns the range.
-    pub fn compact_nullable_bytes_range(&mut self) -> Result<Option<std::ops::Range<usize>>, WireError> {
+    pub fn compact_nullable_bytes_range(
+        &mut self,
+    ) -> Result<Option<std::ops::Range<usize>>, WireError> {
         match self.uvarint()? {
             0 => Ok(None),
             n => {

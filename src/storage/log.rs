@@ -798,7 +798,11 @@ impl Log {
                 });
             }
             // When even the active segment has expired, roll it so it can go too (Kafka does).
-            let retention_ms = state.config.retention_ms;
+            let retention_ms = if state.config.delete_retention {
+                state.config.retention_ms
+            } else {
+                -1
+            };
             let roll = !state.active().is_empty()
                 && state.segments.iter().all(|s| expired(retention_ms, s));
             if roll {
@@ -813,7 +817,12 @@ impl Log {
         }
         let (retention_ms, retention_bytes) = {
             let state = inner.state.borrow();
-            (state.config.retention_ms, state.config.retention_bytes)
+            if state.config.delete_retention {
+                (state.config.retention_ms, state.config.retention_bytes)
+            } else {
+                // cleanup.policy=compact alone: only a moved log start offset removes segments.
+                (-1, -1)
+            }
         };
         let mut size = inner.state.borrow().size_bytes();
         Ok(self

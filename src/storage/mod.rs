@@ -78,6 +78,8 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// Delete the oldest closed segments while the log is larger than this; -1 for no limit.
     pub retention_bytes: i64,
+    /// Whether retention by time and size applies (`cleanup.policy` includes `delete`).
+    pub delete_retention: bool,
     /// Largest batch accepted (`max.message.bytes`).
     pub max_message_bytes: usize,
     /// Add an index entry every this many bytes.
@@ -102,6 +104,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
+            delete_retention: true,
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,

@@ -1,0 +1,63 @@
+//! The command-line tools beside `serve`: topics, produce and consume, against any
+//! Kafka-compatible broker reached with `--bootstrap`.
+
+pub mod consume;
+pub mod produce;
+pub mod topic;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::client::{ClientError, KafkaClient};
+
+/// Default bootstrap address of every tool.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// The tools.
+#[derive(Subcommand, Debug)]
+pub enum ToolCommand {
+    /// Create, list, describe, alter or delete topics.
+    Topic {
+        /// Broker(s) to talk to, host:port[,host:port...].
+        #[arg(long, global = true, default_value = DEFAULT_BOOTSTRAP)]
+        bootstrap: String,
+        /// What to do.
+        #[command(subcommand)]
+        action: topic::TopicAction,
+    },
+    /// Produce lines from stdin or a file, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, from an offset or the end, optionally following new ones.
+    Consume(consume::ConsumeArgs),
+}
+
+/// Runs a tool and returns the process exit code.
+pub fn run(command: ToolCommand) -> ExitCode {
+    let outcome = crate::io::block_on(async move {
+        match command {
+            ToolCommand::Topic { bootstrap, action } => topic::run(&bootstrap, action).await,
+            ToolCommand::Produce(args) => produce::run(args).await,
+            ToolCommand::Consume(args) => consume::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("moldau: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to the cluster for a tool.
+pub async fn connect(bootstrap: &str) -> Result<KafkaClient, ClientError> {
+    KafkaClient::connect(bootstrap, "moldau-cli").await
+}
+
+/// Parses `key=value`.
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}

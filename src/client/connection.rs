@@ -1,0 +1,353 @@
+//! One client connection to a Kafka-compatible broker: version negotiation with ApiVersions,
+//! pipelined requests matched to responses by correlation id.
+//!
+//! Ownership: a `BrokerConnection` lives on the thread (executor) that opened it; it is cloned
+//! freely there (`Rc`). Its reader and writer run as tasks on that executor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use compio::BufResult;
+use futures_channel::oneshot;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+use crate::io::net::{AsyncRead, AsyncWriteExt, TcpStream};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Socket failure.
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        /// Broker address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The connection closed before the response arrived.
+    #[error("connection to {0} closed")]
+    Closed(String),
+    /// The broker does not support a version of the API that this client can use.
+    #[error("broker does not support {0:?} in a version this client speaks")]
+    Unsupported(ApiKey),
+    /// A response did not decode.
+    #[error("bad response: {0}")]
+    Protocol(String),
+    /// A Kafka error code in a response.
+    #[error("{context}: {error} (error code {code}){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// Error name.
+        error: String,
+        /// Error code.
+        code: i16,
+        /// Broker's message, if any.
+        message: Option<String>,
+    },
+    /// Nothing answered (no broker, no leader, timeout).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ClientError {
+    /// Builds an error from a Kafka error code, or `None` for 0.
+    pub fn from_code(
+        context: impl Into<String>,
+        code: i16,
+        message: Option<String>,
+    ) -> Option<Self> {
+        let error = kafka_protocol::error::ResponseError::try_from_code(code)?;
+        Some(Self::Kafka {
+            context: context.into(),
+            error: error.to_string(),
+            code,
+            message,
+        })
+    }
+
+    /// The Kafka error code, if this is one.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            Self::Kafka { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+struct Pending {
+    header_version: i16,
+    reply: oneshot::Sender<Result<Bytes, ClientError>>,
+}
+
+struct Inner {
+    addr: String,
+    client_id: String,
+    next_correlation: Cell<i32>,
+    pending: RefCell<HashMap<i32, Pending>>,
+    writes: flume::Sender<Bytes>,
+    versions: RefCell<HashMap<i16, (i16, i16)>>,
+    closed: Cell<bool>,
+}
+
+/// A connection to one broker.
+#[derive(Clone)]
+pub struct BrokerConnection {
+    inner: Rc<Inner>,
+}
+
+/// Requests in flight on one connection before `send` waits (bounded writer queue).
+const MAX_QUEUED_WRITES: usize = 1024;
+
+impl BrokerConnection {
+    /// Connects and negotiates API versions.
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+        let io_err = |source| ClientError::Io {
+            addr: addr.to_owned(),
+            source,
+        };
+        let resolved: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(io_err)?
+            .next()
+            .ok_or_else(|| ClientError::Unavailable(format!("cannot resolve {addr}")))?;
+        let stream = crate::io::net::connect(resolved)
+            .await
+            .map_err(|source| ClientError::Io {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let (writes, queue) = flume::bounded::<Bytes>(MAX_QUEUED_WRITES);
+        let inner = Rc::new(Inner {
+            addr: addr.to_owned(),
+            client_id: client_id.to_owned(),
+            next_correlation: Cell::new(1),
+            pending: RefCell::new(HashMap::new()),
+            writes,
+            versions: RefCell::new(HashMap::new()),
+            closed: Cell::new(false),
+        });
+        crate::io::spawn_detached(write_loop(stream.clone(), queue));
+        crate::io::spawn_detached(read_loop(stream, Rc::downgrade(&inner)));
+        let conn = Self { inner };
+        conn.negotiate().await?;
+        Ok(conn)
+    }
+
+    /// The broker address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    async fn negotiate(&self) -> Result<(), ClientError> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("moldau"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        // A broker that does not speak v3 answers in v0 form (error code first in both).
+        let response: ApiVersionsResponse = match self.send_version(request.clone(), 3).await {
+            Ok(r)
+                if r.error_code
+                    != kafka_protocol::error::ResponseError::UnsupportedVersion.code() =>
+            {
+                r
+            }
+            Ok(_) | Err(ClientError::Protocol(_)) => self.send_version(request, 0).await?,
+            Err(e) => return Err(e),
+        };
+        if let Some(err) = ClientError::from_code("ApiVersions", response.error_code, None) {
+            return Err(err);
+        }
+        let mut versions = self.inner.versions.borrow_mut();
+        for api in response.api_keys {
+            versions.insert(api.api_key, (api.min_version, api.max_version));
+        }
+        Ok(())
+    }
+
+    /// The version to use for `R`: the highest both sides speak, capped at `cap`.
+    pub fn version_for<R: Request>(&self, cap: i16) -> Result<i16, ClientError> {
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
+        let (broker_min, broker_max) = *self
+            .inner
+            .versions
+            .borrow()
+            .get(&R::KEY)
+            .ok_or(ClientError::Unsupported(key))?;
+        let version = broker_max.min(R::VERSIONS.max).min(cap);
+        if version < broker_min.max(R::VERSIONS.min) {
+            return Err(ClientError::Unsupported(key));
+        }
+        Ok(version)
+    }
+
+    /// Sends `request` at the best common version (at most `cap`) and returns that version too.
+    pub async fn send_capped<R: Request>(
+        &self,
+        request: R,
+        cap: i16,
+    ) -> Result<(R::Response, i16), ClientError> {
+        let version = self.version_for::<R>(cap)?;
+        Ok((self.send_version(request, version).await?, version))
+    }
+
+    /// Sends `request` at the best common version.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response, ClientError> {
+        Ok(self.send_capped(request, i16::MAX).await?.0)
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn send_version<R: Request>(
+        &self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let (correlation_id, frame) = self.frame(&request, version)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.pending.borrow_mut().insert(
+            correlation_id,
+            Pending {
+                header_version: R::Response::header_version(version),
+                reply,
+            },
+        );
+        self.write(frame).await?;
+        let mut body = rx
+            .await
+            .map_err(|_| ClientError::Closed(self.inner.addr.clone()))??;
+        R::Response::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0).
+    pub async fn send_without_response<R: Request>(
+        &self,
+        request: R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        let (_, frame) = self.frame(&request, version)?;
+        self.write(frame).await
+    }
+
+    fn frame<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes), ClientError> {
+        let correlation_id = self.inner.next_correlation.get();
+        self.inner
+            .next_correlation
+            .set(correlation_id.wrapping_add(1).max(1));
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())));
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        request
+            .encode(&mut buf, version)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        Ok((correlation_id, buf.freeze()))
+    }
+
+    async fn write(&self, frame: Bytes) -> Result<(), ClientError> {
+        if self.inner.closed.get() {
+            return Err(ClientError::Closed(self.inner.addr.clone()));
+        }
+        self.inner
+            .writes
+            .send_async(frame)
+            .await
+            .map_err(|_| ClientError::Closed(self.inner.addr.clone()))
+    }
+
+    /// True once the connection has failed or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+}
+
+async fn write_loop(mut stream: TcpStream, queue: flume::Receiver<Bytes>) {
+    while let Ok(first) = queue.recv_async().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        let BufResult(result, _) = stream.write_vectored_all(batch).await;
+        if result.is_err() {
+            break;
+        }
+    }
+}
+
+async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let outcome: Result<(), ClientError> = async {
+        loop {
+            while buf.len() < 4
+                || buf.len() < 4 + (i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize)
+            {
+                if buf.capacity() - buf.len() < 64 * 1024 {
+                    let need = if buf.len() >= 4 {
+                        (4 + i32::from_be_bytes(buf[..4].try_into().expect("4")).max(0) as usize)
+                            .saturating_sub(buf.len())
+                    } else {
+                        4
+                    };
+                    buf.reserve(need.max(64 * 1024));
+                }
+                let BufResult(result, returned) = stream.read(std::mem::take(&mut buf)).await;
+                buf = returned;
+                match result {
+                    Ok(0) => return Err(ClientError::Unavailable("closed".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(ClientError::Unavailable(e.to_string())),
+                }
+            }
+            let size = i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize;
+            let mut frame = buf.split_to(4 + size).freeze();
+            frame.advance(4);
+            if frame.len() < 4 {
+                return Err(ClientError::Protocol("short response".into()));
+            }
+            let correlation_id = frame.get_i32();
+            let Some(inner) = inner.upgrade() else {
+                return Ok(());
+            };
+            let pending = inner.pending.borrow_mut().remove(&correlation_id);
+            if let Some(pending) = pending {
+                if pending.header_version >= 1 {
+                    // Skip the response header's tagged fields.
+                    let mut reader = crate::kafka::wire::Reader::new(&frame);
+                    reader
+                        .skip_tagged_fields()
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let skip = reader.position();
+                    frame.advance(skip);
+                }
+                let _ = pending.reply.send(Ok(frame));
+            }
+        }
+    }
+    .await;
+    if let Some(inner) = inner.upgrade() {
+        inner.closed.set(true);
+        let reason = match outcome {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        for (_, pending) in inner.pending.borrow_mut().drain() {
+            let _ = pending.reply.send(Err(ClientError::Unavailable(format!(
+                "connection to {} lost: {reason}",
+                inner.addr
+            ))));
+        }
+    }
+}

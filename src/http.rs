@@ -1,0 +1,116 @@
+//! A small HTTP endpoint for operators: `/metrics` (Prometheus text) and `/v1/shards` (JSON),
+//! served from a helper thread so that no shard ever blocks on it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+
+use crate::shard::{Router, ShardStats};
+
+/// Starts the endpoint on `addr`; returns the bound address.
+pub fn spawn_metrics_server(addr: SocketAddr, router: Router) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "metrics endpoint listening");
+    std::thread::Builder::new()
+        .name("moldau-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut reader = BufReader::new(&stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                // Drain the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                let stats = crate::broker::collect_stats(&router);
+                let (status, content_type, body) = match path {
+                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", prometheus(&stats)),
+                    "/v1/shards" => (
+                        "200 OK",
+                        "application/json",
+                        serde_json::to_string_pretty(&stats).unwrap_or_default(),
+                    ),
+                    _ => ("404 Not Found", "text/plain", "try /metrics or /v1/shards\n".to_owned()),
+                };
+                let mut stream = &stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(bound)
+}
+
+/// A metric: name, help text, and how to read it from a shard's stats.
+type MetricSpec = (&'static str, &'static str, fn(&ShardStats) -> u64);
+
+fn prometheus(stats: &[ShardStats]) -> String {
+    let mut out = String::new();
+    let metrics: [MetricSpec; 10] = [
+        (
+            "moldau_shard_partitions",
+            "Partitions owned by the shard",
+            |s| s.partitions as u64,
+        ),
+        ("moldau_shard_connections", "Open client connections", |s| {
+            s.connections
+        }),
+        ("moldau_shard_requests_total", "Requests read", |s| {
+            s.requests
+        }),
+        (
+            "moldau_shard_request_errors_total",
+            "Requests that closed their connection",
+            |s| s.request_errors,
+        ),
+        (
+            "moldau_shard_partition_errors_total",
+            "Partition-level errors returned",
+            |s| s.partition_errors,
+        ),
+        (
+            "moldau_shard_produce_bytes_total",
+            "Record bytes appended",
+            |s| s.produce_bytes,
+        ),
+        (
+            "moldau_shard_fetch_bytes_total",
+            "Record bytes served",
+            |s| s.fetch_bytes,
+        ),
+        ("moldau_shard_cache_bytes", "Read cache bytes held", |s| {
+            s.cache_bytes
+        }),
+        (
+            "moldau_shard_cache_hits_total",
+            "Reads served from the cache",
+            |s| s.cache_hits,
+        ),
+        (
+            "moldau_shard_cache_misses_total",
+            "Reads that went to disk",
+            |s| s.cache_misses,
+        ),
+    ];
+    for (name, help, get) in metrics {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {}\n",
+            if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            }
+        ));
+        for s in stats {
+            out.push_str(&format!("{name}{{shard=\"{}\"}} {}\n", s.shard, get(s)));
+        }
+    }
+    out
+}

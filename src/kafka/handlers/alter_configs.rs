@@ -1,0 +1,95 @@
+//! AlterConfigs (legacy: the given values replace all of a topic's overrides).
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::ask_controller;
+use super::describe_configs::RESOURCE_TOPIC;
+use crate::cluster::{ConfigChange, ControllerCall, ControllerError};
+use crate::kafka::connection::Connection;
+use crate::kafka::errors::controller_result;
+
+/// Runs topic config changes through the controller and pairs each resource with its outcome
+/// (resources that are not topics are refused here).
+pub async fn apply(
+    conn: &Connection,
+    resources: Vec<(i8, StrBytes, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, i16, Option<String>)> {
+    let changes: Vec<(String, ConfigChange)> = resources
+        .iter()
+        .filter(|(kind, _, _)| *kind == RESOURCE_TOPIC)
+        .map(|(_, name, change)| (name.as_str().to_owned(), change.clone()))
+        .collect();
+    let mut outcomes = ask_controller(&conn.shard, |reply| ControllerCall::AlterTopicConfigs {
+        changes,
+        validate_only,
+        reply,
+    })
+    .await
+    .unwrap_or_default()
+    .into_iter();
+    resources
+        .into_iter()
+        .map(|(kind, name, _)| {
+            let (code, message) = if kind == RESOURCE_TOPIC {
+                let outcome: Result<(), ControllerError> = outcomes.next().unwrap_or(Err(
+                    ControllerError::Storage("controller did not answer".into()),
+                ));
+                controller_result(&outcome)
+            } else {
+                (
+                    ResponseError::InvalidRequest.code(),
+                    Some(format!(
+                        "only topic configs can be altered (resource type {kind})"
+                    )),
+                )
+            };
+            (kind, name, code, message)
+        })
+        .collect()
+}
+
+/// Answers AlterConfigs.
+pub async fn handle(
+    conn: &Rc<Connection>,
+    request: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let resources = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let values = r
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
+                })
+                .collect();
+            (
+                r.resource_type,
+                r.resource_name,
+                ConfigChange::Replace(values),
+            )
+        })
+        .collect();
+    let responses = apply(conn, resources, request.validate_only)
+        .await
+        .into_iter()
+        .map(|(kind, name, code, message)| {
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(kind)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(message.map(StrBytes::from_string))
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}

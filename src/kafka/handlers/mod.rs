@@ -1,0 +1,260 @@
+//! One handler per Kafka API, and the dispatch that routes a request to it.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::connection::{Connection, PendingResponse, Response, ResponseBody};
+use super::frame::RequestFrame;
+use crate::cluster::ControllerCall;
+use crate::shard::{Shard, ShardMessage};
+
+/// Why a request closes its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// API key this broker does not know.
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    /// Known API, version outside the supported range.
+    #[error("unsupported version {version} of API {key:?}")]
+    UnsupportedVersion {
+        /// API.
+        key: ApiKey,
+        /// Version sent.
+        version: i16,
+    },
+    /// The body does not decode.
+    #[error("malformed {key:?} v{version} request: {reason}")]
+    Malformed {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Why.
+        reason: String,
+    },
+    /// The response could not be encoded (a bug, reported rather than crashing).
+    #[error("cannot encode {key:?} v{version} response: {reason}")]
+    Encode {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The APIs this broker serves and their version ranges.
+pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+    fn range<M: Message>(key: ApiKey) -> (ApiKey, i16, i16) {
+        (key, M::VERSIONS.min, M::VERSIONS.max)
+    }
+    vec![
+        range::<ProduceRequest>(ApiKey::Produce),
+        range::<FetchRequest>(ApiKey::Fetch),
+        range::<ListOffsetsRequest>(ApiKey::ListOffsets),
+        range::<MetadataRequest>(ApiKey::Metadata),
+        range::<ApiVersionsRequest>(ApiKey::ApiVersions),
+        range::<CreateTopicsRequest>(ApiKey::CreateTopics),
+        range::<DeleteTopicsRequest>(ApiKey::DeleteTopics),
+        range::<DeleteRecordsRequest>(ApiKey::DeleteRecords),
+        range::<DescribeConfigsRequest>(ApiKey::DescribeConfigs),
+        range::<AlterConfigsRequest>(ApiKey::AlterConfigs),
+        range::<CreatePartitionsRequest>(ApiKey::CreatePartitions),
+        range::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
+        range::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+    ]
+}
+
+fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_apis()
+        .iter()
+        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+/// Decodes a request body with the protocol crate, turning decoder errors (and, defensively,
+/// decoder panics) into a connection-closing error.
+pub fn decode<R: Decodable>(key: ApiKey, version: i16, body: Bytes) -> Result<R, RequestError> {
+    let mut buf = body;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        R::decode(&mut buf, version)
+    }));
+    let malformed = |reason: String| RequestError::Malformed {
+        key,
+        version,
+        reason,
+    };
+    match outcome {
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(err)) => Err(malformed(err.to_string())),
+        Err(_) => Err(malformed("the decoder panicked".into())),
+    }
+}
+
+/// Encodes a response body.
+pub fn encode<M: Encodable>(key: ApiKey, version: i16, message: &M) -> Result<Bytes, RequestError> {
+    let mut buf = BytesMut::new();
+    message
+        .encode(&mut buf, version)
+        .map_err(|e| RequestError::Encode {
+            key,
+            version,
+            reason: e.to_string(),
+        })?;
+    Ok(buf.freeze())
+}
+
+/// A response that is already complete.
+pub fn ready(response: Option<Response>) -> PendingResponse {
+    Box::pin(std::future::ready(response))
+}
+
+/// Builds the response frame for a request.
+pub fn respond(
+    frame_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseBody,
+) -> Response {
+    Response {
+        correlation_id,
+        header_version: frame_key.response_header_version(version),
+        body,
+    }
+}
+
+/// Decodes, runs `handler`, encodes: the shape of every request except Produce and Fetch.
+macro_rules! simple {
+    ($conn:expr, $frame:expr, $key:expr, $request:ty, $module:ident) => {{
+        let version = $frame.header.api_version;
+        let request: $request = decode($key, version, $frame.body.freeze())?;
+        let response = $module::handle($conn, request, version).await;
+        let body = encode($key, version, &response)?;
+        Ok(ready(Some(respond(
+            $key,
+            version,
+            $frame.header.correlation_id,
+            ResponseBody::Bytes(body),
+        ))))
+    }};
+}
+
+/// Routes a request to its handler.
+pub async fn dispatch(
+    conn: &Rc<Connection>,
+    frame: RequestFrame,
+) -> Result<PendingResponse, RequestError> {
+    use kafka_protocol::messages::*;
+    let header = &frame.header;
+    let key =
+        ApiKey::try_from(header.api_key).map_err(|_| RequestError::UnknownApi(header.api_key))?;
+    let version = header.api_version;
+    if key == ApiKey::ApiVersions && !is_supported(key, version) {
+        // Clients that speak a newer version than we do learn our range from a v0 answer.
+        return Ok(ready(Some(api_versions::unsupported_version_response(
+            header.correlation_id,
+        ))));
+    }
+    if !is_supported(key, version) || !frame.header_complete {
+        return Err(RequestError::UnsupportedVersion { key, version });
+    }
+    match key {
+        ApiKey::Produce => produce::handle(conn, frame).await,
+        ApiKey::Fetch => fetch::handle(conn, frame).await,
+        ApiKey::ApiVersions => simple!(conn, frame, key, ApiVersionsRequest, api_versions),
+        ApiKey::Metadata => simple!(conn, frame, key, MetadataRequest, metadata),
+        ApiKey::ListOffsets => simple!(conn, frame, key, ListOffsetsRequest, list_offsets),
+        ApiKey::CreateTopics => simple!(conn, frame, key, CreateTopicsRequest, create_topics),
+        ApiKey::DeleteTopics => simple!(conn, frame, key, DeleteTopicsRequest, delete_topics),
+        ApiKey::CreatePartitions => {
+            simple!(conn, frame, key, CreatePartitionsRequest, create_partitions)
+        }
+        ApiKey::DeleteRecords => simple!(conn, frame, key, DeleteRecordsRequest, delete_records),
+        ApiKey::DescribeConfigs => {
+            simple!(conn, frame, key, DescribeConfigsRequest, describe_configs)
+        }
+        ApiKey::AlterConfigs => simple!(conn, frame, key, AlterConfigsRequest, alter_configs),
+        ApiKey::IncrementalAlterConfigs => {
+            simple!(
+                conn,
+                frame,
+                key,
+                IncrementalAlterConfigsRequest,
+                incremental_alter_configs
+            )
+        }
+        ApiKey::DescribeCluster => {
+            simple!(conn, frame, key, DescribeClusterRequest, describe_cluster)
+        }
+        _ => Err(RequestError::UnsupportedVersion { key, version }),
+    }
+}
+
+/// Sends a call to the controller (on shard 0) and waits for its answer.
+pub async fn ask_controller<T>(
+    shard: &Shard,
+    build: impl FnOnce(oneshot::Sender<T>) -> ControllerCall,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    shard
+        .router
+        .send(0, ShardMessage::Controller(build(tx)))
+        .await;
+    rx.await.ok()
+}
+
+/// Groups items by the shard that owns them, keeping their original positions.
+pub fn by_shard<T>(
+    items: impl IntoIterator<Item = (usize, usize, T)>,
+) -> BTreeMap<usize, Vec<(usize, T)>> {
+    let mut groups: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();
+    for (shard, position, item) in items {
+        groups.entry(shard).or_default().push((position, item));
+    }
+    groups
+}
+
+/// Finds the partition `index` of topic `name`: its key and owning shard.
+pub fn locate(
+    metadata: &crate::cluster::ClusterMetadata,
+    name: &str,
+    index: i32,
+) -> Result<(crate::shard::TopicPartition, usize), kafka_protocol::error::ResponseError> {
+    let topic = metadata
+        .topic(name)
+        .ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
+    locate_in(topic, index)
+}
+
+/// Finds partition `index` of `topic`.
+pub fn locate_in(
+    topic: &crate::cluster::TopicMetadata,
+    index: i32,
+) -> Result<(crate::shard::TopicPartition, usize), kafka_protocol::error::ResponseError> {
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
+    Ok(((topic.id, index), partition.shard))
+}
