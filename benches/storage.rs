@@ -28,26 +28,14 @@ fn bench_dir(name: &str) -> PathBuf {
 fn batch_of(bytes: usize) -> BytesMut {
     let record_bytes = bytes.min(1024);
     let records = (bytes / record_bytes).max(1);
-    let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
-        .map(|i| {
-            (
-                None,
-                Some(Bytes::from(vec![(i % 251) as u8; record_bytes - 16])),
-            )
-        })
-        .collect();
+    let values: Vec<(Option<Bytes>, Option<Bytes>)> =
+        (0..records).map(|i| (None, Some(Bytes::from(vec![(i % 251) as u8; record_bytes - 16])))).collect();
     encode_batch(&values, &EncodeOptions::default())
 }
 
 async fn open(dir: &std::path::Path, flush: FlushPolicy, cache_bytes: u64) -> Log {
-    let ctx = LogContext {
-        cache: Rc::new(RefCell::new(ReadCache::new(cache_bytes))),
-        faults: Faults::none(),
-    };
-    let config = LogConfig {
-        flush,
-        ..LogConfig::default()
-    };
+    let ctx = LogContext { cache: Rc::new(RefCell::new(ReadCache::new(cache_bytes))), faults: Faults::none() };
+    let config = LogConfig { flush, ..LogConfig::default() };
     Log::open(dir, config, &ctx).await.unwrap()
 }
 
@@ -70,33 +58,21 @@ async fn append_all(log: &Log, copies: Vec<BytesMut>, flush: FlushPolicy) {
 
 fn append_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_throughput");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
     for &(label, size) in &[("16KiB", 16 << 10), ("64KiB", 64 << 10), ("1MiB", 1 << 20)] {
-        for flush in [
-            FlushPolicy::Always,
-            FlushPolicy::IntervalMs(5),
-            FlushPolicy::Never,
-        ] {
+        for flush in [FlushPolicy::Always, FlushPolicy::IntervalMs(5), FlushPolicy::Never] {
             let template = batch_of(size);
             let batches_per_iter = ((64 << 20) / template.len()).max(1);
-            group.throughput(Throughput::Bytes(
-                (template.len() * batches_per_iter) as u64,
-            ));
+            group.throughput(Throughput::Bytes((template.len() * batches_per_iter) as u64));
             let id = BenchmarkId::new(label, flush.to_string());
             group.bench_function(id, |b| {
                 let runtime = moldau::io::new_runtime().unwrap();
-                let dir = bench_dir(&format!(
-                    "append-{label}-{}",
-                    flush.to_string().replace(':', "-")
-                ));
+                let dir = bench_dir(&format!("append-{label}-{}", flush.to_string().replace(':', "-")));
                 let log = runtime.block_on(open(&dir, flush, 256 << 20));
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let copies: Vec<BytesMut> =
-                            (0..batches_per_iter).map(|_| template.clone()).collect();
+                        let copies: Vec<BytesMut> = (0..batches_per_iter).map(|_| template.clone()).collect();
                         let start = Instant::now();
                         runtime.block_on(append_all(&log, copies, flush));
                         total += start.elapsed();
@@ -112,9 +88,7 @@ fn append_throughput(c: &mut Criterion) {
 
 fn append_latency(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_latency_always");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
     for &(label, size) in &[("100B", 100), ("1KiB", 1024), ("4KiB", 4096)] {
         let template = batch_of(size);
         group.bench_function(label, |b| {
@@ -127,12 +101,7 @@ fn append_latency(c: &mut Criterion) {
                 runtime.block_on(async {
                     for batch in copies {
                         let spans = validate_all(&batch, usize::MAX).unwrap();
-                        log.append(batch, &spans, 0, 0)
-                            .unwrap()
-                            .durable
-                            .wait()
-                            .await
-                            .unwrap();
+                        log.append(batch, &spans, 0, 0).unwrap().durable.wait().await.unwrap();
                     }
                 });
                 start.elapsed()
@@ -145,18 +114,14 @@ fn append_latency(c: &mut Criterion) {
 
 fn read_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("read_throughput");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(6));
+    group.sample_size(10).measurement_time(Duration::from_secs(6));
     let total_bytes = 256usize << 20;
     for (label, cache_bytes) in [("cache", 512u64 << 20), ("disk", 0)] {
         let runtime = moldau::io::new_runtime().unwrap();
         let dir = bench_dir(&format!("read-{label}"));
         let log = runtime.block_on(open(&dir, FlushPolicy::Never, cache_bytes));
         let template = batch_of(64 << 10);
-        let copies: Vec<BytesMut> = (0..total_bytes / template.len())
-            .map(|_| template.clone())
-            .collect();
+        let copies: Vec<BytesMut> = (0..total_bytes / template.len()).map(|_| template.clone()).collect();
         runtime.block_on(append_all(&log, copies, FlushPolicy::Never));
         let end = log.log_end_offset();
         group.throughput(Throughput::Bytes(total_bytes as u64));
@@ -186,9 +151,7 @@ fn batch_validation(c: &mut Criterion) {
     for &(label, size) in &[("1KiB", 1 << 10), ("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
         let batch = batch_of(size);
         group.throughput(Throughput::Bytes(batch.len() as u64));
-        group.bench_function(label, |b| {
-            b.iter(|| validate_all(std::hint::black_box(&batch), usize::MAX).unwrap())
-        });
+        group.bench_function(label, |b| b.iter(|| validate_all(std::hint::black_box(&batch), usize::MAX).unwrap()));
     }
     group.finish();
 }
@@ -207,12 +170,7 @@ fn latency_percentiles() {
                 let batch = template.clone();
                 let start = Instant::now();
                 let spans = validate_all(&batch, usize::MAX).unwrap();
-                log.append(batch, &spans, 0, 0)
-                    .unwrap()
-                    .durable
-                    .wait()
-                    .await
-                    .unwrap();
+                log.append(batch, &spans, 0, 0).unwrap().durable.wait().await.unwrap();
                 if i >= 1000 {
                     histogram.record(start.elapsed().as_nanos() as u64).unwrap();
                 }
@@ -231,13 +189,7 @@ fn latency_percentiles() {
     }
 }
 
-criterion_group!(
-    benches,
-    append_throughput,
-    append_latency,
-    read_throughput,
-    batch_validation
-);
+criterion_group!(benches, append_throughput, append_latency, read_throughput, batch_validation);
 
 fn main() {
     benches();

@@ -39,10 +39,7 @@ pub struct Broker {
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> StartError {
-    StartError::DataDir {
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
+    StartError::DataDir { path: path.to_owned(), reason: reason.to_string() }
 }
 
 /// Takes an exclusive lock on the data directory so two brokers never share one.
@@ -63,27 +60,15 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
 }
 
 /// Replays (and compacts) the metadata log, creating the cluster identity on first start.
-fn load_metadata(
-    config: &BrokerConfig,
-    shard_count: usize,
-) -> Result<(ClusterMetadata, MetadataLog), StartError> {
+fn load_metadata(config: &BrokerConfig, shard_count: usize) -> Result<(ClusterMetadata, MetadataLog), StartError> {
     let log = MetadataLog::new(&config.data_dir);
-    let mut records = log
-        .replay()
-        .map_err(|e| data_dir_error(&config.data_dir, e))?;
+    let mut records = log.replay().map_err(|e| data_dir_error(&config.data_dir, e))?;
     if records.is_empty() {
         let id = uuid::Uuid::new_v4();
-        records.push(MetadataRecord::ClusterCreated {
-            cluster_id: base64_url(id.as_bytes()),
-        });
+        records.push(MetadataRecord::ClusterCreated { cluster_id: base64_url(id.as_bytes()) });
     }
-    let metadata = records
-        .iter()
-        .fold(ClusterMetadata::empty(config, shard_count), |m, r| {
-            m.apply(r, config)
-        });
-    log.rewrite(&metadata.to_records())
-        .map_err(|e| data_dir_error(&config.data_dir, e))?;
+    let metadata = records.iter().fold(ClusterMetadata::empty(config, shard_count), |m, r| m.apply(r, config));
+    log.rewrite(&metadata.to_records()).map_err(|e| data_dir_error(&config.data_dir, e))?;
     Ok((metadata, log))
 }
 
@@ -144,11 +129,8 @@ impl Broker {
 
     /// Starts a broker whose files use `faults` (tests).
     pub fn start_with_faults(config: BrokerConfig, faults: Faults) -> Result<Self, StartError> {
-        config
-            .validate()
-            .map_err(|e| StartError::Shard(e.to_string()))?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| data_dir_error(&config.data_dir, e))?;
+        config.validate().map_err(|e| StartError::Shard(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
         let shard_count = config.shard_count();
         let (metadata, metadata_log) = load_metadata(&config, shard_count)?;
@@ -177,12 +159,7 @@ impl Broker {
                 .map_err(|e| StartError::Shard(format!("cannot spawn shard thread: {e}")))?;
             threads.push(thread);
         }
-        let broker = Self {
-            config,
-            router,
-            threads,
-            _lock: lock,
-        };
+        let broker = Self { config, router, threads, _lock: lock };
         for _ in 0..shard_count {
             match ready_rx.recv_timeout(Duration::from_secs(600)) {
                 Ok(Ok(_)) => {}
@@ -265,10 +242,7 @@ mod tests {
     fn cluster_ids_look_like_kafkas() {
         let id = base64_url(&[0xff; 16]);
         assert_eq!(id.len(), 22);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(base64_url(b"Man"), "TWFu");
     }
 }

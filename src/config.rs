@@ -145,19 +145,16 @@ impl BrokerConfig {
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
             }
             None => toml::Table::new(),
         };
         for item in overrides {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                ConfigError::Invalid(format!("override {item:?} is not key=value"))
-            })?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("override {item:?} is not key=value")))?;
             let key = key.trim().replace('-', "_");
             let value = value.trim();
             let parsed = format!("v = {value}")
@@ -167,9 +164,8 @@ impl BrokerConfig {
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             table.insert(key, parsed);
         }
-        let config: BrokerConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: BrokerConfig =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -213,10 +209,7 @@ impl BrokerConfig {
 
     /// Host and port clients should connect to.
     pub fn advertised(&self) -> (String, u16) {
-        let host = self
-            .advertised_host
-            .clone()
-            .unwrap_or_else(|| self.listen.ip().to_string());
+        let host = self.advertised_host.clone().unwrap_or_else(|| self.listen.ip().to_string());
         (host, self.advertised_port.unwrap_or(self.listen.port()))
     }
 }
@@ -238,11 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("moldau.toml");
         std::fs::write(&path, "num_partitions = 3\nflush = \"never\"\n").unwrap();
-        let config = BrokerConfig::load(
-            Some(&path),
-            &["num-partitions=5".into(), "data_dir=/x".into()],
-        )
-        .unwrap();
+        let config = BrokerConfig::load(Some(&path), &["num-partitions=5".into(), "data_dir=/x".into()]).unwrap();
         assert_eq!(config.num_partitions, 5);
         assert_eq!(config.flush_policy(), FlushPolicy::Never);
         assert_eq!(config.data_dir, PathBuf::from("/x"));

@@ -54,59 +54,21 @@ type MetricSpec = (&'static str, &'static str, fn(&ShardStats) -> u64);
 fn prometheus(stats: &[ShardStats]) -> String {
     let mut out = String::new();
     let metrics: [MetricSpec; 10] = [
-        (
-            "moldau_shard_partitions",
-            "Partitions owned by the shard",
-            |s| s.partitions as u64,
-        ),
-        ("moldau_shard_connections", "Open client connections", |s| {
-            s.connections
-        }),
-        ("moldau_shard_requests_total", "Requests read", |s| {
-            s.requests
-        }),
-        (
-            "moldau_shard_request_errors_total",
-            "Requests that closed their connection",
-            |s| s.request_errors,
-        ),
-        (
-            "moldau_shard_partition_errors_total",
-            "Partition-level errors returned",
-            |s| s.partition_errors,
-        ),
-        (
-            "moldau_shard_produce_bytes_total",
-            "Record bytes appended",
-            |s| s.produce_bytes,
-        ),
-        (
-            "moldau_shard_fetch_bytes_total",
-            "Record bytes served",
-            |s| s.fetch_bytes,
-        ),
-        ("moldau_shard_cache_bytes", "Read cache bytes held", |s| {
-            s.cache_bytes
-        }),
-        (
-            "moldau_shard_cache_hits_total",
-            "Reads served from the cache",
-            |s| s.cache_hits,
-        ),
-        (
-            "moldau_shard_cache_misses_total",
-            "Reads that went to disk",
-            |s| s.cache_misses,
-        ),
+        ("moldau_shard_partitions", "Partitions owned by the shard", |s| s.partitions as u64),
+        ("moldau_shard_connections", "Open client connections", |s| s.connections),
+        ("moldau_shard_requests_total", "Requests read", |s| s.requests),
+        ("moldau_shard_request_errors_total", "Requests that closed their connection", |s| s.request_errors),
+        ("moldau_shard_partition_errors_total", "Partition-level errors returned", |s| s.partition_errors),
+        ("moldau_shard_produce_bytes_total", "Record bytes appended", |s| s.produce_bytes),
+        ("moldau_shard_fetch_bytes_total", "Record bytes served", |s| s.fetch_bytes),
+        ("moldau_shard_cache_bytes", "Read cache bytes held", |s| s.cache_bytes),
+        ("moldau_shard_cache_hits_total", "Reads served from the cache", |s| s.cache_hits),
+        ("moldau_shard_cache_misses_total", "Reads that went to disk", |s| s.cache_misses),
     ];
     for (name, help, get) in metrics {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {}\n",
-            if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            }
+            if name.ends_with("_total") { "counter" } else { "gauge" }
         ));
         for s in stats {
             out.push_str(&format!("{name}{{shard=\"{}\"}} {}\n", s.shard, get(s)));

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod http;
 pub mod io;
 pub mod kafka;

@@ -9,11 +9,7 @@ use moldau::broker::Broker;
 use moldau::config::BrokerConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "moldau",
-    version,
-    about = "A Kafka-wire-compatible, thread-per-core event-streaming broker"
-)]
+#[command(name = "moldau", version, about = "A Kafka-wire-compatible, thread-per-core event-streaming broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,11 +49,7 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOLDAU_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread it spawns afterwards), so

@@ -30,10 +30,7 @@ fn log_config() -> LogConfig {
 }
 
 fn context() -> LogContext {
-    LogContext {
-        cache: Rc::new(std::cell::RefCell::new(ReadCache::new(1 << 20))),
-        faults: Faults::none(),
-    }
+    LogContext { cache: Rc::new(std::cell::RefCell::new(ReadCache::new(1 << 20))), faults: Faults::none() }
 }
 
 /// The batch for `seed`: deterministic, so the parent can rebuild it.
@@ -46,13 +43,7 @@ fn batch_for(seed: u64) -> BytesMut {
             (Some(Bytes::from(seed.to_string())), Some(Bytes::from(v)))
         })
         .collect();
-    encode_batch(
-        &values,
-        &EncodeOptions {
-            compression: 0,
-            timestamp_ms: Some(seed as i64),
-        },
-    )
+    encode_batch(&values, &EncodeOptions { compression: 0, timestamp_ms: Some(seed as i64) })
 }
 
 #[test]
@@ -63,9 +54,7 @@ fn crash_child() {
     };
     let first_seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     block_on(async move {
-        let log = Log::open(Path::new(&dir), log_config(), &context())
-            .await
-            .unwrap();
+        let log = Log::open(Path::new(&dir), log_config(), &context()).await.unwrap();
         println!("ready");
         let next = Rc::new(Cell::new(first_seed));
         let mut tasks = Vec::new();
@@ -93,13 +82,7 @@ fn crash_child() {
 
 fn run_child_and_kill(dir: &Path, first_seed: u64, kill_after: Duration) -> Vec<(u64, i64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_SEED_ENV, first_seed.to_string())
         .stdout(Stdio::piped())
@@ -148,10 +131,7 @@ fn read_log(dir: &Path) -> BTreeMap<i64, Bytes> {
             }
             for b in result.batches {
                 let header = batch::validate(&b).expect("recovered batches are valid");
-                assert_eq!(
-                    header.base_offset, offset,
-                    "offsets are contiguous after recovery"
-                );
+                assert_eq!(header.base_offset, offset, "offsets are contiguous after recovery");
                 offset = header.last_offset() + 1;
                 out.insert(header.base_offset, b);
             }
@@ -166,10 +146,7 @@ fn read_log(dir: &Path) -> BTreeMap<i64, Bytes> {
 fn sigkill_during_appends_loses_no_durable_offset() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
     std::fs::create_dir_all(&root).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("crash")
-        .tempdir_in(root)
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("crash").tempdir_in(root).unwrap();
     let mut rng = rand::rng();
     let mut all_reported: Vec<(u64, i64)> = Vec::new();
     for round in 0..6u64 {
@@ -180,13 +157,10 @@ fn sigkill_during_appends_loses_no_durable_offset() {
         for &(seed, base) in &all_reported {
             let mut expected = batch_for(seed);
             batch::stamp(&mut expected, base, 0);
-            let got = stored.get(&base).unwrap_or_else(|| {
-                panic!("round {round}: durable batch seed {seed} at offset {base} is missing")
-            });
-            assert!(
-                got[..] == expected[..],
-                "round {round}: batch at offset {base} changed"
-            );
+            let got = stored
+                .get(&base)
+                .unwrap_or_else(|| panic!("round {round}: durable batch seed {seed} at offset {base} is missing"));
+            assert!(got[..] == expected[..], "round {round}: batch at offset {base} changed");
         }
         eprintln!(
             "round {round}: killed after {kill_after:?}, {} durable batches reported, {} stored",
@@ -194,9 +168,5 @@ fn sigkill_during_appends_loses_no_durable_offset() {
             stored.len()
         );
     }
-    assert!(
-        all_reported.len() > 50,
-        "the child should have made progress ({} reports)",
-        all_reported.len()
-    );
+    assert!(all_reported.len() > 50, "the child should have made progress ({} reports)", all_reported.len());
 }

@@ -10,36 +10,22 @@ use bytes::{Bytes, BytesMut};
 use moldau::client::records::{EncodeOptions, encode_batch};
 use moldau::io::{FaultOp, Faults, block_on};
 use moldau::storage::batch::{self, validate_all};
-use moldau::storage::{
-    FlushPolicy, Log, LogConfig, LogContext, ReadCache, StorageError, TimestampType,
-};
+use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache, StorageError, TimestampType};
 use proptest::prelude::*;
 
 fn test_dir(name: &str) -> PathBuf {
     // Under target/, which is on a real disk (O_DIRECT needs one; /tmp may be tmpfs).
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
     std::fs::create_dir_all(&root).unwrap();
-    tempfile::Builder::new()
-        .prefix(name)
-        .tempdir_in(root)
-        .unwrap()
-        .keep()
+    tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep()
 }
 
 fn context(cache_bytes: u64) -> LogContext {
-    LogContext {
-        cache: Rc::new(RefCell::new(ReadCache::new(cache_bytes))),
-        faults: Faults::none(),
-    }
+    LogContext { cache: Rc::new(RefCell::new(ReadCache::new(cache_bytes))), faults: Faults::none() }
 }
 
 fn config(segment_bytes: u64, flush: FlushPolicy) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        flush,
-        index_interval_bytes: 1024,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes, flush, index_interval_bytes: 1024, ..LogConfig::default() }
 }
 
 /// A batch of `records` records whose values encode `seed`, with timestamp `ts`.
@@ -49,19 +35,10 @@ fn make_batch(seed: u64, records: usize, value_bytes: usize, ts: i64) -> BytesMu
             let mut v = vec![(seed % 251) as u8; value_bytes];
             v.extend_from_slice(&seed.to_be_bytes());
             v.extend_from_slice(&(i as u32).to_be_bytes());
-            (
-                Some(Bytes::from(format!("key-{seed}-{i}"))),
-                Some(Bytes::from(v)),
-            )
+            (Some(Bytes::from(format!("key-{seed}-{i}"))), Some(Bytes::from(v)))
         })
         .collect();
-    encode_batch(
-        &values,
-        &EncodeOptions {
-            compression: 0,
-            timestamp_ms: Some(ts),
-        },
-    )
+    encode_batch(&values, &EncodeOptions { compression: 0, timestamp_ms: Some(ts) })
 }
 
 fn append(log: &Log, batch: BytesMut, now: i64) -> moldau::storage::AppendInfo {
@@ -80,10 +57,7 @@ async fn read_all(log: &Log, from: i64, max_bytes: usize) -> Vec<Bytes> {
         }
         for b in result.batches {
             let header = batch::BatchHeader::parse(&b).unwrap();
-            assert!(
-                header.last_offset() >= offset,
-                "read returned a batch wholly before the offset"
-            );
+            assert!(header.last_offset() >= offset, "read returned a batch wholly before the offset");
             offset = header.last_offset() + 1;
             out.push(b);
         }
@@ -95,11 +69,7 @@ async fn read_all(log: &Log, from: i64, max_bytes: usize) -> Vec<Bytes> {
 fn assert_same_batches(got: &[Bytes], want: &[Bytes], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: batch count");
     if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
-        panic!(
-            "{what}: batch {i} differs ({} vs {} bytes)",
-            got[i].len(),
-            want[i].len()
-        );
+        panic!("{what}: batch {i} differs ({} vs {} bytes)", got[i].len(), want[i].len());
     }
 }
 
@@ -116,35 +86,22 @@ fn append_and_read_back_from_cache_and_disk_across_segments_and_reopen() {
     block_on(async {
         // A tiny cache so most reads go to disk; small segments so the log rolls often.
         let ctx = context(8 * 1024);
-        let log = Log::open(&dir, config(64 * 1024, FlushPolicy::Always), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(64 * 1024, FlushPolicy::Always), &ctx).await.unwrap();
         let mut expected = Vec::new();
         for seed in 0..200u64 {
-            let batch = make_batch(
-                seed,
-                1 + (seed as usize % 7),
-                10 + (seed as usize * 37) % 3000,
-                1000 + seed as i64,
-            );
+            let batch = make_batch(seed, 1 + (seed as usize % 7), 10 + (seed as usize * 37) % 3000, 1000 + seed as i64);
             let info = append(&log, batch.clone(), 0);
             info.durable.wait().await.unwrap();
             expected.push(stamped(&batch, info.base_offset));
         }
         let snapshot = log.snapshot();
-        assert!(
-            snapshot.segments > 3,
-            "expected several segments, got {}",
-            snapshot.segments
-        );
+        assert!(snapshot.segments > 3, "expected several segments, got {}", snapshot.segments);
         assert_eq!(snapshot.durable_offset, snapshot.log_end_offset);
         assert_same_batches(&read_all(&log, 0, 10_000).await, &expected, "live read");
         log.close().await.unwrap();
 
         let ctx = context(8 * 1024);
-        let log = Log::open(&dir, config(64 * 1024, FlushPolicy::Always), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(64 * 1024, FlushPolicy::Always), &ctx).await.unwrap();
         assert_eq!(log.log_end_offset(), snapshot.log_end_offset);
         assert_same_batches(&read_all(&log, 0, 1).await, &expected, "after reopen");
         // Reads from the middle start with the batch that holds the offset.
@@ -153,10 +110,7 @@ fn append_and_read_back_from_cache_and_disk_across_segments_and_reopen() {
             let header = batch::BatchHeader::parse(&result.batches[0]).unwrap();
             assert!(header.base_offset <= target && header.last_offset() >= target);
         }
-        let err = log
-            .read(snapshot.log_end_offset + 1, 100, i64::MAX)
-            .await
-            .unwrap_err();
+        let err = log.read(snapshot.log_end_offset + 1, 100, i64::MAX).await.unwrap_err();
         assert!(matches!(err, StorageError::OffsetOutOfRange { .. }));
         log.close().await.unwrap();
     });
@@ -167,9 +121,7 @@ fn time_index_finds_first_offset_at_or_after_a_timestamp() {
     let dir = test_dir("timeindex");
     block_on(async {
         let ctx = context(1024);
-        let log = Log::open(&dir, config(32 * 1024, FlushPolicy::Never), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(32 * 1024, FlushPolicy::Never), &ctx).await.unwrap();
         let mut bases = Vec::new();
         for seed in 0..100u64 {
             let info = append(&log, make_batch(seed, 3, 500, 10_000 + 10 * seed as i64), 0);
@@ -177,19 +129,11 @@ fn time_index_finds_first_offset_at_or_after_a_timestamp() {
         }
         log.flush().await.unwrap();
         for seed in [0u64, 1, 50, 99] {
-            let found = log
-                .offset_for_timestamp(10_000 + 10 * seed as i64)
-                .await
-                .unwrap()
-                .unwrap();
+            let found = log.offset_for_timestamp(10_000 + 10 * seed as i64).await.unwrap().unwrap();
             assert_eq!(found.offset, bases[seed as usize]);
             // A timestamp between two batches lands on the later one.
             if seed < 99 {
-                let found = log
-                    .offset_for_timestamp(10_000 + 10 * seed as i64 + 5)
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let found = log.offset_for_timestamp(10_000 + 10 * seed as i64 + 5).await.unwrap().unwrap();
                 assert_eq!(found.offset, bases[seed as usize + 1]);
             }
         }
@@ -199,14 +143,8 @@ fn time_index_finds_first_offset_at_or_after_a_timestamp() {
         assert_eq!(max.offset, bases[99]);
         log.close().await.unwrap();
         // And after reopening, from the saved time indexes.
-        let log = Log::open(&dir, config(32 * 1024, FlushPolicy::Never), &context(1024))
-            .await
-            .unwrap();
-        let found = log
-            .offset_for_timestamp(10_000 + 10 * 42)
-            .await
-            .unwrap()
-            .unwrap();
+        let log = Log::open(&dir, config(32 * 1024, FlushPolicy::Never), &context(1024)).await.unwrap();
+        let found = log.offset_for_timestamp(10_000 + 10 * 42).await.unwrap().unwrap();
         assert_eq!(found.offset, bases[42]);
         log.close().await.unwrap();
     });
@@ -236,9 +174,7 @@ fn retention_by_size_time_and_delete_records() {
     block_on(async {
         let mut cfg = config(16 * 1024, FlushPolicy::Never);
         cfg.retention_ms = -1;
-        let log = Log::open(&dir, cfg.clone(), &context(1 << 20))
-            .await
-            .unwrap();
+        let log = Log::open(&dir, cfg.clone(), &context(1 << 20)).await.unwrap();
         for seed in 0..100u64 {
             append(&log, make_batch(seed, 1, 1000, 1_000 + seed as i64), 0);
         }
@@ -252,45 +188,23 @@ fn retention_by_size_time_and_delete_records() {
         let outcome = log.enforce_retention(0).await.unwrap();
         assert!(outcome.segments_deleted > 0);
         let after = log.snapshot();
-        assert!(
-            after.size_bytes <= 40 * 1024 + 16 * 1024,
-            "size {}",
-            after.size_bytes
-        );
+        assert!(after.size_bytes <= 40 * 1024 + 16 * 1024, "size {}", after.size_bytes);
         assert!(after.log_start_offset > 0);
-        assert_eq!(
-            after.log_end_offset, before.log_end_offset,
-            "retention never touches the end"
-        );
+        assert_eq!(after.log_end_offset, before.log_end_offset, "retention never touches the end");
         let err = log.read(0, 100, i64::MAX).await.unwrap_err();
         assert!(matches!(err, StorageError::OffsetOutOfRange { .. }));
         // Files of deleted segments are gone.
         let logs = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "log")
-            })
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
             .count();
         assert_eq!(logs, after.segments);
 
         // DeleteRecords moves the start inside a segment; reads below it fail.
-        let start = log
-            .delete_records_before(after.log_start_offset + 30)
-            .await
-            .unwrap();
+        let start = log.delete_records_before(after.log_start_offset + 30).await.unwrap();
         assert_eq!(start, after.log_start_offset + 30);
         assert!(log.read(start - 1, 100, i64::MAX).await.is_err());
-        assert!(
-            !log.read(start, 100, i64::MAX)
-                .await
-                .unwrap()
-                .batches
-                .is_empty()
-        );
+        assert!(!log.read(start, 100, i64::MAX).await.unwrap().batches.is_empty());
 
         // Time: everything is older than 1 ms at "now" = 10_000_000, so all but a fresh active
         // segment goes, and the log start reaches the end.
@@ -315,9 +229,7 @@ fn truncate_to_removes_the_tail_and_new_appends_reuse_offsets() {
     let dir = test_dir("truncate");
     block_on(async {
         let cfg = config(8 * 1024, FlushPolicy::Always);
-        let log = Log::open(&dir, cfg.clone(), &context(4 * 1024))
-            .await
-            .unwrap();
+        let log = Log::open(&dir, cfg.clone(), &context(4 * 1024)).await.unwrap();
         let mut expected = Vec::new();
         for seed in 0..40u64 {
             let batch = make_batch(seed, 2, 700, seed as i64);
@@ -338,11 +250,7 @@ fn truncate_to_removes_the_tail_and_new_appends_reuse_offsets() {
         assert_same_batches(&read_all(&log, 0, 4096).await, &want, "after truncation");
         log.close().await.unwrap();
         let log = Log::open(&dir, cfg, &context(4 * 1024)).await.unwrap();
-        assert_same_batches(
-            &read_all(&log, 0, 4096).await,
-            &want,
-            "truncation is durable",
-        );
+        assert_same_batches(&read_all(&log, 0, 4096).await, &want, "truncation is durable");
         log.close().await.unwrap();
     });
 }
@@ -350,21 +258,10 @@ fn truncate_to_removes_the_tail_and_new_appends_reuse_offsets() {
 /// Builds a log of `batches` batches, closes it, and returns the stamped batches.
 fn build_closed_log(dir: &Path, batches: u64, segment_bytes: u64) -> Vec<Bytes> {
     block_on(async {
-        let log = Log::open(
-            dir,
-            config(segment_bytes, FlushPolicy::Always),
-            &context(1 << 20),
-        )
-        .await
-        .unwrap();
+        let log = Log::open(dir, config(segment_bytes, FlushPolicy::Always), &context(1 << 20)).await.unwrap();
         let mut expected = Vec::new();
         for seed in 0..batches {
-            let batch = make_batch(
-                seed,
-                1 + seed as usize % 4,
-                50 + (seed as usize * 131) % 900,
-                seed as i64,
-            );
+            let batch = make_batch(seed, 1 + seed as usize % 4, 50 + (seed as usize * 131) % 900, seed as i64);
             let info = append(&log, batch.clone(), 0);
             expected.push(stamped(&batch, info.base_offset));
         }
@@ -386,28 +283,12 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 /// Reopens and checks that exactly the batches before the damage survive.
 fn reopen_and_check_prefix(dir: &Path, expected: &[Bytes], segment_bytes: u64) -> usize {
     block_on(async {
-        let log = Log::open(
-            dir,
-            config(segment_bytes, FlushPolicy::Always),
-            &context(1 << 20),
-        )
-        .await
-        .unwrap();
+        let log = Log::open(dir, config(segment_bytes, FlushPolicy::Always), &context(1 << 20)).await.unwrap();
         let got = read_all(&log, 0, 1 << 20).await;
         assert!(got.len() <= expected.len());
-        assert_same_batches(
-            &got,
-            &expected[..got.len()],
-            "surviving batches are byte-identical",
-        );
-        let end = got.last().map_or(0, |b| {
-            batch::BatchHeader::parse(b).unwrap().last_offset() + 1
-        });
-        assert_eq!(
-            log.log_end_offset(),
-            end,
-            "nothing after the damage is served"
-        );
+        assert_same_batches(&got, &expected[..got.len()], "surviving batches are byte-identical");
+        let end = got.last().map_or(0, |b| batch::BatchHeader::parse(b).unwrap().last_offset() + 1);
+        assert_eq!(log.log_end_offset(), end, "nothing after the damage is served");
         // The log keeps working after recovery.
         let info = append(&log, make_batch(7777, 1, 10, 1), 0);
         info.durable.wait().await.unwrap();
@@ -552,10 +433,7 @@ fn missing_or_damaged_indexes_are_rebuilt() {
             _ => {}
         }
     }
-    assert_eq!(
-        reopen_and_check_prefix(&dir, &expected, 16 * 1024),
-        expected.len()
-    );
+    assert_eq!(reopen_and_check_prefix(&dir, &expected, 16 * 1024), expected.len());
 }
 
 #[test]
@@ -563,9 +441,7 @@ fn failed_write_fails_the_append_and_keeps_durable_data_readable() {
     let dir = test_dir("fault-write");
     block_on(async {
         let ctx = context(1 << 20);
-        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &ctx).await.unwrap();
         let good = make_batch(1, 2, 100, 1);
         let info = append(&log, good.clone(), 0);
         info.durable.wait().await.unwrap();
@@ -576,21 +452,12 @@ fn failed_write_fails_the_append_and_keeps_durable_data_readable() {
         assert!(log.snapshot().offline);
         // No more appends, but what was durable is still served, and nothing beyond it.
         let spans = validate_all(&good, usize::MAX).unwrap();
-        assert!(matches!(
-            log.append(good.clone(), &spans, 0, 0),
-            Err(StorageError::Offline(_))
-        ));
+        assert!(matches!(log.append(good.clone(), &spans, 0, 0), Err(StorageError::Offline(_))));
         let read = read_all(&log, 0, 1 << 20).await;
         assert_eq!(read, vec![stamped(&good, 0)]);
         let _ = log.close().await;
         // After a restart, the log is healthy again from its durable state.
-        let log = Log::open(
-            &dir,
-            config(1 << 20, FlushPolicy::Always),
-            &context(1 << 20),
-        )
-        .await
-        .unwrap();
+        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &context(1 << 20)).await.unwrap();
         assert_eq!(log.log_end_offset(), 2);
         log.close().await.unwrap();
     });
@@ -601,17 +468,12 @@ fn failed_fdatasync_is_never_acknowledged() {
     let dir = test_dir("fault-sync");
     block_on(async {
         let ctx = context(1 << 20);
-        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &ctx).await.unwrap();
         ctx.faults.fail_next(FaultOp::Sync, libc::EIO);
         let info = append(&log, make_batch(1, 1, 10, 1), 0);
         assert!(info.durable.wait().await.is_err());
         assert_eq!(log.snapshot().durable_offset, 0);
-        assert!(
-            read_all(&log, 0, 1000).await.is_empty(),
-            "data that never became durable is not served"
-        );
+        assert!(read_all(&log, 0, 1000).await.is_empty(), "data that never became durable is not served");
         let _ = log.close().await;
     });
 }
@@ -630,10 +492,7 @@ fn disk_full_is_an_error_not_a_panic() {
         ctx.faults.fail_always(FaultOp::Allocate, libc::ENOSPC);
         let info = append(&log, make_batch(2, 1, 5000, 1), 0);
         let err = info.durable.wait().await.unwrap_err();
-        assert!(
-            matches!(err, StorageError::Offline(ref m) if m.contains("No space")),
-            "{err}"
-        );
+        assert!(matches!(err, StorageError::Offline(ref m) if m.contains("No space")), "{err}");
         let _ = log.close().await;
     });
 }
@@ -643,9 +502,7 @@ fn stalled_fdatasync_groups_concurrent_appends_into_one_commit() {
     let dir = test_dir("group-commit");
     block_on(async {
         let ctx = context(1 << 20);
-        let log = Log::open(&dir, config(1 << 30, FlushPolicy::Always), &ctx)
-            .await
-            .unwrap();
+        let log = Log::open(&dir, config(1 << 30, FlushPolicy::Always), &ctx).await.unwrap();
         ctx.faults.stall_syncs(std::time::Duration::from_millis(50));
         let syncs_before = ctx.faults.performed(FaultOp::Sync);
         let mut durables = Vec::new();
@@ -659,10 +516,7 @@ fn stalled_fdatasync_groups_concurrent_appends_into_one_commit() {
             d.wait().await.unwrap();
         }
         let syncs = ctx.faults.performed(FaultOp::Sync) - syncs_before;
-        assert!(
-            syncs < 20,
-            "100 appends took {syncs} fdatasyncs; group commit should need a handful"
-        );
+        assert!(syncs < 20, "100 appends took {syncs} fdatasyncs; group commit should need a handful");
         ctx.faults.heal();
         log.close().await.unwrap();
     });
@@ -676,11 +530,8 @@ fn io_uring_sq_tails() -> Vec<u64> {
             continue;
         };
         if target.to_string_lossy().contains("io_uring") {
-            let info = std::fs::read_to_string(format!(
-                "/proc/self/fdinfo/{}",
-                entry.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy()))
+                .unwrap_or_default();
             if let Some(line) = info.lines().find(|l| l.starts_with("SqTail:")) {
                 tails.push(line.split_whitespace().nth(1).unwrap().parse().unwrap());
             }
@@ -693,41 +544,20 @@ fn io_uring_sq_tails() -> Vec<u64> {
 fn segments_are_opened_with_o_direct_and_written_through_io_uring() {
     let dir = test_dir("odirect");
     block_on(async {
-        assert!(
-            moldau::io::runtime_uses_io_uring(),
-            "the runtime must drive io_uring"
-        );
-        let log = Log::open(
-            &dir,
-            config(1 << 20, FlushPolicy::Always),
-            &context(1 << 20),
-        )
-        .await
-        .unwrap();
+        assert!(moldau::io::runtime_uses_io_uring(), "the runtime must drive io_uring");
+        let log = Log::open(&dir, config(1 << 20, FlushPolicy::Always), &context(1 << 20)).await.unwrap();
         let fd = log.active_segment_fd().expect("segment file open");
         let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
         let flags_line = fdinfo.lines().find(|l| l.starts_with("flags:")).unwrap();
         let flags = u32::from_str_radix(flags_line.split_whitespace().nth(1).unwrap(), 8).unwrap();
-        assert_ne!(
-            flags & libc::O_DIRECT as u32,
-            0,
-            "segment not opened O_DIRECT: {flags_line}"
-        );
+        assert_ne!(flags & libc::O_DIRECT as u32, 0, "segment not opened O_DIRECT: {flags_line}");
         let before: u64 = io_uring_sq_tails().iter().sum();
         for seed in 0..10 {
-            append(&log, make_batch(seed, 1, 100, 1), 0)
-                .durable
-                .wait()
-                .await
-                .unwrap();
+            append(&log, make_batch(seed, 1, 100, 1), 0).durable.wait().await.unwrap();
         }
         let after: u64 = io_uring_sq_tails().iter().sum();
         // Each durable append needs at least a write and an fdatasync submitted to the ring.
-        assert!(
-            after - before >= 20,
-            "io_uring submissions grew by {} for 10 durable appends",
-            after - before
-        );
+        assert!(after - before >= 20, "io_uring submissions grew by {} for 10 durable appends", after - before);
         log.close().await.unwrap();
     });
 }

@@ -52,11 +52,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
         let start = match args.from.as_str() {
             "beginning" => client.list_offset(&args.topic, p, -2).await?.0,
             "end" => client.list_offset(&args.topic, p, -1).await?.0,
-            n => n.parse::<i64>().map_err(|_| {
-                ClientError::Unavailable(format!(
-                    "--from {n:?}: expected beginning, end or an offset"
-                ))
-            })?,
+            n => n
+                .parse::<i64>()
+                .map_err(|_| ClientError::Unavailable(format!("--from {n:?}: expected beginning, end or an offset")))?,
         };
         positions.push(start);
     }
@@ -66,9 +64,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
         let mut at_end = 0;
         for (i, &p) in partitions.iter().enumerate() {
             let wait_ms = if args.follow { 200 } else { 0 };
-            let fetched = client
-                .fetch(&args.topic, p, positions[i], 1 << 20, wait_ms)
-                .await?;
+            let fetched = client.fetch(&args.topic, p, positions[i], 1 << 20, wait_ms).await?;
             let records = decode_records(fetched.records)
                 .map_err(|e| ClientError::Protocol(format!("undecodable records: {e}")))?;
             let mut out = stdout.lock();
@@ -78,25 +74,13 @@ pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
                 }
                 positions[i] = record.offset + 1;
                 if args.print_offset {
-                    let _ = write!(
-                        out,
-                        "{p}{}{}{}",
-                        args.separator, record.offset, args.separator
-                    );
+                    let _ = write!(out, "{p}{}{}{}", args.separator, record.offset, args.separator);
                 }
                 if args.print_key {
-                    let key = record
-                        .key
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default();
+                    let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                     let _ = write!(out, "{key}{}", args.separator);
                 }
-                let value = record
-                    .value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
+                let value = record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 let _ = writeln!(out, "{value}");
                 printed += 1;
                 if args.count.is_some_and(|n| printed >= n) {
@@ -111,9 +95,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
             if let Some(n) = args.count
                 && printed < n
             {
-                return Err(ClientError::Unavailable(format!(
-                    "only {printed} of {n} records available"
-                )));
+                return Err(ClientError::Unavailable(format!("only {printed} of {n} records available")));
             }
             return Ok(());
         }

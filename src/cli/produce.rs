@@ -91,9 +91,8 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 
 /// Runs `moldau produce`.
 pub async fn run(args: ProduceArgs) -> Result<(), ClientError> {
-    let compression = compression_id(&args.compression).ok_or_else(|| {
-        ClientError::Unavailable(format!("unknown compression {:?}", args.compression))
-    })?;
+    let compression = compression_id(&args.compression)
+        .ok_or_else(|| ClientError::Unavailable(format!("unknown compression {:?}", args.compression)))?;
     if !matches!(args.acks, -1..=1) {
         return Err(ClientError::Unavailable("--acks must be 0, 1 or -1".into()));
     }
@@ -103,35 +102,23 @@ pub async fn run(args: ProduceArgs) -> Result<(), ClientError> {
     if let Some(p) = args.partition
         && (p < 0 || p >= partitions)
     {
-        return Err(ClientError::Unavailable(format!(
-            "topic {} has no partition {p}",
-            args.topic
-        )));
+        return Err(ClientError::Unavailable(format!("topic {} has no partition {p}", args.topic)));
     }
     let reader: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path)
-                .map_err(|e| ClientError::Unavailable(format!("{}: {e}", path.display())))?,
+            std::fs::File::open(path).map_err(|e| ClientError::Unavailable(format!("{}: {e}", path.display())))?,
         )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let mut pending: Vec<Vec<(Option<Bytes>, Option<Bytes>)>> =
-        vec![Vec::new(); partitions as usize];
+    let mut pending: Vec<Vec<(Option<Bytes>, Option<Bytes>)>> = vec![Vec::new(); partitions as usize];
     let mut round_robin = 0i32;
     let mut sent = 0usize;
-    let options = EncodeOptions {
-        compression,
-        timestamp_ms: None,
-    };
+    let options = EncodeOptions { compression, timestamp_ms: None };
     let flush = |partition: i32, records: Vec<(Option<Bytes>, Option<Bytes>)>| {
         let batch = encode_batch(&records, &options).freeze();
         let client = &client;
         let topic = &args.topic;
-        async move {
-            client
-                .produce(topic, partition, batch, args.acks, 30_000)
-                .await
-        }
+        async move { client.produce(topic, partition, batch, args.acks, 30_000).await }
     };
     for line in reader.lines() {
         let line = line.map_err(|e| ClientError::Unavailable(format!("reading input: {e}")))?;
@@ -180,10 +167,7 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
-            -58897971
-        );
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 }

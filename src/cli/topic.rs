@@ -64,16 +64,9 @@ pub enum TopicAction {
 pub async fn run(bootstrap: &str, action: TopicAction) -> Result<(), ClientError> {
     let client = connect(bootstrap).await?;
     match action {
-        TopicAction::Create {
-            name,
-            partitions,
-            replication_factor,
-            configs,
-        } => {
+        TopicAction::Create { name, partitions, replication_factor, configs } => {
             let configs: BTreeMap<String, String> = configs.into_iter().collect();
-            client
-                .create_topic(&name, partitions, replication_factor, &configs)
-                .await?;
+            client.create_topic(&name, partitions, replication_factor, &configs).await?;
             println!("created topic {name}");
         }
         TopicAction::List { internal } => {
@@ -118,16 +111,8 @@ pub async fn run(bootstrap: &str, action: TopicAction) -> Result<(), ClientError
                 }
             }
         }
-        TopicAction::Alter {
-            name,
-            configs,
-            delete_configs,
-            partitions,
-        } => {
-            let mut ops: Vec<ConfigOp> = configs
-                .into_iter()
-                .map(|(k, v)| ConfigOp::Set(k, v))
-                .collect();
+        TopicAction::Alter { name, configs, delete_configs, partitions } => {
+            let mut ops: Vec<ConfigOp> = configs.into_iter().map(|(k, v)| ConfigOp::Set(k, v)).collect();
             ops.extend(delete_configs.into_iter().map(ConfigOp::Delete));
             if !ops.is_empty() {
                 client.alter_topic_configs(&name, &ops).await?;

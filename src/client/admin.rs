@@ -4,17 +4,13 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
-};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -51,24 +47,22 @@ impl KafkaClient {
         replication_factor: i16,
         configs: &BTreeMap<String, String>,
     ) -> Result<(), ClientError> {
-        let request = CreateTopicsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(topic_name(name))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(replication_factor)
-                    .with_configs(
-                        configs
-                            .iter()
-                            .map(|(k, v)| {
-                                CreatableTopicConfig::default()
-                                    .with_name(StrBytes::from_string(k.clone()))
-                                    .with_value(Some(StrBytes::from_string(v.clone())))
-                            })
-                            .collect(),
-                    ),
-            ]);
+        let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.clone()))
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect(),
+                ),
+        ]);
         let response = self.controller().await?.send(request).await?;
         for t in response.topics {
             if let Some(err) = ClientError::from_code(
@@ -87,9 +81,8 @@ impl KafkaClient {
         let conn = self.controller().await?;
         let version = conn.version_for::<DeleteTopicsRequest>(i16::MAX)?;
         let request = if version >= 6 {
-            DeleteTopicsRequest::default().with_topics(vec![
-                DeleteTopicState::default().with_name(Some(topic_name(name))),
-            ])
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_name(Some(topic_name(name)))])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![topic_name(name)])
         }
@@ -111,11 +104,7 @@ impl KafkaClient {
     pub async fn create_partitions(&self, name: &str, count: i32) -> Result<(), ClientError> {
         let request = CreatePartitionsRequest::default()
             .with_timeout_ms(30_000)
-            .with_topics(vec![
-                CreatePartitionsTopic::default()
-                    .with_name(topic_name(name))
-                    .with_count(count),
-            ]);
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count)]);
         let response = self.controller().await?.send(request).await?;
         for r in response.results {
             if let Some(err) = ClientError::from_code(
@@ -130,10 +119,7 @@ impl KafkaClient {
     }
 
     /// Every config of a topic.
-    pub async fn describe_topic_configs(
-        &self,
-        name: &str,
-    ) -> Result<Vec<ConfigEntry>, ClientError> {
+    pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, ClientError> {
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
                 .with_resource_type(RESOURCE_TOPIC)
@@ -165,11 +151,7 @@ impl KafkaClient {
     }
 
     /// Sets or removes topic config overrides.
-    pub async fn alter_topic_configs(
-        &self,
-        name: &str,
-        ops: &[ConfigOp],
-    ) -> Result<(), ClientError> {
+    pub async fn alter_topic_configs(&self, name: &str, ops: &[ConfigOp]) -> Result<(), ClientError> {
         let configs = ops
             .iter()
             .map(|op| match op {
@@ -177,9 +159,9 @@ impl KafkaClient {
                     .with_name(StrBytes::from_string(k.clone()))
                     .with_config_operation(0)
                     .with_value(Some(StrBytes::from_string(v.clone()))),
-                ConfigOp::Delete(k) => AlterableConfig::default()
-                    .with_name(StrBytes::from_string(k.clone()))
-                    .with_config_operation(1),
+                ConfigOp::Delete(k) => {
+                    AlterableConfig::default().with_name(StrBytes::from_string(k.clone())).with_config_operation(1)
+                }
             })
             .collect();
         let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -203,34 +185,20 @@ impl KafkaClient {
 
     /// Deletes records of a partition before `offset` (-1: up to the high watermark); returns
     /// the new low watermark.
-    pub async fn delete_records(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<i64, ClientError> {
-        let request = DeleteRecordsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![
-                DeleteRecordsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(vec![
-                        DeleteRecordsPartition::default()
-                            .with_partition_index(partition)
-                            .with_offset(offset),
-                    ]),
-            ]);
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, ClientError> {
+        let request = DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+            DeleteRecordsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                DeleteRecordsPartition::default().with_partition_index(partition).with_offset(offset),
+            ]),
+        ]);
         let response = self.leader(topic, partition).await?.send(request).await?;
         let p = response
             .topics
             .first()
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| ClientError::Protocol("empty delete records response".into()))?;
-        if let Some(err) = ClientError::from_code(
-            format!("delete records of {topic}-{partition}"),
-            p.error_code,
-            None,
-        ) {
+        if let Some(err) = ClientError::from_code(format!("delete records of {topic}-{partition}"), p.error_code, None)
+        {
             return Err(err);
         }
         Ok(p.low_watermark)

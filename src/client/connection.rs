@@ -56,18 +56,9 @@ pub enum ClientError {
 
 impl ClientError {
     /// Builds an error from a Kafka error code, or `None` for 0.
-    pub fn from_code(
-        context: impl Into<String>,
-        code: i16,
-        message: Option<String>,
-    ) -> Option<Self> {
+    pub fn from_code(context: impl Into<String>, code: i16, message: Option<String>) -> Option<Self> {
         let error = kafka_protocol::error::ResponseError::try_from_code(code)?;
-        Some(Self::Kafka {
-            context: context.into(),
-            error: error.to_string(),
-            code,
-            message,
-        })
+        Some(Self::Kafka { context: context.into(), error: error.to_string(), code, message })
     }
 
     /// The Kafka error code, if this is one.
@@ -106,20 +97,14 @@ const MAX_QUEUED_WRITES: usize = 1024;
 impl BrokerConnection {
     /// Connects and negotiates API versions.
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
-        let io_err = |source| ClientError::Io {
-            addr: addr.to_owned(),
-            source,
-        };
+        let io_err = |source| ClientError::Io { addr: addr.to_owned(), source };
         let resolved: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
             .map_err(io_err)?
             .next()
             .ok_or_else(|| ClientError::Unavailable(format!("cannot resolve {addr}")))?;
         let stream = crate::io::net::connect(resolved)
             .await
-            .map_err(|source| ClientError::Io {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            .map_err(|source| ClientError::Io { addr: addr.to_owned(), source })?;
         let (writes, queue) = flume::bounded::<Bytes>(MAX_QUEUED_WRITES);
         let inner = Rc::new(Inner {
             addr: addr.to_owned(),
@@ -148,12 +133,7 @@ impl BrokerConnection {
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         // A broker that does not speak v3 answers in v0 form (error code first in both).
         let response: ApiVersionsResponse = match self.send_version(request.clone(), 3).await {
-            Ok(r)
-                if r.error_code
-                    != kafka_protocol::error::ResponseError::UnsupportedVersion.code() =>
-            {
-                r
-            }
+            Ok(r) if r.error_code != kafka_protocol::error::ResponseError::UnsupportedVersion.code() => r,
             Ok(_) | Err(ClientError::Protocol(_)) => self.send_version(request, 0).await?,
             Err(e) => return Err(e),
         };
@@ -169,14 +149,9 @@ impl BrokerConnection {
 
     /// The version to use for `R`: the highest both sides speak, capped at `cap`.
     pub fn version_for<R: Request>(&self, cap: i16) -> Result<i16, ClientError> {
-        let key =
-            ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
-        let (broker_min, broker_max) = *self
-            .inner
-            .versions
-            .borrow()
-            .get(&R::KEY)
-            .ok_or(ClientError::Unsupported(key))?;
+        let key = ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
+        let (broker_min, broker_max) =
+            *self.inner.versions.borrow().get(&R::KEY).ok_or(ClientError::Unsupported(key))?;
         let version = broker_max.min(R::VERSIONS.max).min(cap);
         if version < broker_min.max(R::VERSIONS.min) {
             return Err(ClientError::Unsupported(key));
@@ -185,11 +160,7 @@ impl BrokerConnection {
     }
 
     /// Sends `request` at the best common version (at most `cap`) and returns that version too.
-    pub async fn send_capped<R: Request>(
-        &self,
-        request: R,
-        cap: i16,
-    ) -> Result<(R::Response, i16), ClientError> {
+    pub async fn send_capped<R: Request>(&self, request: R, cap: i16) -> Result<(R::Response, i16), ClientError> {
         let version = self.version_for::<R>(cap)?;
         Ok((self.send_version(request, version).await?, version))
     }
@@ -200,42 +171,27 @@ impl BrokerConnection {
     }
 
     /// Sends `request` at `version` and waits for its response.
-    pub async fn send_version<R: Request>(
-        &self,
-        request: R,
-        version: i16,
-    ) -> Result<R::Response, ClientError> {
+    pub async fn send_version<R: Request>(&self, request: R, version: i16) -> Result<R::Response, ClientError> {
         let (correlation_id, frame) = self.frame(&request, version)?;
         let (reply, rx) = oneshot::channel();
-        self.inner.pending.borrow_mut().insert(
-            correlation_id,
-            Pending {
-                header_version: R::Response::header_version(version),
-                reply,
-            },
-        );
+        self.inner
+            .pending
+            .borrow_mut()
+            .insert(correlation_id, Pending { header_version: R::Response::header_version(version), reply });
         self.write(frame).await?;
-        let mut body = rx
-            .await
-            .map_err(|_| ClientError::Closed(self.inner.addr.clone()))??;
+        let mut body = rx.await.map_err(|_| ClientError::Closed(self.inner.addr.clone()))??;
         R::Response::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Sends a request that gets no response (Produce with acks=0).
-    pub async fn send_without_response<R: Request>(
-        &self,
-        request: R,
-        version: i16,
-    ) -> Result<(), ClientError> {
+    pub async fn send_without_response<R: Request>(&self, request: R, version: i16) -> Result<(), ClientError> {
         let (_, frame) = self.frame(&request, version)?;
         self.write(frame).await
     }
 
     fn frame<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes), ClientError> {
         let correlation_id = self.inner.next_correlation.get();
-        self.inner
-            .next_correlation
-            .set(correlation_id.wrapping_add(1).max(1));
+        self.inner.next_correlation.set(correlation_id.wrapping_add(1).max(1));
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
@@ -243,12 +199,8 @@ impl BrokerConnection {
             .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())));
         let mut buf = BytesMut::with_capacity(64);
         buf.put_i32(0);
-        header
-            .encode(&mut buf, R::header_version(version))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        request
-            .encode(&mut buf, version)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        header.encode(&mut buf, R::header_version(version)).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        request.encode(&mut buf, version).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let size = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&size.to_be_bytes());
         Ok((correlation_id, buf.freeze()))
@@ -258,11 +210,7 @@ impl BrokerConnection {
         if self.inner.closed.get() {
             return Err(ClientError::Closed(self.inner.addr.clone()));
         }
-        self.inner
-            .writes
-            .send_async(frame)
-            .await
-            .map_err(|_| ClientError::Closed(self.inner.addr.clone()))
+        self.inner.writes.send_async(frame).await.map_err(|_| ClientError::Closed(self.inner.addr.clone()))
     }
 
     /// True once the connection has failed or closed.
@@ -291,9 +239,7 @@ async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let outcome: Result<(), ClientError> = async {
         loop {
-            while buf.len() < 4
-                || buf.len() < 4 + (i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize)
-            {
+            while buf.len() < 4 || buf.len() < 4 + (i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize) {
                 if buf.capacity() - buf.len() < 64 * 1024 {
                     let need = if buf.len() >= 4 {
                         (4 + i32::from_be_bytes(buf[..4].try_into().expect("4")).max(0) as usize)
@@ -326,9 +272,7 @@ async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
                 if pending.header_version >= 1 {
                     // Skip the response header's tagged fields.
                     let mut reader = crate::kafka::wire::Reader::new(&frame);
-                    reader
-                        .skip_tagged_fields()
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    reader.skip_tagged_fields().map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let skip = reader.position();
                     frame.advance(skip);
                 }
@@ -344,10 +288,9 @@ async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
             Err(e) => e.to_string(),
         };
         for (_, pending) in inner.pending.borrow_mut().drain() {
-            let _ = pending.reply.send(Err(ClientError::Unavailable(format!(
-                "connection to {} lost: {reason}",
-                inner.addr
-            ))));
+            let _ = pending
+                .reply
+                .send(Err(ClientError::Unavailable(format!("connection to {} lost: {reason}", inner.addr))));
         }
     }
 }

@@ -14,8 +14,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -69,11 +68,7 @@ impl KafkaClient {
     /// A client for the brokers in `bootstrap` (comma-separated host:port list).
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Self, ClientError> {
         let client = Self {
-            bootstrap: bootstrap
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            bootstrap: bootstrap.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             client_id: client_id.to_owned(),
             connections: RefCell::new(HashMap::new()),
             brokers: RefCell::new(HashMap::new()),
@@ -90,9 +85,7 @@ impl KafkaClient {
             return Ok(conn);
         }
         let conn = BrokerConnection::connect(addr, &self.client_id).await?;
-        self.connections
-            .borrow_mut()
-            .insert(addr.to_owned(), conn.clone());
+        self.connections.borrow_mut().insert(addr.to_owned(), conn.clone());
         Ok(conn)
     }
 
@@ -126,10 +119,7 @@ impl KafkaClient {
     ) -> Result<MetadataResponse, ClientError> {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|names| {
-                names
-                    .iter()
-                    .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
-                    .collect()
+                names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect()
             }))
             .with_allow_auto_topic_creation(auto_create);
         let response = self.any().await?.send(request).await?;
@@ -151,11 +141,7 @@ impl KafkaClient {
     /// Describes one topic (an error if it does not exist).
     pub async fn topic(&self, name: &str, auto_create: bool) -> Result<TopicInfo, ClientError> {
         let response = self.metadata(Some(&[name.to_owned()]), auto_create).await?;
-        let topic = response
-            .topics
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Protocol("empty metadata".into()))?;
+        let topic = response.topics.into_iter().next().ok_or_else(|| ClientError::Protocol("empty metadata".into()))?;
         if let Some(err) = ClientError::from_code(format!("topic {name}"), topic.error_code, None) {
             return Err(err);
         }
@@ -179,11 +165,7 @@ impl KafkaClient {
     }
 
     /// A connection to the leader of a partition (refreshing metadata when unknown).
-    pub async fn leader(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<BrokerConnection, ClientError> {
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<BrokerConnection, ClientError> {
         let key = (topic.to_owned(), partition);
         let mut leader = self.leaders.borrow().get(&key).copied();
         if leader.is_none() {
@@ -192,9 +174,7 @@ impl KafkaClient {
         }
         match leader {
             Some(id) if id >= 0 => self.broker(id).await,
-            _ => Err(ClientError::Unavailable(format!(
-                "no leader for {topic}-{partition}"
-            ))),
+            _ => Err(ClientError::Unavailable(format!("no leader for {topic}-{partition}"))),
         }
     }
 
@@ -226,18 +206,11 @@ impl KafkaClient {
         timeout_ms: i32,
     ) -> Result<i64, ClientError> {
         let conn = self.leader(topic, partition).await?;
-        let request = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(timeout_ms)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(topic_name(topic))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(records)),
-                    ]),
-            ]);
+        let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+            ]),
+        ]);
         let version = conn.version_for::<ProduceRequest>(PRODUCE_MAX_VERSION)?;
         if acks == 0 {
             conn.send_without_response(request, version).await?;
@@ -278,16 +251,12 @@ impl KafkaClient {
             .with_min_bytes(1)
             .with_max_bytes(max_bytes.max(1))
             .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(topic_name(topic))
-                    .with_partitions(vec![
+            .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
                         FetchPartition::default()
                             .with_partition(partition)
                             .with_fetch_offset(offset)
                             .with_partition_max_bytes(max_bytes.max(1)),
-                    ]),
-            ]);
+                    ])]);
         let (response, _) = conn.send_capped(request, FETCH_MAX_VERSION).await?;
         if let Some(err) = ClientError::from_code("fetch", response.error_code, None) {
             return Err(err);
@@ -298,11 +267,7 @@ impl KafkaClient {
             .next()
             .and_then(|t| t.partitions.into_iter().next())
             .ok_or_else(|| ClientError::Protocol("empty fetch response".into()))?;
-        if let Some(err) = ClientError::from_code(
-            format!("fetch {topic}-{partition}@{offset}"),
-            p.error_code,
-            None,
-        ) {
+        if let Some(err) = ClientError::from_code(format!("fetch {topic}-{partition}@{offset}"), p.error_code, None) {
             if matches!(p.error_code, 6 | 3) {
                 self.forget_leaders();
             }
@@ -317,35 +282,20 @@ impl KafkaClient {
 
     /// ListOffsets for one partition: `timestamp` or -1 (latest) / -2 (earliest) / -3 (max
     /// timestamp). Returns (offset, timestamp).
-    pub async fn list_offset(
-        &self,
-        topic: &str,
-        partition: i32,
-        timestamp: i64,
-    ) -> Result<(i64, i64), ClientError> {
+    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ClientError> {
         let conn = self.leader(topic, partition).await?;
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(partition)
-                            .with_timestamp(timestamp),
-                    ]),
-            ]);
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+            ]),
+        ]);
         let response = conn.send(request).await?;
         let p = response
             .topics
             .first()
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
-        if let Some(err) = ClientError::from_code(
-            format!("list offsets {topic}-{partition}"),
-            p.error_code,
-            None,
-        ) {
+        if let Some(err) = ClientError::from_code(format!("list offsets {topic}-{partition}"), p.error_code, None) {
             return Err(err);
         }
         Ok((p.offset, p.timestamp))

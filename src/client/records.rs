@@ -55,16 +55,8 @@ fn compression_of(id: i16) -> Compression {
 }
 
 /// Encodes `(key, value)` pairs as one v2 batch with base offset 0.
-pub fn encode_batch(
-    records: &[(Option<Bytes>, Option<Bytes>)],
-    options: &EncodeOptions,
-) -> BytesMut {
-    encode_batch_with_headers(
-        records
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone(), Vec::new())),
-        options,
-    )
+pub fn encode_batch(records: &[(Option<Bytes>, Option<Bytes>)], options: &EncodeOptions) -> BytesMut {
+    encode_batch_with_headers(records.iter().map(|(k, v)| (k.clone(), v.clone(), Vec::new())), options)
 }
 
 /// Encodes records with headers as one v2 batch with base offset 0.
@@ -90,18 +82,12 @@ pub fn encode_batch_with_headers(
             timestamp,
             key,
             value,
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| (StrBytes::from_string(k), v))
-                .collect::<IndexMap<_, _>>(),
+            headers: headers.into_iter().map(|(k, v)| (StrBytes::from_string(k), v)).collect::<IndexMap<_, _>>(),
             delete_horizon: false,
         })
         .collect();
     let mut buf = BytesMut::new();
-    let encode_options = RecordEncodeOptions {
-        version: 2,
-        compression: compression_of(options.compression),
-    };
+    let encode_options = RecordEncodeOptions { version: 2, compression: compression_of(options.compression) };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &encode_options)
         .expect("encoding records into memory cannot fail");
     buf
@@ -123,11 +109,7 @@ pub fn decode_records(bytes: Bytes) -> anyhow::Result<Vec<ConsumedRecord>> {
                 timestamp_ms: record.timestamp,
                 key: record.key,
                 value: record.value,
-                headers: record
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v))
-                    .collect(),
+                headers: record.headers.into_iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect(),
             });
         }
     }

@@ -128,6 +128,13 @@ pub enum ControllerCall {
         /// Results in order.
         reply: oneshot::Sender<Vec<Result<(), ControllerError>>>,
     },
+    /// A block of producer ids for a shard's InitProducerId answers.
+    AllocateProducerIds {
+        /// Ids wanted.
+        count: i64,
+        /// The first id of the block.
+        reply: oneshot::Sender<Result<i64, ControllerError>>,
+    },
     /// AlterConfigs / IncrementalAlterConfigs on topics.
     AlterTopicConfigs {
         /// Topic and change.
@@ -154,12 +161,7 @@ pub async fn run_controller(
     broker: Arc<BrokerConfig>,
     router: Router,
 ) {
-    let mut controller = Controller {
-        log,
-        current,
-        broker,
-        router,
-    };
+    let mut controller = Controller { log, current, broker, router };
     while let Ok(call) = inbox.recv_async().await {
         controller.handle(call).await;
     }
@@ -168,12 +170,7 @@ pub async fn run_controller(
 impl Controller {
     async fn handle(&mut self, call: ControllerCall) {
         match call {
-            ControllerCall::CreateTopics {
-                topics,
-                validate_only,
-                internal,
-                reply,
-            } => {
+            ControllerCall::CreateTopics { topics, validate_only, internal, reply } => {
                 let mut results = Vec::new();
                 let mut changed = false;
                 for topic in topics {
@@ -203,24 +200,19 @@ impl Controller {
                 let mut changed = false;
                 for topic in topics {
                     let found = match &topic {
-                        TopicRef::Name(name) => self
-                            .current
-                            .topic(name)
-                            .cloned()
-                            .ok_or_else(|| ControllerError::UnknownTopic(name.clone())),
-                        TopicRef::Id(id) => self
-                            .current
-                            .topic_by_id(id)
-                            .cloned()
-                            .ok_or(ControllerError::UnknownTopicId(*id)),
+                        TopicRef::Name(name) => {
+                            self.current.topic(name).cloned().ok_or_else(|| ControllerError::UnknownTopic(name.clone()))
+                        }
+                        TopicRef::Id(id) => {
+                            self.current.topic_by_id(id).cloned().ok_or(ControllerError::UnknownTopicId(*id))
+                        }
                     };
                     let result = match found {
                         Ok(t) if t.internal => Err(ControllerError::PolicyViolation(format!(
                             "internal topic {} cannot be deleted",
                             t.name
                         ))),
-                        Ok(t) => match self.commit(MetadataRecord::TopicDeleted { id: t.id }).await
-                        {
+                        Ok(t) => match self.commit(MetadataRecord::TopicDeleted { id: t.id }).await {
                             Ok(()) => {
                                 changed = true;
                                 Ok((t.name.clone(), t.id))
@@ -236,11 +228,7 @@ impl Controller {
                 }
                 let _ = reply.send(results);
             }
-            ControllerCall::CreatePartitions {
-                topics,
-                validate_only,
-                reply,
-            } => {
+            ControllerCall::CreatePartitions { topics, validate_only, reply } => {
                 let mut results = Vec::new();
                 let mut changed = false;
                 for (name, count) in topics {
@@ -260,11 +248,14 @@ impl Controller {
                 }
                 let _ = reply.send(results);
             }
-            ControllerCall::AlterTopicConfigs {
-                changes,
-                validate_only,
-                reply,
-            } => {
+            ControllerCall::AllocateProducerIds { count, reply } => {
+                let first = self.current.next_producer_id;
+                let record = MetadataRecord::ProducerIdsAllocated { next: first + count };
+                // Persisted before use, so ids are never handed out twice across restarts.
+                // Other shards need not hear of it: only the controller allocates.
+                let _ = reply.send(self.commit(record).await.map(|()| first));
+            }
+            ControllerCall::AlterTopicConfigs { changes, validate_only, reply } => {
                 let mut results = Vec::new();
                 let mut changed = false;
                 for (name, change) in changes {
@@ -287,17 +278,10 @@ impl Controller {
         }
     }
 
-    fn plan_topic(
-        &self,
-        topic: &NewTopic,
-        internal: bool,
-    ) -> Result<MetadataRecord, ControllerError> {
+    fn plan_topic(&self, topic: &NewTopic, internal: bool) -> Result<MetadataRecord, ControllerError> {
         validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopic)?;
         if !internal && topic.name.starts_with("__") && topic.name == CONSUMER_OFFSETS_TOPIC {
-            return Err(ControllerError::InvalidTopic(format!(
-                "{} is reserved for internal use",
-                topic.name
-            )));
+            return Err(ControllerError::InvalidTopic(format!("{} is reserved for internal use", topic.name)));
         }
         if self.current.topic(&topic.name).is_some() {
             return Err(ControllerError::TopicAlreadyExists(topic.name.clone()));
@@ -325,11 +309,7 @@ impl Controller {
             }
             topic.assignments.len() as i32
         } else {
-            let partitions = if topic.num_partitions == -1 {
-                self.broker.num_partitions
-            } else {
-                topic.num_partitions
-            };
+            let partitions = if topic.num_partitions == -1 { self.broker.num_partitions } else { topic.num_partitions };
             if partitions <= 0 {
                 return Err(ControllerError::InvalidPartitions(format!(
                     "number of partitions must be positive, got {partitions}"
@@ -373,18 +353,11 @@ impl Controller {
     }
 
     fn preview(&self, record: &MetadataRecord, name: &str) -> Arc<TopicMetadata> {
-        self.current
-            .apply(record, &self.broker)
-            .topic(name)
-            .expect("planned topic")
-            .clone()
+        self.current.apply(record, &self.broker).topic(name).expect("planned topic").clone()
     }
 
     fn plan_partitions(&self, name: &str, count: i32) -> Result<MetadataRecord, ControllerError> {
-        let topic = self
-            .current
-            .topic(name)
-            .ok_or_else(|| ControllerError::UnknownTopic(name.to_owned()))?;
+        let topic = self.current.topic(name).ok_or_else(|| ControllerError::UnknownTopic(name.to_owned()))?;
         let existing = topic.partitions.len() as i32;
         if count <= existing {
             return Err(ControllerError::InvalidPartitions(format!(
@@ -392,9 +365,7 @@ impl Controller {
             )));
         }
         if count > 100_000 {
-            return Err(ControllerError::InvalidPartitions(format!(
-                "{count} partitions is too many"
-            )));
+            return Err(ControllerError::InvalidPartitions(format!("{count} partitions is too many")));
         }
         Ok(MetadataRecord::PartitionsAdded {
             id: topic.id,
@@ -402,28 +373,20 @@ impl Controller {
         })
     }
 
-    fn plan_configs(
-        &self,
-        name: &str,
-        change: &ConfigChange,
-    ) -> Result<MetadataRecord, ControllerError> {
-        let topic = self
-            .current
-            .topic(name)
-            .ok_or_else(|| ControllerError::UnknownTopic(name.to_owned()))?;
+    fn plan_configs(&self, name: &str, change: &ConfigChange) -> Result<MetadataRecord, ControllerError> {
+        let topic = self.current.topic(name).ok_or_else(|| ControllerError::UnknownTopic(name.to_owned()))?;
         let mut configs = topic.config.overrides.clone();
         match change {
             ConfigChange::Replace(values) => configs = values.clone(),
             ConfigChange::Incremental(ops) => {
                 for (key, op, value) in ops {
-                    let known = topic_config::config_key(key).ok_or_else(|| {
-                        ControllerError::InvalidConfig(format!("unknown topic config {key:?}"))
-                    })?;
+                    let known = topic_config::config_key(key)
+                        .ok_or_else(|| ControllerError::InvalidConfig(format!("unknown topic config {key:?}")))?;
                     match op {
                         AlterOp::Set => {
-                            let value = value.clone().ok_or_else(|| {
-                                ControllerError::InvalidConfig(format!("no value to set for {key}"))
-                            })?;
+                            let value = value
+                                .clone()
+                                .ok_or_else(|| ControllerError::InvalidConfig(format!("no value to set for {key}")))?;
                             configs.insert(key.clone(), value);
                         }
                         AlterOp::Delete => {
@@ -431,25 +394,14 @@ impl Controller {
                         }
                         AlterOp::Append | AlterOp::Subtract => {
                             if known.kind != topic_config::ConfigType::List {
-                                return Err(ControllerError::InvalidConfig(format!(
-                                    "{key} is not a list"
-                                )));
+                                return Err(ControllerError::InvalidConfig(format!("{key} is not a list")));
                             }
-                            let current = configs
-                                .get(key)
-                                .cloned()
-                                .unwrap_or_else(|| known.default_value(&self.broker));
-                            let mut items: Vec<String> = current
-                                .split(',')
-                                .map(|s| s.trim().to_owned())
-                                .filter(|s| !s.is_empty())
-                                .collect();
-                            for item in value
-                                .as_deref()
-                                .unwrap_or("")
-                                .split(',')
-                                .map(str::trim)
-                                .filter(|s| !s.is_empty())
+                            let current =
+                                configs.get(key).cloned().unwrap_or_else(|| known.default_value(&self.broker));
+                            let mut items: Vec<String> =
+                                current.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                            for item in
+                                value.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty())
                             {
                                 if *op == AlterOp::Append {
                                     if !items.iter().any(|i| i == item) {
@@ -468,10 +420,7 @@ impl Controller {
         for (key, value) in &configs {
             topic_config::validate_entry(key, value).map_err(ControllerError::InvalidConfig)?;
         }
-        Ok(MetadataRecord::TopicConfigsSet {
-            id: topic.id,
-            configs,
-        })
+        Ok(MetadataRecord::TopicConfigsSet { id: topic.id, configs })
     }
 
     /// Appends the record to the metadata log (fsync'd) and applies it to `current`.
@@ -491,15 +440,7 @@ impl Controller {
         let mut acks = Vec::new();
         for shard in 0..self.router.shard_count() {
             let (reply, ack) = oneshot::channel();
-            self.router
-                .send(
-                    shard,
-                    ShardMessage::Metadata {
-                        snapshot: self.current.clone(),
-                        reply,
-                    },
-                )
-                .await;
+            self.router.send(shard, ShardMessage::Metadata { snapshot: self.current.clone(), reply }).await;
             acks.push(ack);
         }
         for ack in acks {

@@ -50,6 +50,11 @@ pub enum MetadataRecord {
         /// Shards of the new partitions, in index order.
         shards: Vec<u32>,
     },
+    /// Producer ids below `next` have been handed out (in blocks, to shards).
+    ProducerIdsAllocated {
+        /// First id not yet handed out.
+        next: i64,
+    },
     /// A topic's config overrides were replaced.
     TopicConfigsSet {
         /// Topic id.
@@ -111,6 +116,8 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, Arc<TopicMetadata>>,
     /// Topic names by id.
     pub topic_names: HashMap<Uuid, String>,
+    /// First producer id not yet handed out.
+    pub next_producer_id: i64,
     /// Bumped by every change.
     pub version: u64,
 }
@@ -121,15 +128,11 @@ impl ClusterMetadata {
         let (host, port) = broker.advertised();
         Self {
             cluster_id: String::new(),
-            broker: BrokerInfo {
-                id: broker.broker_id,
-                host,
-                port,
-                rack: broker.rack.clone(),
-            },
+            broker: BrokerInfo { id: broker.broker_id, host, port, rack: broker.rack.clone() },
             shard_count,
             topics: BTreeMap::new(),
             topic_names: HashMap::new(),
+            next_producer_id: 0,
             version: 0,
         }
     }
@@ -141,9 +144,7 @@ impl ClusterMetadata {
 
     /// A topic by id.
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMetadata>> {
-        self.topic_names
-            .get(id)
-            .and_then(|name| self.topics.get(name))
+        self.topic_names.get(id).and_then(|name| self.topics.get(name))
     }
 
     /// Partitions each shard owns.
@@ -162,11 +163,7 @@ impl ClusterMetadata {
         let mut load = self.partitions_per_shard();
         (0..count)
             .map(|_| {
-                let (shard, _) = load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(i, n)| (**n, *i))
-                    .expect("at least one shard");
+                let (shard, _) = load.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).expect("at least one shard");
                 load[shard] += 1;
                 shard as u32
             })
@@ -181,13 +178,7 @@ impl ClusterMetadata {
         let shard_of = |s: u32| (s as usize) % self.shard_count.max(1);
         match record {
             MetadataRecord::ClusterCreated { cluster_id } => next.cluster_id = cluster_id.clone(),
-            MetadataRecord::TopicCreated {
-                name,
-                id,
-                shards,
-                configs,
-                internal,
-            } => {
+            MetadataRecord::TopicCreated { name, id, shards, configs, internal } => {
                 let topic = TopicMetadata {
                     name: name.clone(),
                     id: *id,
@@ -195,11 +186,7 @@ impl ClusterMetadata {
                     partitions: shards
                         .iter()
                         .enumerate()
-                        .map(|(i, s)| PartitionMetadata {
-                            index: i as i32,
-                            shard: shard_of(*s),
-                            leader_epoch: 0,
-                        })
+                        .map(|(i, s)| PartitionMetadata { index: i as i32, shard: shard_of(*s), leader_epoch: 0 })
                         .collect(),
                     config: Arc::new(TopicConfig::resolve(configs.clone(), broker)),
                 };
@@ -216,35 +203,33 @@ impl ClusterMetadata {
                     let mut topic = (*topic).clone();
                     for s in shards {
                         let index = topic.partitions.len() as i32;
-                        topic.partitions.push(PartitionMetadata {
-                            index,
-                            shard: shard_of(*s),
-                            leader_epoch: 0,
-                        });
+                        topic.partitions.push(PartitionMetadata { index, shard: shard_of(*s), leader_epoch: 0 });
                     }
                     next.topics.insert(topic.name.clone(), Arc::new(topic));
                 }
                 None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
             },
-            MetadataRecord::TopicConfigsSet { id, configs } => {
-                match next.topic_by_id(id).cloned() {
-                    Some(topic) => {
-                        let mut topic = (*topic).clone();
-                        topic.config = Arc::new(TopicConfig::resolve(configs.clone(), broker));
-                        next.topics.insert(topic.name.clone(), Arc::new(topic));
-                    }
-                    None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
-                }
+            MetadataRecord::ProducerIdsAllocated { next: n } => {
+                next.next_producer_id = next.next_producer_id.max(*n);
             }
+            MetadataRecord::TopicConfigsSet { id, configs } => match next.topic_by_id(id).cloned() {
+                Some(topic) => {
+                    let mut topic = (*topic).clone();
+                    topic.config = Arc::new(TopicConfig::resolve(configs.clone(), broker));
+                    next.topics.insert(topic.name.clone(), Arc::new(topic));
+                }
+                None => tracing::warn!(%id, "metadata record for unknown topic ignored"),
+            },
         }
         next
     }
 
     /// The records that rebuild this snapshot (used to compact the metadata log).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
-        let mut records = vec![MetadataRecord::ClusterCreated {
-            cluster_id: self.cluster_id.clone(),
-        }];
+        let mut records = vec![
+            MetadataRecord::ClusterCreated { cluster_id: self.cluster_id.clone() },
+            MetadataRecord::ProducerIdsAllocated { next: self.next_producer_id },
+        ];
         for topic in self.topics.values() {
             records.push(MetadataRecord::TopicCreated {
                 name: topic.name.clone(),
@@ -270,31 +255,14 @@ mod tests {
         assert_eq!(shards, vec![0, 1, 2, 0, 1, 2, 0]);
         let id = Uuid::new_v4();
         let created = meta.apply(
-            &MetadataRecord::TopicCreated {
-                name: "t".into(),
-                id,
-                shards,
-                configs: BTreeMap::new(),
-                internal: false,
-            },
+            &MetadataRecord::TopicCreated { name: "t".into(), id, shards, configs: BTreeMap::new(), internal: false },
             &broker,
         );
         assert_eq!(created.partitions_per_shard(), vec![3, 2, 2]);
         assert_eq!(created.place_partitions(2), vec![1, 2]);
-        let grown = created.apply(
-            &MetadataRecord::PartitionsAdded {
-                id,
-                shards: vec![1],
-            },
-            &broker,
-        );
+        let grown = created.apply(&MetadataRecord::PartitionsAdded { id, shards: vec![1] }, &broker);
         assert_eq!(grown.topic("t").unwrap().partitions.len(), 8);
-        let rebuilt = grown
-            .to_records()
-            .iter()
-            .fold(ClusterMetadata::empty(&broker, 3), |m, r| {
-                m.apply(r, &broker)
-            });
+        let rebuilt = grown.to_records().iter().fold(ClusterMetadata::empty(&broker, 3), |m, r| m.apply(r, &broker));
         assert_eq!(rebuilt.topics, grown.topics);
         let deleted = grown.apply(&MetadataRecord::TopicDeleted { id }, &broker);
         assert!(deleted.topic("t").is_none() && deleted.topic_by_id(&id).is_none());

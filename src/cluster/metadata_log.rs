@@ -37,9 +37,7 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 impl MetadataLog {
     /// The metadata log under `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
-        Self {
-            path: data_dir.join("__cluster").join("metadata.log"),
-        }
+        Self { path: data_dir.join("__cluster").join("metadata.log") }
     }
 
     /// Reads every intact record; a torn or corrupt tail is reported and ignored (it was never
@@ -56,10 +54,7 @@ impl MetadataLog {
             let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
             let end = at + 8 + len;
-            if len > MAX_RECORD_BYTES
-                || end > bytes.len()
-                || crc32c::crc32c(&bytes[at + 8..end]) != crc
-            {
+            if len > MAX_RECORD_BYTES || end > bytes.len() || crc32c::crc32c(&bytes[at + 8..end]) != crc {
                 break;
             }
             match serde_json::from_slice(&bytes[at + 8..end]) {
@@ -81,10 +76,7 @@ impl MetadataLog {
     /// Appends a record and fsyncs it.
     pub fn append(&self, record: &MetadataRecord) -> std::io::Result<()> {
         let frame = encode(record);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         file.write_all(&frame)?;
         file.sync_data()
     }
@@ -114,10 +106,7 @@ mod tests {
     fn replays_intact_records_and_ignores_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let log = MetadataLog::new(dir.path());
-        log.rewrite(&[MetadataRecord::ClusterCreated {
-            cluster_id: "c".into(),
-        }])
-        .unwrap();
+        log.rewrite(&[MetadataRecord::ClusterCreated { cluster_id: "c".into() }]).unwrap();
         let topic = MetadataRecord::TopicCreated {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
@@ -129,17 +118,7 @@ mod tests {
         assert_eq!(log.replay().unwrap().len(), 2);
         let path = dir.path().join("__cluster/metadata.log");
         let len = std::fs::metadata(&path).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
-        assert_eq!(
-            log.replay().unwrap(),
-            vec![MetadataRecord::ClusterCreated {
-                cluster_id: "c".into()
-            }]
-        );
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        assert_eq!(log.replay().unwrap(), vec![MetadataRecord::ClusterCreated { cluster_id: "c".into() }]);
     }
 }

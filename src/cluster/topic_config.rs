@@ -81,10 +81,7 @@ fn boolean(v: &str) -> Result<(), String> {
     }
 }
 fn cleanup_policy(v: &str) -> Result<(), String> {
-    if !v.is_empty()
-        && v.split(',')
-            .all(|p| matches!(p.trim(), "delete" | "compact"))
-    {
+    if !v.is_empty() && v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
         Ok(())
     } else {
         Err("must be a list of delete and compact".into())
@@ -99,10 +96,7 @@ fn timestamp_type(v: &str) -> Result<(), String> {
 fn compression_type(v: &str) -> Result<(), String> {
     match v {
         "producer" => Ok(()),
-        _ => Err(
-            "only 'producer' is supported: batches are stored as the producer compressed them"
-                .into(),
-        ),
+        _ => Err("only 'producer' is supported: batches are stored as the producer compressed them".into()),
     }
 }
 fn ratio(v: &str) -> Result<(), String> {
@@ -242,10 +236,7 @@ impl TopicConfig {
     /// Resolves `overrides` (already validated) against the broker defaults.
     pub fn resolve(overrides: BTreeMap<String, String>, broker: &BrokerConfig) -> Self {
         let get = |name: &str| -> String {
-            overrides
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| config_key(name).expect("known key").default_value(broker))
+            overrides.get(name).cloned().unwrap_or_else(|| config_key(name).expect("known key").default_value(broker))
         };
         let long = |name: &str| get(name).parse::<i64>().expect("validated");
         let log = LogConfig {
@@ -262,16 +253,12 @@ impl TopicConfig {
                 TimestampType::CreateTime
             },
             preallocate: get("preallocate") == "true",
-            delete_retention: get("cleanup.policy")
-                .split(',')
-                .any(|p| p.trim() == "delete"),
+            delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
             ..LogConfig::default()
         };
         Self {
             min_insync_replicas: long("min.insync.replicas") as i32,
-            compact: get("cleanup.policy")
-                .split(',')
-                .any(|p| p.trim() == "compact"),
+            compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
             overrides,
             log,
         }
@@ -305,10 +292,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.len() > 249 {
         return Err("topic name is longer than 249 characters".into());
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return Err(format!(
             "topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"
         ));
@@ -348,10 +332,7 @@ mod tests {
         assert_eq!(config.log.retention_bytes, 1000);
         assert_eq!(config.log.retention_ms, broker.log_retention_ms);
         let described = config.describe(&broker);
-        let retention = described
-            .iter()
-            .find(|(k, _, _)| k.name == "retention.bytes")
-            .unwrap();
+        let retention = described.iter().find(|(k, _, _)| k.name == "retention.bytes").unwrap();
         assert_eq!((retention.1.as_str(), retention.2), ("1000", false));
     }
 }

@@ -44,14 +44,8 @@ impl AlignedBuf {
         let layout = Self::layout(capacity);
         // SAFETY: layout has a non-zero size.
         let raw = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
-        };
-        Self {
-            ptr,
-            len: 0,
-            capacity,
-        }
+        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        Self { ptr, len: 0, capacity }
     }
 
     fn layout(capacity: usize) -> Layout {
@@ -87,10 +81,7 @@ impl AlignedBuf {
 
     /// Grows the allocation so that `additional` more bytes fit, keeping page alignment.
     pub fn reserve(&mut self, additional: usize) {
-        let needed = self
-            .len
-            .checked_add(additional)
-            .expect("buffer length overflow");
+        let needed = self.len.checked_add(additional).expect("buffer length overflow");
         if needed <= self.capacity {
             return;
         }
@@ -99,9 +90,7 @@ impl AlignedBuf {
         // SAFETY: ptr was allocated with old_layout; the new size is non-zero and keeps the
         // alignment because `realloc` preserves the layout's alignment.
         let raw = unsafe { realloc(self.ptr.as_ptr(), old_layout, new_capacity) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(Self::layout(new_capacity))
-        };
+        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(Self::layout(new_capacity)) };
         self.ptr = ptr;
         self.capacity = new_capacity;
     }
@@ -111,11 +100,7 @@ impl AlignedBuf {
         self.reserve(bytes.len());
         // SAFETY: capacity checked above; regions cannot overlap (we own ours exclusively).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.ptr.as_ptr().add(self.len),
-                bytes.len(),
-            );
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(self.len), bytes.len());
         }
         self.len += bytes.len();
     }
@@ -163,10 +148,7 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .field("capacity", &self.capacity)
-            .finish()
+        f.debug_struct("AlignedBuf").field("len", &self.len).field("capacity", &self.capacity).finish()
     }
 }
 
@@ -186,12 +168,7 @@ impl SetLen for AlignedBuf {
 impl IoBufMut for AlignedBuf {
     fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
         // SAFETY: the allocation is `capacity` bytes long and exclusively borrowed.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.as_ptr().cast::<MaybeUninit<u8>>(),
-                self.capacity,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<MaybeUninit<u8>>(), self.capacity) }
     }
 }
 

@@ -37,10 +37,7 @@ pub struct DirectFile {
 
 impl std::fmt::Debug for DirectFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectFile")
-            .field("path", &self.path)
-            .field("direct", &self.direct)
-            .finish()
+        f.debug_struct("DirectFile").field("path", &self.path).field("direct", &self.direct).finish()
     }
 }
 
@@ -50,21 +47,11 @@ impl DirectFile {
     /// still holds because every acknowledgement under `flush = always` waits for fdatasync.
     pub async fn open(path: &Path, mode: OpenMode, faults: Faults) -> io::Result<Self> {
         match Self::open_with(path, mode, libc::O_DIRECT).await {
-            Ok(file) => Ok(Self {
-                file,
-                path: path.to_owned(),
-                direct: true,
-                faults,
-            }),
+            Ok(file) => Ok(Self { file, path: path.to_owned(), direct: true, faults }),
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(path = %path.display(), "O_DIRECT refused by the filesystem; using buffered I/O");
                 let file = Self::open_with(path, mode, 0).await?;
-                Ok(Self {
-                    file,
-                    path: path.to_owned(),
-                    direct: false,
-                    faults,
-                })
+                Ok(Self { file, path: path.to_owned(), direct: false, faults })
             }
             Err(err) => Err(err),
         }
@@ -72,11 +59,7 @@ impl DirectFile {
 
     async fn open_with(path: &Path, mode: OpenMode, flags: i32) -> io::Result<File> {
         let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .create(mode == OpenMode::CreateOrOpen)
-            .custom_flags(flags | libc::O_CLOEXEC);
+        options.read(true).write(true).create(mode == OpenMode::CreateOrOpen).custom_flags(flags | libc::O_CLOEXEC);
         options.open(path).await
     }
 
@@ -97,11 +80,7 @@ impl DirectFile {
 
     /// Writes all of `buf` at `position`. Both must be page aligned (the caller pads the tail).
     /// The buffer comes back whatever the outcome so it can be reused.
-    pub async fn write_all_at(
-        &self,
-        buf: AlignedBuf,
-        position: u64,
-    ) -> (io::Result<()>, AlignedBuf) {
+    pub async fn write_all_at(&self, buf: AlignedBuf, position: u64) -> (io::Result<()>, AlignedBuf) {
         debug_assert_eq!(position % PAGE_BYTES as u64, 0);
         debug_assert_eq!(buf.len() % PAGE_BYTES, 0);
         if let Err(err) = self.faults.check(FaultOp::Write) {
@@ -120,15 +99,11 @@ impl DirectFile {
                 (result, returned)
             } else {
                 if !written.is_multiple_of(PAGE_BYTES) {
-                    return (
-                        Err(io::Error::other("short O_DIRECT write off a page boundary")),
-                        buf,
-                    );
+                    return (Err(io::Error::other("short O_DIRECT write off a page boundary")), buf);
                 }
                 let slice = compio::buf::IoBuf::slice(buf, written..);
                 let mut file = &self.file;
-                let BufResult(result, slice) =
-                    file.write_at(slice, position + written as u64).await;
+                let BufResult(result, slice) = file.write_at(slice, position + written as u64).await;
                 (result, slice.into_inner())
             };
             buf = returned;
@@ -156,8 +131,7 @@ impl DirectFile {
             if already == buf.capacity() {
                 return (Ok(already), buf);
             }
-            let BufResult(result, returned) =
-                self.file.read_at(buf, position + already as u64).await;
+            let BufResult(result, returned) = self.file.read_at(buf, position + already as u64).await;
             buf = returned;
             match result {
                 Ok(0) => return (Ok(buf.len()), buf),
@@ -191,13 +165,8 @@ impl DirectFile {
         if length == 0 {
             return Ok(());
         }
-        match self
-            .fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, length)
-            .await
-        {
-            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.write_zeros(offset, length).await
-            }
+        match self.fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, length).await {
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => self.write_zeros(offset, length).await,
             other => other,
         }
     }
@@ -222,12 +191,7 @@ impl DirectFile {
     }
 
     async fn fallocate(&self, mode: i32, offset: u64, length: u64) -> io::Result<()> {
-        let op = Fallocate {
-            fd: self.raw_fd(),
-            mode,
-            offset,
-            length,
-        };
+        let op = Fallocate { fd: self.raw_fd(), mode, offset, length };
         let BufResult(result, _) = compio::runtime::submit(op).await;
         result.map(|_| ())
     }
@@ -266,18 +230,7 @@ unsafe impl OpCode for Fallocate {
 
     fn call_blocking(&mut self, _: &mut Self::Control) -> io::Result<usize> {
         // SAFETY: plain syscall on a descriptor we own.
-        let rc = unsafe {
-            libc::fallocate(
-                self.fd,
-                self.mode,
-                self.offset as libc::off_t,
-                self.length as libc::off_t,
-            )
-        };
-        if rc == 0 {
-            Ok(0)
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        let rc = unsafe { libc::fallocate(self.fd, self.mode, self.offset as libc::off_t, self.length as libc::off_t) };
+        if rc == 0 { Ok(0) } else { Err(io::Error::last_os_error()) }
     }
 }

@@ -30,12 +30,8 @@ pub fn spawn_detached<F: Future + 'static>(future: F) {
 }
 
 /// Runs a blocking closure on the runtime's helper threads (for syscalls io_uring cannot do).
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
-    compio::runtime::spawn_blocking(f)
-        .await
-        .map_err(|_| std::io::Error::other("blocking task failed"))
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
+    compio::runtime::spawn_blocking(f).await.map_err(|_| std::io::Error::other("blocking task failed"))
 }
 
 /// Lets every other ready task on this shard run once before the caller continues.
@@ -43,10 +39,7 @@ pub async fn yield_now() {
     struct YieldNow(bool);
     impl Future for YieldNow {
         type Output = ();
-        fn poll(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<()> {
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
             if self.0 {
                 return std::task::Poll::Ready(());
             }
@@ -82,8 +75,6 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// True when the current thread's executor drives io_uring (not a readiness fallback).
 pub fn runtime_uses_io_uring() -> bool {
-    compio::runtime::Runtime::try_with_current(|rt| {
-        matches!(rt.driver_type(), compio_driver::DriverType::IoUring)
-    })
-    .unwrap_or(false)
+    compio::runtime::Runtime::try_with_current(|rt| matches!(rt.driver_type(), compio_driver::DriverType::IoUring))
+        .unwrap_or(false)
 }

@@ -13,11 +13,7 @@ pub use compio::net::{TcpListener, TcpStream};
 /// Opens a listening socket with `SO_REUSEPORT`, so every shard can bind the same address and the
 /// kernel spreads incoming connections over them.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;

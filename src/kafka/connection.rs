@@ -6,7 +6,7 @@
 //! and their acknowledgements are awaited concurrently, which lets one connection's produces
 //! share a group commit. Any other request waits until earlier Produce requests have completed.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -84,6 +84,8 @@ pub struct Connection {
     pub shard: Rc<Shard>,
     /// Peer address.
     pub peer: SocketAddr,
+    /// Client id of the latest request.
+    pub client_id: RefCell<Option<String>>,
     produces_in_flight: Cell<usize>,
     produces_done: LocalSignal,
 }
@@ -91,8 +93,7 @@ pub struct Connection {
 impl Connection {
     /// Marks a pipelined Produce as started; returns a guard to drop when it completes.
     pub fn produce_started(self: &Rc<Self>) -> ProduceGuard {
-        self.produces_in_flight
-            .set(self.produces_in_flight.get() + 1);
+        self.produces_in_flight.set(self.produces_in_flight.get() + 1);
         ProduceGuard { conn: self.clone() }
     }
 
@@ -119,22 +120,17 @@ impl Drop for ProduceGuard {
 }
 
 /// Serves one connection until the peer closes, a request is malformed, or the shard stops.
-pub async fn serve(
-    shard: Rc<Shard>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    stop: oneshot::Receiver<()>,
-) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, stop: oneshot::Receiver<()>) {
     let limits = FrameLimits {
         produce_max_bytes: shard.config.socket_request_max_bytes,
         control_max_bytes: shard.config.control_request_max_bytes,
     };
-    let (queue, responses) =
-        flume::bounded::<PendingResponse>(shard.config.max_in_flight_requests_per_connection);
+    let (queue, responses) = flume::bounded::<PendingResponse>(shard.config.max_in_flight_requests_per_connection);
     let writer = crate::io::spawn(write_loop(stream.clone(), responses));
     let conn = Rc::new(Connection {
         shard,
         peer,
+        client_id: RefCell::new(None),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });
@@ -171,6 +167,9 @@ async fn read_loop(
             conn.wait_for_produces().await;
         }
         let header = frame.header.clone();
+        if header.client_id.is_some() && *conn.client_id.borrow() != header.client_id {
+            *conn.client_id.borrow_mut() = header.client_id.clone();
+        }
         let pending = match handlers::dispatch(conn, frame).await {
             Ok(pending) => pending,
             Err(err) => {
@@ -233,11 +232,7 @@ async fn write_loop(mut stream: TcpStream, responses: flume::Receiver<PendingRes
 
 async fn write_all(stream: &mut TcpStream, mut out: Vec<Bytes>) -> std::io::Result<()> {
     while !out.is_empty() {
-        let rest = if out.len() > MAX_IOVECS_PER_WRITE {
-            out.split_off(MAX_IOVECS_PER_WRITE)
-        } else {
-            Vec::new()
-        };
+        let rest = if out.len() > MAX_IOVECS_PER_WRITE { out.split_off(MAX_IOVECS_PER_WRITE) } else { Vec::new() };
         let BufResult(result, _) = stream.write_vectored_all(out).await;
         result?;
         out = rest;

@@ -4,6 +4,7 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::cluster::ControllerError;
+use crate::group::GroupError;
 use crate::shard::PartitionError;
 use crate::storage::{BatchError, StorageError};
 
@@ -15,9 +16,9 @@ pub fn batch_error(err: &BatchError) -> ResponseError {
         BatchError::CountMismatch { .. } | BatchError::Empty | BatchError::OffsetGap { .. } => {
             ResponseError::InvalidRecord
         }
-        BatchError::Truncated { .. }
-        | BatchError::BadLength(_)
-        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::CrcMismatch { .. } => {
+            ResponseError::CorruptMessage
+        }
     }
 }
 
@@ -41,6 +42,8 @@ pub fn partition_error(err: &PartitionError) -> ResponseError {
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         PartitionError::Timeout => ResponseError::RequestTimedOut,
         PartitionError::OffsetBeyondHighWatermark(_) => ResponseError::OffsetOutOfRange,
+        PartitionError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::Storage(storage) => storage_error(storage),
     }
 }
@@ -68,4 +71,32 @@ pub fn controller_result<T>(result: &Result<T, ControllerError>) -> (i16, Option
         Ok(_) => (0, None),
         Err(err) => (controller_error(err).code(), Some(err.to_string())),
     }
+}
+
+/// Kafka error code for a group failure.
+pub fn group_error(err: GroupError) -> ResponseError {
+    match err {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::CoordinatorNotAvailable | GroupError::Storage => ResponseError::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+    }
+}
+
+/// Kafka error code (0 for none) for an optional group failure.
+pub fn group_code(err: Option<GroupError>) -> i16 {
+    err.map_or(0, |e| group_error(e).code())
 }

@@ -86,11 +86,7 @@ pub fn encode(
 ) -> EncodedBody {
     debug_assert!((4..=18).contains(&version));
     let flexible = version >= 12;
-    let mut b = Builder {
-        parts: Vec::new(),
-        current: BytesMut::with_capacity(256),
-        len: 0,
-    };
+    let mut b = Builder { parts: Vec::new(), current: BytesMut::with_capacity(256), len: 0 };
     b.current.put_i32(throttle_time_ms);
     if version >= 7 {
         b.current.put_i16(error_code);
@@ -134,10 +130,7 @@ pub fn encode(
         put_uvarint(&mut b.current, 0); // response tagged fields
     }
     b.flush();
-    EncodedBody {
-        parts: b.parts,
-        len: b.len,
-    }
+    EncodedBody { parts: b.parts, len: b.len }
 }
 
 #[cfg(test)]
@@ -203,15 +196,9 @@ mod tests {
             &[TopicOut {
                 name: "t".into(),
                 topic_id: uuid::Uuid::nil(),
-                partitions: vec![PartitionOut {
-                    records: vec![batch.clone()],
-                    ..PartitionOut::default()
-                }],
+                partitions: vec![PartitionOut { records: vec![batch.clone()], ..PartitionOut::default() }],
             }],
         );
-        assert!(
-            body.parts.iter().any(|p| p.as_ptr() == batch.as_ptr()),
-            "the batch itself is one of the parts"
-        );
+        assert!(body.parts.iter().any(|p| p.as_ptr() == batch.as_ptr()), "the batch itself is one of the parts");
     }
 }

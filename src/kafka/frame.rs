@@ -85,11 +85,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// Reads from `stream`.
     pub fn new(stream: TcpStream, limits: FrameLimits) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            limits,
-        }
+        Self { stream, buf: BytesMut::with_capacity(READ_CHUNK_BYTES), limits }
     }
 
     /// Reads until `self.buf` holds at least `want` bytes; false on a clean EOF before any byte
@@ -98,8 +94,7 @@ impl FrameReader {
         while self.buf.len() < want {
             let spare = self.buf.capacity() - self.buf.len();
             if spare < want - self.buf.len() || spare == 0 {
-                self.buf
-                    .reserve((want - self.buf.len()).max(READ_CHUNK_BYTES));
+                self.buf.reserve((want - self.buf.len()).max(READ_CHUNK_BYTES));
             }
             let buf = std::mem::take(&mut self.buf);
             let BufResult(result, buf) = self.stream.read(buf).await;
@@ -120,9 +115,7 @@ impl FrameReader {
         if !self.fill(4).await? {
             return Ok(None);
         }
-        let size = i64::from(i32::from_be_bytes(
-            self.buf[..4].try_into().expect("4 bytes"),
-        ));
+        let size = i64::from(i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")));
         if size < FIXED_HEADER_BYTES as i64 {
             return Err(FrameError::TooSmall(size));
         }
@@ -146,11 +139,7 @@ impl FrameReader {
         frame.advance(4);
         let (header, header_len, header_complete) = parse_header(&frame)?;
         frame.advance(header_len);
-        Ok(Some(RequestFrame {
-            header,
-            body: frame,
-            header_complete,
-        }))
+        Ok(Some(RequestFrame { header, body: frame, header_complete }))
     }
 }
 
@@ -161,12 +150,7 @@ pub fn parse_header(frame: &[u8]) -> Result<(RequestHeader, usize, bool), WireEr
     let api_key = r.i16()?;
     let api_version = r.i16()?;
     let correlation_id = r.i32()?;
-    let mut header = RequestHeader {
-        api_key,
-        api_version,
-        correlation_id,
-        client_id: None,
-    };
+    let mut header = RequestHeader { api_key, api_version, correlation_id, client_id: None };
     let Ok(key) = ApiKey::try_from(api_key) else {
         return Ok((header, r.position(), false));
     };
@@ -176,9 +160,7 @@ pub fn parse_header(frame: &[u8]) -> Result<(RequestHeader, usize, bool), WireEr
     }
     let header_version = key.request_header_version(api_version);
     if header_version >= 1 {
-        header.client_id = r
-            .nullable_string()?
-            .map(|b| String::from_utf8_lossy(b).into_owned());
+        header.client_id = r.nullable_string()?.map(|b| String::from_utf8_lossy(b).into_owned());
     }
     if header_version >= 2 {
         r.skip_tagged_fields()?;
@@ -194,21 +176,16 @@ mod tests {
 
     #[test]
     fn parses_headers_the_crate_encodes() {
-        for (key, version) in [
-            (ApiKey::Produce, 3i16),
-            (ApiKey::Produce, 9),
-            (ApiKey::ApiVersions, 3),
-            (ApiKey::Metadata, 12),
-        ] {
+        for (key, version) in
+            [(ApiKey::Produce, 3i16), (ApiKey::Produce, 9), (ApiKey::ApiVersions, 3), (ApiKey::Metadata, 12)]
+        {
             let header = CrateHeader::default()
                 .with_request_api_key(key as i16)
                 .with_request_api_version(version)
                 .with_correlation_id(42)
                 .with_client_id(Some(StrBytes::from_static_str("me")));
             let mut buf = BytesMut::new();
-            header
-                .encode(&mut buf, key.request_header_version(version))
-                .unwrap();
+            header.encode(&mut buf, key.request_header_version(version)).unwrap();
             buf.extend_from_slice(b"body");
             let (parsed, len, complete) = parse_header(&buf).unwrap();
             assert!(complete);

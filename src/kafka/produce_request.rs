@@ -40,9 +40,7 @@ pub struct ProduceRequestView {
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, WireError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| WireError("string is not UTF-8"))
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| WireError("string is not UTF-8"))
 }
 
 /// Parses a Produce request body of `version` (3..=13).
@@ -52,20 +50,11 @@ pub fn parse(body: &[u8], version: i16) -> Result<ProduceRequestView, WireError>
     }
     let flexible = version >= 9;
     let mut r = Reader::new(body);
-    let transactional_id = if flexible {
-        r.compact_nullable_string()?
-    } else {
-        r.nullable_string()?
-    }
-    .map(utf8)
-    .transpose()?;
+    let transactional_id =
+        if flexible { r.compact_nullable_string()? } else { r.nullable_string()? }.map(utf8).transpose()?;
     let acks = r.i16()?;
     let timeout_ms = r.i32()?;
-    let topic_count = if flexible {
-        r.compact_array_len()?
-    } else {
-        r.array_len()?
-    };
+    let topic_count = if flexible { r.compact_array_len()? } else { r.array_len()? };
     if topic_count > r.remaining() {
         return Err(WireError("topic count exceeds the request"));
     }
@@ -74,30 +63,18 @@ pub fn parse(body: &[u8], version: i16) -> Result<ProduceRequestView, WireError>
         let (name, topic_id) = if version >= 13 {
             (None, r.uuid()?)
         } else {
-            let name = if flexible {
-                r.compact_nullable_string()?
-            } else {
-                r.nullable_string()?
-            }
-            .ok_or(WireError("null topic name"))?;
+            let name = if flexible { r.compact_nullable_string()? } else { r.nullable_string()? }
+                .ok_or(WireError("null topic name"))?;
             (Some(utf8(name)?), uuid::Uuid::nil())
         };
-        let partition_count = if flexible {
-            r.compact_array_len()?
-        } else {
-            r.array_len()?
-        };
+        let partition_count = if flexible { r.compact_array_len()? } else { r.array_len()? };
         if partition_count > r.remaining() {
             return Err(WireError("partition count exceeds the request"));
         }
         let mut partitions = Vec::new();
         for _ in 0..partition_count {
             let index = r.i32()?;
-            let records = if flexible {
-                r.compact_nullable_bytes_range()?
-            } else {
-                r.nullable_bytes_range()?
-            };
+            let records = if flexible { r.compact_nullable_bytes_range()? } else { r.nullable_bytes_range()? };
             if flexible {
                 r.skip_tagged_fields()?;
             }
@@ -106,21 +83,12 @@ pub fn parse(body: &[u8], version: i16) -> Result<ProduceRequestView, WireError>
         if flexible {
             r.skip_tagged_fields()?;
         }
-        topics.push(TopicData {
-            name,
-            topic_id,
-            partitions,
-        });
+        topics.push(TopicData { name, topic_id, partitions });
     }
     if flexible {
         r.skip_tagged_fields()?;
     }
-    Ok(ProduceRequestView {
-        transactional_id,
-        acks,
-        timeout_ms,
-        topics,
-    })
+    Ok(ProduceRequestView { transactional_id, acks, timeout_ms, topics })
 }
 
 #[cfg(test)]

@@ -48,23 +48,22 @@ impl<'a> Reader<'a> {
 
     /// int16.
     pub fn i16(&mut self) -> Result<i16, WireError> {
-        Ok(i16::from_be_bytes(
-            self.take(2, "truncated int16")?.try_into().expect("2"),
-        ))
+        Ok(i16::from_be_bytes(self.take(2, "truncated int16")?.try_into().expect("2")))
     }
 
     /// int32.
     pub fn i32(&mut self) -> Result<i32, WireError> {
-        Ok(i32::from_be_bytes(
-            self.take(4, "truncated int32")?.try_into().expect("4"),
-        ))
+        Ok(i32::from_be_bytes(self.take(4, "truncated int32")?.try_into().expect("4")))
+    }
+
+    /// int64.
+    pub fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(i64::from_be_bytes(self.take(8, "truncated int64")?.try_into().expect("8")))
     }
 
     /// uuid (16 bytes).
     pub fn uuid(&mut self) -> Result<uuid::Uuid, WireError> {
-        Ok(uuid::Uuid::from_bytes(
-            self.take(16, "truncated uuid")?.try_into().expect("16"),
-        ))
+        Ok(uuid::Uuid::from_bytes(self.take(16, "truncated uuid")?.try_into().expect("16")))
     }
 
     /// unsigned varint (at most 5 bytes).
@@ -111,9 +110,7 @@ impl<'a> Reader<'a> {
     }
 
     /// compact nullable bytes (uvarint length + 1); returns the range.
-    pub fn compact_nullable_bytes_range(
-        &mut self,
-    ) -> Result<Option<std::ops::Range<usize>>, WireError> {
+    pub fn compact_nullable_bytes_range(&mut self) -> Result<Option<std::ops::Range<usize>>, WireError> {
         match self.uvarint()? {
             0 => Ok(None),
             n => {

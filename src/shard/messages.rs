@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use uuid::Uuid;
 
 use crate::cluster::{ClusterMetadata, ControllerCall};
+use crate::group::GroupCall;
 use crate::storage::StorageError;
 use crate::storage::batch::BatchSpan;
 
@@ -46,6 +47,26 @@ pub enum PartitionError {
     /// The requested offset is beyond the high watermark.
     #[error("offset {0} is beyond the high watermark")]
     OffsetBeyondHighWatermark(i64),
+    /// An idempotent producer's epoch is older than the partition has seen.
+    #[error("producer {producer_id} epoch {epoch} is older than the current {current}")]
+    InvalidProducerEpoch {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch in the batch.
+        epoch: i16,
+        /// Current epoch.
+        current: i16,
+    },
+    /// An idempotent producer skipped or repeated sequence numbers.
+    #[error("producer {producer_id} sent sequence {found} where {expected} was expected")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// Next expected sequence.
+        expected: i32,
+        /// Sequence in the batch.
+        found: i32,
+    },
     /// The storage layer failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -232,6 +253,8 @@ pub enum ShardMessage {
     },
     /// A request for the controller (shard 0 only).
     Controller(ControllerCall),
+    /// A request for a group coordinator on this shard.
+    Group(GroupCall),
     /// Counters.
     Stats(oneshot::Sender<ShardStats>),
     /// Stop accepting, finish in-flight work, close every log.

@@ -5,6 +5,7 @@
 
 pub mod messages;
 pub mod partition;
+pub mod producers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -92,6 +93,10 @@ pub struct Shard {
     connection_stops: RefCell<HashMap<u64, oneshot::Sender<()>>>,
     next_connection_id: Cell<u64>,
     stopping: Cell<bool>,
+    /// This shard's block of producer ids: next to hand out, and the end of the block.
+    producer_ids: Cell<(i64, i64)>,
+    /// Consumer groups coordinated by this shard.
+    pub(crate) groups: RefCell<crate::group::GroupCoordinator>,
 }
 
 impl Shard {
@@ -122,9 +127,7 @@ impl Shard {
 
     /// Registers a connection; the receiver completes when the shard shuts down.
     pub fn register_connection(&self) -> Option<(u64, oneshot::Receiver<()>)> {
-        if self.stopping.get()
-            || self.connection_stops.borrow().len() >= self.config.max_connections_per_shard
-        {
+        if self.stopping.get() || self.connection_stops.borrow().len() >= self.config.max_connections_per_shard {
             return None;
         }
         let id = self.next_connection_id.get();
@@ -138,10 +141,26 @@ impl Shard {
     /// Forgets a finished connection.
     pub fn unregister_connection(&self, id: u64) {
         if self.connection_stops.borrow_mut().remove(&id).is_some() {
-            self.metrics
-                .connections
-                .set(self.metrics.connections.get() - 1);
+            self.metrics.connections.set(self.metrics.connections.get() - 1);
         }
+    }
+
+    /// A producer id never handed out before (blocks of ids come from the controller).
+    pub async fn next_producer_id(&self) -> Result<i64, crate::cluster::ControllerError> {
+        const BLOCK: i64 = 1000;
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.router
+            .send(0, ShardMessage::Controller(ControllerCall::AllocateProducerIds { count: BLOCK, reply }))
+            .await;
+        let first =
+            rx.await.map_err(|_| crate::cluster::ControllerError::Storage("controller unavailable".into()))??;
+        self.producer_ids.set((first + 1, first + BLOCK));
+        Ok(first)
     }
 
     fn stats(&self) -> ShardStats {
@@ -187,29 +206,17 @@ pub struct ShardStart {
 
 /// Creates the inboxes for `count` shards.
 pub fn inboxes(count: usize, capacity: usize) -> (Router, Vec<flume::Receiver<ShardMessage>>) {
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..count).map(|_| flume::bounded(capacity)).unzip();
-    (
-        Router {
-            inboxes: Arc::new(senders),
-        },
-        receivers,
-    )
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| flume::bounded(capacity)).unzip();
+    (Router { inboxes: Arc::new(senders) }, receivers)
 }
 
 /// Body of a shard thread: pins itself, builds its executor and runs until shutdown.
 pub fn run_shard_thread(start: ShardStart) {
-    let pinned = start
-        .core
-        .filter(|core| core_affinity::set_for_current(*core))
-        .map(|c| c.id);
+    let pinned = start.core.filter(|core| core_affinity::set_for_current(*core)).map(|c| c.id);
     let runtime = match io::new_runtime() {
         Ok(rt) => rt,
         Err(err) => {
-            let _ = start.ready.send(Err(format!(
-                "shard {}: cannot start io_uring runtime: {err}",
-                start.id
-            )));
+            let _ = start.ready.send(Err(format!("shard {}: cannot start io_uring runtime: {err}", start.id)));
             return;
         }
     };
@@ -217,17 +224,7 @@ pub fn run_shard_thread(start: ShardStart) {
 }
 
 async fn run_shard(start: ShardStart, pinned: Option<usize>) {
-    let ShardStart {
-        id,
-        config,
-        router,
-        inbox,
-        metadata,
-        faults,
-        ready,
-        controller,
-        ..
-    } = start;
+    let ShardStart { id, config, router, inbox, metadata, faults, ready, controller, .. } = start;
     let shard = Rc::new(Shard {
         id,
         core: pinned,
@@ -236,14 +233,13 @@ async fn run_shard(start: ShardStart, pinned: Option<usize>) {
         metrics: ShardMetrics::default(),
         metadata: RefCell::new(metadata.clone()),
         partitions: RefCell::new(HashMap::new()),
-        log_context: LogContext {
-            cache: Rc::new(RefCell::new(ReadCache::new(config.cache_bytes_per_shard))),
-            faults,
-        },
+        log_context: LogContext { cache: Rc::new(RefCell::new(ReadCache::new(config.cache_bytes_per_shard))), faults },
         controller: RefCell::new(None),
         connection_stops: RefCell::new(HashMap::new()),
         next_connection_id: Cell::new(0),
         stopping: Cell::new(false),
+        producer_ids: Cell::new((0, 0)),
+        groups: RefCell::new(crate::group::GroupCoordinator::default()),
     });
     if let Err(err) = apply_metadata(&shard, metadata).await {
         let _ = ready.send(Err(format!("shard {id}: {err}")));
@@ -254,26 +250,18 @@ async fn run_shard(start: ShardStart, pinned: Option<usize>) {
         let (calls, inbox) = flume::unbounded();
         *shard.controller.borrow_mut() = Some(calls);
         let current = shard.metadata();
-        io::spawn_detached(crate::cluster::run_controller(
-            inbox,
-            log,
-            current,
-            config.clone(),
-            router.clone(),
-        ));
+        io::spawn_detached(crate::cluster::run_controller(inbox, log, current, config.clone(), router.clone()));
     }
     let listener = match io::net::reuseport_listener(config.listen, 1024) {
         Ok(listener) => listener,
         Err(err) => {
-            let _ = ready.send(Err(format!(
-                "shard {id}: cannot listen on {}: {err}",
-                config.listen
-            )));
+            let _ = ready.send(Err(format!("shard {id}: cannot listen on {}: {err}", config.listen)));
             return;
         }
     };
     let accept = io::spawn(accept_loop(shard.clone(), listener));
     let retention = io::spawn(retention_loop(shard.clone()));
+    io::spawn_detached(crate::group::run_group_ticker(shard.clone()));
     let _ = ready.send(Ok(shard.partition_count()));
     tracing::debug!(shard = id, core = ?pinned, "shard ready");
     message_loop(&shard, inbox, accept, retention).await;
@@ -309,6 +297,7 @@ async fn retention_loop(shard: Rc<Shard>) {
         io::sleep(interval).await;
         let partitions: Vec<PartitionRef> = shard.partitions.borrow().values().cloned().collect();
         for partition in partitions {
+            partition.maybe_snapshot_producers(now_ms());
             match partition.log.enforce_retention(now_ms()).await {
                 Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
                     partition = ?partition,
@@ -339,17 +328,10 @@ async fn message_loop(
             ShardMessage::Produce(call) => produce_local(shard, call),
             ShardMessage::Fetch(call) => io::spawn_detached(fetch_local(shard.clone(), call)),
             ShardMessage::Watch(call) => watch_local(shard, call),
-            ShardMessage::ListOffsets(call) => {
-                io::spawn_detached(list_offsets_local(shard.clone(), call))
-            }
-            ShardMessage::DeleteRecords(call) => {
-                io::spawn_detached(delete_records_local(shard.clone(), call))
-            }
+            ShardMessage::ListOffsets(call) => io::spawn_detached(list_offsets_local(shard.clone(), call)),
+            ShardMessage::DeleteRecords(call) => io::spawn_detached(delete_records_local(shard.clone(), call)),
             ShardMessage::Status { parts, reply } => {
-                let status = parts
-                    .iter()
-                    .map(|key| shard.partition(key).map(|p| p.status()))
-                    .collect();
+                let status = parts.iter().map(|key| shard.partition(key).map(|p| p.status())).collect();
                 let _ = reply.send(status);
             }
             ShardMessage::Metadata { snapshot, reply } => {
@@ -364,12 +346,10 @@ async fn message_loop(
                     Some(controller) => {
                         let _ = controller.send_async(call).await;
                     }
-                    None => tracing::error!(
-                        shard = shard.id,
-                        "controller call sent to a shard without the controller"
-                    ),
+                    None => tracing::error!(shard = shard.id, "controller call sent to a shard without the controller"),
                 }
             }
+            ShardMessage::Group(call) => io::spawn_detached(crate::group::handle_call(shard.clone(), call)),
             ShardMessage::Stats(reply) => {
                 let _ = reply.send(shard.stats());
             }
@@ -388,28 +368,17 @@ async fn message_loop(
 /// flushes and closes every log.
 async fn shutdown(shard: &Rc<Shard>) {
     shard.stopping.set(true);
-    let stops: Vec<oneshot::Sender<()>> = shard
-        .connection_stops
-        .borrow_mut()
-        .drain()
-        .map(|(_, s)| s)
-        .collect();
+    let stops: Vec<oneshot::Sender<()>> = shard.connection_stops.borrow_mut().drain().map(|(_, s)| s).collect();
     for stop in stops {
         let _ = stop.send(());
     }
-    let deadline =
-        std::time::Instant::now() + Duration::from_millis(shard.config.shutdown_grace_ms);
+    let deadline = std::time::Instant::now() + Duration::from_millis(shard.config.shutdown_grace_ms);
     while shard.metrics.connections.get() > 0 && std::time::Instant::now() < deadline {
         io::sleep(Duration::from_millis(10)).await;
     }
-    let partitions: Vec<PartitionRef> = shard
-        .partitions
-        .borrow_mut()
-        .drain()
-        .map(|(_, p)| p)
-        .collect();
+    let partitions: Vec<PartitionRef> = shard.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
     for partition in partitions {
-        if let Err(err) = partition.log.close().await {
+        if let Err(err) = partition.close().await {
             tracing::error!(partition = ?partition, error = %err, "closing log failed");
         }
     }
@@ -432,6 +401,9 @@ async fn apply_metadata(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Re
         if !wanted.contains_key(&key) {
             let partition = shard.partitions.borrow_mut().remove(&key);
             if let Some(partition) = partition {
+                if partition.topic == crate::cluster::CONSUMER_OFFSETS_TOPIC {
+                    crate::group::unload_partition(shard, key.1);
+                }
                 tracing::info!(partition = ?partition, "deleting partition");
                 if let Err(err) = partition.log.delete().await {
                     tracing::error!(partition = ?partition, error = %err, "deleting partition log failed");
@@ -439,6 +411,7 @@ async fn apply_metadata(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Re
             }
         }
     }
+    let mut opened_offsets: Vec<TopicPartition> = Vec::new();
     for (key, (topic, epoch)) in wanted {
         if let Some(partition) = shard.partition(&key) {
             partition.set_config(topic.config.clone());
@@ -455,22 +428,22 @@ async fn apply_metadata(shard: &Rc<Shard>, snapshot: Arc<ClusterMetadata>) -> Re
         )
         .await
         .map_err(|e| format!("opening {}-{}: {e}", topic.name, key.1))?;
-        shard
-            .partitions
-            .borrow_mut()
-            .insert(key, Rc::new(partition));
+        shard.partitions.borrow_mut().insert(key, Rc::new(partition));
+        if topic.name == crate::cluster::CONSUMER_OFFSETS_TOPIC {
+            opened_offsets.push(key);
+        }
     }
     *shard.metadata.borrow_mut() = snapshot;
+    for key in opened_offsets {
+        // Groups of this partition answer COORDINATOR_LOAD_IN_PROGRESS until it is loaded.
+        shard.groups.borrow_mut().begin_load(key.1);
+        io::spawn_detached(crate::group::load_partition(shard.clone(), key));
+    }
     Ok(())
 }
 
 fn produce_local(shard: &Rc<Shard>, call: ProduceCall) {
-    let ProduceCall {
-        parts,
-        wait_durable,
-        timeout,
-        reply,
-    } = call;
+    let ProduceCall { parts, wait_durable, timeout, reply } = call;
     let now = now_ms();
     let mut results = Vec::with_capacity(parts.len());
     let mut waits = Vec::new();
@@ -480,10 +453,7 @@ fn produce_local(shard: &Rc<Shard>, call: ProduceCall) {
             continue;
         };
         let bytes = part.records.len() as u64;
-        match partition
-            .log
-            .append(part.records, &part.spans, partition.leader_epoch, now)
-        {
+        match partition.log.append(part.records, &part.spans, partition.leader_epoch, now) {
             Ok(info) => {
                 ShardMetrics::add(&shard.metrics.produce_bytes, bytes);
                 waits.push((results.len(), partition.log.clone(), info.durable));
@@ -517,11 +487,7 @@ async fn fetch_local(shard: Rc<Shard>, call: FetchCall) {
     for part in &call.parts {
         let result = match shard.partition(&part.partition) {
             None => Err(PartitionError::UnknownTopicOrPartition),
-            Some(partition) => {
-                partition
-                    .fetch(part.offset, part.max_bytes, part.current_leader_epoch)
-                    .await
-            }
+            Some(partition) => partition.fetch(part.offset, part.max_bytes, part.current_leader_epoch).await,
         };
         if let Ok(fetched) = &result {
             let bytes: usize = fetched.records.iter().map(|b| b.len()).sum();
@@ -556,8 +522,7 @@ fn watch_local(shard: &Rc<Shard>, call: WatchCall) {
         return;
     }
     io::spawn_detached(async move {
-        let any_data =
-            futures_util::future::select_all(receivers.into_iter().map(|r| r.boxed_local()));
+        let any_data = futures_util::future::select_all(receivers.into_iter().map(|r| r.boxed_local()));
         let canceled = reply.cancellation();
         futures_util::pin_mut!(canceled);
         futures_util::future::select(any_data, canceled).await;

@@ -135,10 +135,7 @@ impl BatchHeader {
     /// Decodes the header at the start of `bytes` without checking the CRC.
     pub fn parse(bytes: &[u8]) -> Result<Self, BatchError> {
         let Ok((raw, _)) = RawHeader::ref_from_prefix(bytes) else {
-            return Err(BatchError::Truncated {
-                needed: BATCH_HEADER_BYTES,
-                available: bytes.len(),
-            });
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() });
         };
         Ok(Self {
             base_offset: raw.base_offset.get(),
@@ -210,10 +207,7 @@ pub fn check_frame(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let total = header.total_bytes();
     if bytes.len() < total {
-        return Err(BatchError::Truncated {
-            needed: total,
-            available: bytes.len(),
-        });
+        return Err(BatchError::Truncated { needed: total, available: bytes.len() });
     }
     Ok(header)
 }
@@ -224,20 +218,11 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = check_frame(bytes)?;
     let computed = compute_crc(&bytes[..header.total_bytes()]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: header.crc,
-            computed,
-        });
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
     }
     let span = header.offset_count();
-    if header.records_count <= 0
-        || header.last_offset_delta < 0
-        || i64::from(header.records_count) != span
-    {
-        return Err(BatchError::CountMismatch {
-            count: header.records_count,
-            span,
-        });
+    if header.records_count <= 0 || header.last_offset_delta < 0 || i64::from(header.records_count) != span {
+        return Err(BatchError::CountMismatch { count: header.records_count, span });
     }
     Ok(header)
 }
@@ -270,10 +255,7 @@ pub fn validate_all(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchSpa
         let header = validate(&bytes[start..])?;
         let size = header.total_bytes();
         if size > max_batch_bytes {
-            return Err(BatchError::TooLarge {
-                size,
-                max: max_batch_bytes,
-            });
+            return Err(BatchError::TooLarge { size, max: max_batch_bytes });
         }
         spans.push(BatchSpan { header, start });
         start += size;
@@ -329,12 +311,7 @@ mod tests {
 
     fn sample(records: usize, value_bytes: usize) -> Vec<u8> {
         let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
-            .map(|i| {
-                (
-                    Some(Bytes::from(format!("k{i}"))),
-                    Some(Bytes::from(vec![b'v'; value_bytes])),
-                )
-            })
+            .map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(vec![b'v'; value_bytes]))))
             .collect();
         encode_batch(&values, &EncodeOptions::default()).to_vec()
     }
@@ -379,33 +356,21 @@ mod tests {
         bad_len[8..12].copy_from_slice(&10i32.to_be_bytes());
         assert_eq!(validate(&bad_len), Err(BatchError::BadLength(10)));
 
-        assert!(matches!(
-            validate(&good[..good.len() - 1]),
-            Err(BatchError::Truncated { .. })
-        ));
-        assert!(matches!(
-            validate(&good[..30]),
-            Err(BatchError::Truncated { .. })
-        ));
+        assert!(matches!(validate(&good[..good.len() - 1]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(validate(&good[..30]), Err(BatchError::Truncated { .. })));
 
         // Change the record count and fix up the CRC: the count check must still refuse it.
         let mut bad_count = good.clone();
         bad_count[57..61].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&bad_count[21..]);
         bad_count[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            validate(&bad_count),
-            Err(BatchError::CountMismatch { count: 5, .. })
-        ));
+        assert!(matches!(validate(&bad_count), Err(BatchError::CountMismatch { count: 5, .. })));
     }
 
     #[test]
     fn validate_all_enforces_max_batch_bytes_and_empty() {
         let batch = sample(1, 1000);
-        assert!(matches!(
-            validate_all(&batch, 100),
-            Err(BatchError::TooLarge { .. })
-        ));
+        assert!(matches!(validate_all(&batch, 100), Err(BatchError::TooLarge { .. })));
         assert_eq!(validate_all(&[], 100), Err(BatchError::Empty));
         let mut two = batch.clone();
         two.extend_from_slice(&batch);

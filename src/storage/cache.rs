@@ -99,11 +99,7 @@ impl ReadCache {
             );
         }
         self.used_bytes += bytes.len() as u64;
-        entries.batches.push_back(CachedBatch {
-            base_offset,
-            last_offset,
-            bytes,
-        });
+        entries.batches.push_back(CachedBatch { base_offset, last_offset, bytes });
         self.order.push_back((key, base_offset));
         self.evict();
     }
@@ -119,11 +115,7 @@ impl ReadCache {
     /// Drops a partition's batches whose last offset is at or past `offset` (log truncation).
     pub fn truncate(&mut self, key: CacheKey, offset: i64) {
         if let Some(entries) = self.partitions.get_mut(&key) {
-            while entries
-                .batches
-                .back()
-                .is_some_and(|b| b.last_offset >= offset)
-            {
+            while entries.batches.back().is_some_and(|b| b.last_offset >= offset) {
                 let batch = entries.batches.pop_back().expect("checked");
                 self.used_bytes -= batch.bytes.len() as u64;
             }
@@ -134,11 +126,7 @@ impl ReadCache {
     /// Drops a partition's batches that end below `offset` (log start moved by retention).
     pub fn trim_front(&mut self, key: CacheKey, offset: i64) {
         if let Some(entries) = self.partitions.get_mut(&key) {
-            while entries
-                .batches
-                .front()
-                .is_some_and(|b| b.last_offset < offset)
-            {
+            while entries.batches.front().is_some_and(|b| b.last_offset < offset) {
                 let batch = entries.batches.pop_front().expect("checked");
                 self.used_bytes -= batch.bytes.len() as u64;
             }
@@ -147,22 +135,13 @@ impl ReadCache {
 
     /// The lowest offset the cache can serve for a partition, if it holds anything.
     pub fn first_offset(&self, key: CacheKey) -> Option<i64> {
-        self.partitions
-            .get(&key)
-            .and_then(|e| e.batches.front())
-            .map(|b| b.base_offset)
+        self.partitions.get(&key).and_then(|e| e.batches.front()).map(|b| b.base_offset)
     }
 
     /// Batches starting with the one that contains `offset`, whose base offsets are below
     /// `upper_bound`, up to `max_bytes` (the first batch is returned even if larger). `None` when
     /// the cache does not reach back to `offset`.
-    pub fn read(
-        &mut self,
-        key: CacheKey,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-    ) -> Option<Vec<Bytes>> {
+    pub fn read(&mut self, key: CacheKey, offset: i64, max_bytes: usize, upper_bound: i64) -> Option<Vec<Bytes>> {
         let Some(entries) = self.partitions.get(&key) else {
             self.stats.misses += 1;
             return None;
@@ -196,10 +175,7 @@ impl ReadCache {
 
     /// Current counters.
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            used_bytes: self.used_bytes,
-            ..self.stats
-        }
+        CacheStats { used_bytes: self.used_bytes, ..self.stats }
     }
 
     fn evict(&mut self) {
@@ -251,11 +227,7 @@ mod tests {
         let got = cache.read(key, 15, 1000, 20).expect("hit");
         assert_eq!(got.len(), 1, "upper bound excludes batch 20");
         let got = cache.read(key, 0, 10, i64::MAX).expect("hit");
-        assert_eq!(
-            got.len(),
-            1,
-            "first batch returned even when larger than max_bytes"
-        );
+        assert_eq!(got.len(), 1, "first batch returned even when larger than max_bytes");
     }
 
     #[test]
@@ -264,17 +236,10 @@ mod tests {
         let key = cache.register();
         cache.insert(key, 0, 0, batch(100));
         cache.insert(key, 1, 1, batch(100));
-        assert_eq!(
-            cache.stats().used_bytes,
-            200,
-            "unwritten: over budget rather than lost"
-        );
+        assert_eq!(cache.stats().used_bytes, 200, "unwritten: over budget rather than lost");
         cache.set_written(key, 1);
         assert_eq!(cache.stats().used_bytes, 100);
-        assert!(
-            cache.read(key, 0, 1000, i64::MAX).is_none(),
-            "offset 0 now only on disk"
-        );
+        assert!(cache.read(key, 0, 1000, i64::MAX).is_none(), "offset 0 now only on disk");
         assert_eq!(cache.first_offset(key), Some(1));
     }
 

@@ -47,17 +47,12 @@ impl OffsetIndex {
                 "offset index must increase: {last:?} then ({relative_offset}, {position})"
             );
         }
-        self.entries.push(OffsetEntry {
-            relative_offset,
-            position,
-        });
+        self.entries.push(OffsetEntry { relative_offset, position });
     }
 
     /// The entry with the largest relative offset `<= relative_offset`, if any.
     pub fn lookup(&self, relative_offset: u32) -> Option<OffsetEntry> {
-        let idx = self
-            .entries
-            .partition_point(|e| e.relative_offset <= relative_offset);
+        let idx = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
         idx.checked_sub(1).map(|i| self.entries[i])
     }
 
@@ -87,10 +82,7 @@ impl OffsetIndex {
         let raw: Vec<RawOffsetEntry> = self
             .entries
             .iter()
-            .map(|e| RawOffsetEntry {
-                relative_offset: U32::new(e.relative_offset),
-                position: U32::new(e.position),
-            })
+            .map(|e| RawOffsetEntry { relative_offset: U32::new(e.relative_offset), position: U32::new(e.position) })
             .collect();
         raw.as_slice().as_bytes().to_vec()
     }
@@ -110,10 +102,7 @@ impl OffsetIndex {
             {
                 return None;
             }
-            index.entries.push(OffsetEntry {
-                relative_offset,
-                position,
-            });
+            index.entries.push(OffsetEntry { relative_offset, position });
         }
         Some(index)
     }
@@ -141,10 +130,7 @@ impl TimeIndex {
         match self.entries.last() {
             Some(last) if timestamp <= last.timestamp => {}
             Some(last) if relative_offset < last.relative_offset => {}
-            _ => self.entries.push(TimeEntry {
-                timestamp,
-                relative_offset,
-            }),
+            _ => self.entries.push(TimeEntry { timestamp, relative_offset }),
         }
     }
 
@@ -162,9 +148,7 @@ impl TimeIndex {
 
     /// Drops entries at or past `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
-        let keep = self
-            .entries
-            .partition_point(|e| e.relative_offset < relative_offset);
+        let keep = self.entries.partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
     }
 
@@ -183,10 +167,7 @@ impl TimeIndex {
         let raw: Vec<RawTimeEntry> = self
             .entries
             .iter()
-            .map(|e| RawTimeEntry {
-                timestamp: I64::new(e.timestamp),
-                relative_offset: U32::new(e.relative_offset),
-            })
+            .map(|e| RawTimeEntry { timestamp: I64::new(e.timestamp), relative_offset: U32::new(e.relative_offset) })
             .collect();
         raw.as_slice().as_bytes().to_vec()
     }
@@ -206,10 +187,7 @@ impl TimeIndex {
             {
                 return None;
             }
-            index.entries.push(TimeEntry {
-                timestamp,
-                relative_offset,
-            });
+            index.entries.push(TimeEntry { timestamp, relative_offset });
         }
         Some(index)
     }
@@ -243,10 +221,7 @@ mod tests {
         assert_eq!(index.len(), 2);
         assert_eq!(index.lookup_before(100), None);
         assert_eq!(index.lookup_before(101).map(|e| e.relative_offset), Some(0));
-        assert_eq!(
-            index.lookup_before(1000).map(|e| e.relative_offset),
-            Some(5)
-        );
+        assert_eq!(index.lookup_before(1000).map(|e| e.relative_offset), Some(5));
     }
 
     #[test]
@@ -256,20 +231,12 @@ mod tests {
         index.push(5, 100);
         let mut bytes = index.to_bytes();
         assert_eq!(OffsetIndex::from_bytes(&bytes, 1000), Some(index.clone()));
-        assert_eq!(
-            OffsetIndex::from_bytes(&bytes, 50),
-            None,
-            "position past the segment"
-        );
+        assert_eq!(OffsetIndex::from_bytes(&bytes, 50), None, "position past the segment");
         bytes.pop();
         assert_eq!(OffsetIndex::from_bytes(&bytes, 1000), None, "torn entry");
         let mut swapped = index.to_bytes();
         swapped.rotate_left(8);
-        assert_eq!(
-            OffsetIndex::from_bytes(&swapped, 1000),
-            None,
-            "not increasing"
-        );
+        assert_eq!(OffsetIndex::from_bytes(&swapped, 1000), None, "not increasing");
     }
 
     proptest! {

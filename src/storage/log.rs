@@ -25,8 +25,7 @@ use super::batch::{self, BatchSpan};
 use super::cache::{CacheKey, ReadCache};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{
-    self, ReadFailure, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file,
-    time_index_file_name,
+    self, ReadFailure, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
 };
 use super::{FlushPolicy, LogConfig, StorageError, TimestampType};
 use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, round_down_to_page};
@@ -158,13 +157,8 @@ struct PendingSeal {
 }
 
 enum Command {
-    Truncate {
-        offset: i64,
-        reply: oneshot::Sender<Result<(), StorageError>>,
-    },
-    Flush {
-        reply: oneshot::Sender<Result<(), StorageError>>,
-    },
+    Truncate { offset: i64, reply: oneshot::Sender<Result<(), StorageError>> },
+    Flush { reply: oneshot::Sender<Result<(), StorageError>> },
 }
 
 struct Waiter {
@@ -218,15 +212,11 @@ impl std::fmt::Debug for Log {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments
-            .back()
-            .expect("a log always has an active segment")
+        self.segments.back().expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .back_mut()
-            .expect("a log always has an active segment")
+        self.segments.back_mut().expect("a log always has an active segment")
     }
 
     fn stable_end_offset(&self) -> i64 {
@@ -238,11 +228,7 @@ impl LogState {
     }
 
     fn unwritten_bytes(&self) -> u64 {
-        let sealing: u64 = self
-            .pending_seals
-            .iter()
-            .map(|p| p.end_size - p.buf_position)
-            .sum();
+        let sealing: u64 = self.pending_seals.iter().map(|p| p.end_size - p.buf_position).sum();
         let active = self.active();
         sealing + (active.size - active.written_size)
     }
@@ -319,9 +305,7 @@ impl LogState {
     }
 
     fn release_room_waiters(&mut self) {
-        if self.unwritten_bytes() <= self.config.max_unwritten_bytes as u64
-            || self.offline.is_some()
-        {
+        if self.unwritten_bytes() <= self.config.max_unwritten_bytes as u64 || self.offline.is_some() {
             for waiter in self.room_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -330,11 +314,9 @@ impl LogState {
 
     fn notify_data_watchers(&mut self) {
         let stable = self.stable_end_offset();
-        self.data_watchers
-            .retain_mut(|(offset, _)| *offset >= stable);
+        self.data_watchers.retain_mut(|(offset, _)| *offset >= stable);
         // Dropping the senders above wakes the receivers; also prune abandoned watchers.
-        self.data_watchers
-            .retain(|(_, sender)| !sender.is_canceled());
+        self.data_watchers.retain(|(_, sender)| !sender.is_canceled());
     }
 
     fn go_offline(&mut self, reason: String) {
@@ -345,9 +327,7 @@ impl LogState {
             let reply = match cmd {
                 Command::Truncate { reply, .. } | Command::Flush { reply } => reply,
             };
-            let _ = reply.send(Err(StorageError::Offline(
-                self.offline.clone().unwrap_or_default(),
-            )));
+            let _ = reply.send(Err(StorageError::Offline(self.offline.clone().unwrap_or_default())));
         }
         self.release_room_waiters();
         self.notify_data_watchers();
@@ -356,11 +336,7 @@ impl LogState {
 
 impl Log {
     /// Opens (recovering) or creates the log in `dir`.
-    pub async fn open(
-        dir: &Path,
-        config: LogConfig,
-        ctx: &LogContext,
-    ) -> Result<Self, StorageError> {
+    pub async fn open(dir: &Path, config: LogConfig, ctx: &LogContext) -> Result<Self, StorageError> {
         let now = now_ms();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, &e))?;
         let persisted_start = read_log_start(dir);
@@ -370,27 +346,20 @@ impl Log {
             let base = persisted_start.unwrap_or(0);
             let mut segment = Segment::new(dir, base, now);
             let file = create_segment_file(&segment.path, &config, &ctx.faults).await?;
-            segment.allocated_bytes = file
-                .len()
-                .await
-                .map_err(|e| StorageError::io(&segment.path, &e))?;
+            segment.allocated_bytes = file.len().await.map_err(|e| StorageError::io(&segment.path, &e))?;
             segment.file = Some(Rc::new(file));
             sync_dir(dir).await?;
             segments.push_back(segment);
         }
         let active = segments.back().expect("at least one segment");
         let next_offset = active.next_offset;
-        let log_start_offset = persisted_start
-            .unwrap_or(i64::MIN)
-            .max(segments.front().expect("segment").base_offset)
-            .min(next_offset);
+        let log_start_offset =
+            persisted_start.unwrap_or(i64::MIN).max(segments.front().expect("segment").base_offset).min(next_offset);
         let tail_position = round_down_to_page(active.size);
         let mut buf = AlignedBuf::with_capacity(config.write_behind_bytes.max(io::PAGE_BYTES));
         if active.size > tail_position {
             let file = active.file.as_ref().expect("recovered segments have files");
-            let (result, page) = file
-                .read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail_position)
-                .await;
+            let (result, page) = file.read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail_position).await;
             result.map_err(|e| StorageError::io(&active.path, &e))?;
             let keep = (active.size - tail_position) as usize;
             if page.len() < keep {
@@ -506,8 +475,7 @@ impl Log {
             state.roll(&inner.dir, now_ms);
         }
         let base_offset = state.next_offset;
-        let log_append_time =
-            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let log_append_time = (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let index_interval = state.config.index_interval_bytes;
         let mut placed = Vec::with_capacity(spans.len());
         for span in spans {
@@ -518,26 +486,12 @@ impl Log {
             }
             let header = batch::BatchHeader::parse(bytes).expect("validated batch");
             let position = state.active().size;
-            assert_eq!(
-                state.buf_position + state.buf.len() as u64,
-                position,
-                "write buffer ends at segment end"
-            );
+            assert_eq!(state.buf_position + state.buf.len() as u64, position, "write buffer ends at segment end");
             state.buf.extend_from_slice(bytes);
-            state
-                .active_mut()
-                .note_batch(&header, position, index_interval);
-            assert!(
-                header.base_offset == state.next_offset,
-                "offsets are assigned in order"
-            );
+            state.active_mut().note_batch(&header, position, index_interval);
+            assert!(header.base_offset == state.next_offset, "offsets are assigned in order");
             state.next_offset = header.last_offset() + 1;
-            placed.push((
-                header.base_offset,
-                header.last_offset(),
-                span.start,
-                span.end(),
-            ));
+            placed.push((header.base_offset, header.last_offset(), span.start, span.end()));
         }
         let last_offset = state.next_offset - 1;
         let frozen = records.freeze();
@@ -551,10 +505,7 @@ impl Log {
             Durable::ready()
         } else {
             let (tx, rx) = oneshot::channel();
-            state.durability_waiters.push_back(Waiter {
-                end_offset: state.next_offset,
-                reply: tx,
-            });
+            state.durability_waiters.push_back(Waiter { end_offset: state.next_offset, reply: tx });
             Durable { receiver: Some(rx) }
         };
         let log_start_offset = state.log_start_offset;
@@ -563,13 +514,26 @@ impl Log {
         }
         drop(guard);
         inner.wake_flusher.notify();
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time_ms: log_append_time,
-            log_start_offset,
-            durable,
-        })
+        Ok(AppendInfo { base_offset, last_offset, log_append_time_ms: log_append_time, log_start_offset, durable })
+    }
+
+    /// A future that resolves once every offset below `end_offset` is durable (for an
+    /// acknowledgement that refers to data appended earlier, such as a retried batch).
+    pub fn durable_up_to(&self, end_offset: i64) -> Durable {
+        let mut state = self.inner.state.borrow_mut();
+        if state.durable_offset >= end_offset {
+            return Durable::ready();
+        }
+        if let Some(reason) = &state.offline {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Err(StorageError::Offline(reason.clone())));
+            return Durable { receiver: Some(rx) };
+        }
+        let (tx, rx) = oneshot::channel();
+        // Waiters are completed in end-offset order; keep the queue sorted.
+        let at = state.durability_waiters.partition_point(|w| w.end_offset <= end_offset);
+        state.durability_waiters.insert(at, Waiter { end_offset, reply: tx });
+        Durable { receiver: Some(rx) }
     }
 
     /// Waits while more than `max.unwritten.bytes` of appended data is not yet written: callers
@@ -577,9 +541,7 @@ impl Log {
     pub async fn wait_for_write_room(&self) {
         let receiver = {
             let mut state = self.inner.state.borrow_mut();
-            if state.unwritten_bytes() <= state.config.max_unwritten_bytes as u64
-                || state.offline.is_some()
-            {
+            if state.unwritten_bytes() <= state.config.max_unwritten_bytes as u64 || state.offline.is_some() {
                 return;
             }
             let (tx, rx) = oneshot::channel();
@@ -605,12 +567,7 @@ impl Log {
     /// Reads whole batches starting with the one holding `offset`, stopping before batches
     /// whose base offset reaches `upper_bound` (and before data that is not yet stable), with
     /// at most `max_bytes` (but always one whole batch when there is one and `max_bytes > 0`).
-    pub async fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-    ) -> Result<ReadResult, StorageError> {
+    pub async fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<ReadResult, StorageError> {
         let inner = &*self.inner;
         let mut offset = offset;
         loop {
@@ -633,12 +590,7 @@ impl Log {
                 if offset >= upper || max_bytes == 0 {
                     return Ok(result);
                 }
-                if let Some(batches) =
-                    inner
-                        .cache
-                        .borrow_mut()
-                        .read(inner.cache_key, offset, max_bytes, upper)
-                {
+                if let Some(batches) = inner.cache.borrow_mut().read(inner.cache_key, offset, max_bytes, upper) {
                     result.batches = batches;
                     return Ok(result);
                 }
@@ -650,24 +602,16 @@ impl Log {
                     return Ok(result);
                 };
                 let next = state.segments.get(idx + 1).map(|s| s.base_offset);
-                (
-                    file,
-                    segment.scan_start(offset),
-                    segment.written_size,
-                    next,
-                    upper,
-                    result,
-                )
+                (file, segment.scan_start(offset), segment.written_size, next, upper, result)
             };
-            let batches = segment::read_batches(&file, position, end, offset, max_bytes, upper)
-                .await
-                .map_err(|failure| match failure {
-                    ReadFailure::Io(err) => StorageError::io(file.path(), &err),
-                    ReadFailure::Corrupt { position, error } => StorageError::Corrupt {
-                        path: file.path().to_owned(),
-                        position,
-                        reason: error.to_string(),
-                    },
+            let batches =
+                segment::read_batches(&file, position, end, offset, max_bytes, upper).await.map_err(|failure| {
+                    match failure {
+                        ReadFailure::Io(err) => StorageError::io(file.path(), &err),
+                        ReadFailure::Corrupt { position, error } => {
+                            StorageError::Corrupt { path: file.path().to_owned(), position, reason: error.to_string() }
+                        }
+                    }
                 })?;
             if batches.is_empty() {
                 // Nothing at or after `offset` in this segment (a gap): continue in the next.
@@ -682,38 +626,25 @@ impl Log {
     }
 
     /// The first offset whose record timestamp is at least `timestamp` (ListOffsets by time).
-    pub async fn offset_for_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<OffsetAndTimestamp>, StorageError> {
-        let start =
-            {
-                let state = self.inner.state.borrow();
-                let Some(segment) = state.segments.iter().find(|s| {
-                    s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset
-                }) else {
-                    return Ok(None);
-                };
-                let from = segment
-                    .time_index
-                    .lookup_before(timestamp)
-                    .map_or(segment.base_offset, |e| {
-                        segment.base_offset + i64::from(e.relative_offset)
-                    });
-                from.max(state.log_start_offset)
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<OffsetAndTimestamp>, StorageError> {
+        let start = {
+            let state = self.inner.state.borrow();
+            let Some(segment) =
+                state.segments.iter().find(|s| s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset)
+            else {
+                return Ok(None);
             };
-        self.find_record(
-            start,
-            |header| header.max_timestamp >= timestamp,
-            |ts| ts >= timestamp,
-        )
-        .await
+            let from = segment
+                .time_index
+                .lookup_before(timestamp)
+                .map_or(segment.base_offset, |e| segment.base_offset + i64::from(e.relative_offset));
+            from.max(state.log_start_offset)
+        };
+        self.find_record(start, |header| header.max_timestamp >= timestamp, |ts| ts >= timestamp).await
     }
 
     /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP).
-    pub async fn offset_of_max_timestamp(
-        &self,
-    ) -> Result<Option<OffsetAndTimestamp>, StorageError> {
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<OffsetAndTimestamp>, StorageError> {
         let (start, max) = {
             let state = self.inner.state.borrow();
             let Some(segment) = state
@@ -724,13 +655,9 @@ impl Log {
             else {
                 return Ok(None);
             };
-            (
-                segment.max_timestamp_offset.max(state.log_start_offset),
-                segment.max_timestamp,
-            )
+            (segment.max_timestamp_offset.max(state.log_start_offset), segment.max_timestamp)
         };
-        self.find_record(start, |header| header.max_timestamp >= max, |ts| ts >= max)
-            .await
+        self.find_record(start, |header| header.max_timestamp >= max, |ts| ts >= max).await
     }
 
     /// Scans batches from `start` for the first one accepted by `batch_matches`, then decodes
@@ -761,21 +688,13 @@ impl Log {
                     }));
                 }
                 let records =
-                    crate::client::records::decode_records(bytes.clone()).map_err(|e| {
-                        StorageError::Corrupt {
-                            path: self.inner.dir.clone(),
-                            position: 0,
-                            reason: format!(
-                                "undecodable batch at offset {}: {e}",
-                                header.base_offset
-                            ),
-                        }
+                    crate::client::records::decode_records(bytes.clone()).map_err(|e| StorageError::Corrupt {
+                        path: self.inner.dir.clone(),
+                        position: 0,
+                        reason: format!("undecodable batch at offset {}: {e}", header.base_offset),
                     })?;
                 if let Some(record) = records.iter().find(|r| record_matches(r.timestamp_ms)) {
-                    return Ok(Some(OffsetAndTimestamp {
-                        offset: record.offset,
-                        timestamp: record.timestamp_ms,
-                    }));
+                    return Ok(Some(OffsetAndTimestamp { offset: record.offset, timestamp: record.timestamp_ms }));
                 }
             }
         }
@@ -798,13 +717,8 @@ impl Log {
                 });
             }
             // When even the active segment has expired, roll it so it can go too (Kafka does).
-            let retention_ms = if state.config.delete_retention {
-                state.config.retention_ms
-            } else {
-                -1
-            };
-            let roll = !state.active().is_empty()
-                && state.segments.iter().all(|s| expired(retention_ms, s));
+            let retention_ms = if state.config.delete_retention { state.config.retention_ms } else { -1 };
+            let roll = !state.active().is_empty() && state.segments.iter().all(|s| expired(retention_ms, s));
             if roll {
                 state.roll(&inner.dir, now_ms);
             }
@@ -841,10 +755,7 @@ impl Log {
 
     /// Removes sealed segments from the front while `doomed` says so (it sees each segment and
     /// the log start offset), moves the log start offset past them, then unlinks their files.
-    async fn remove_leading_segments(
-        &self,
-        mut doomed: impl FnMut(&Segment, i64) -> bool,
-    ) -> RetentionOutcome {
+    async fn remove_leading_segments(&self, mut doomed: impl FnMut(&Segment, i64) -> bool) -> RetentionOutcome {
         let inner = &*self.inner;
         let removed = {
             let mut state = inner.state.borrow_mut();
@@ -861,10 +772,7 @@ impl Log {
             inner.cache.borrow_mut().trim_front(inner.cache_key, start);
             removed
         };
-        let mut outcome = RetentionOutcome {
-            log_start_offset: self.log_start_offset(),
-            ..RetentionOutcome::default()
-        };
+        let mut outcome = RetentionOutcome { log_start_offset: self.log_start_offset(), ..RetentionOutcome::default() };
         for segment in removed {
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size;
@@ -890,10 +798,7 @@ impl Log {
             state.log_start_offset
         };
         write_log_start(&self.inner.dir, start).await?;
-        self.remove_leading_segments(|segment, log_start_offset| {
-            segment.next_offset <= log_start_offset
-        })
-        .await;
+        self.remove_leading_segments(|segment, log_start_offset| segment.next_offset <= log_start_offset).await;
         Ok(self.log_start_offset())
     }
 
@@ -944,10 +849,7 @@ impl Log {
         if let Some(done) = done {
             let _ = done.await;
         }
-        self.inner
-            .cache
-            .borrow_mut()
-            .unregister(self.inner.cache_key);
+        self.inner.cache.borrow_mut().unregister(self.inner.cache_key);
         let state = self.inner.state.borrow();
         match &state.offline {
             Some(reason) => Err(StorageError::Offline(reason.clone())),
@@ -969,13 +871,7 @@ impl Log {
 
     /// Descriptor of the active segment's file, for tests that inspect `/proc/self/fdinfo`.
     pub fn active_segment_fd(&self) -> Option<i32> {
-        self.inner
-            .state
-            .borrow()
-            .active()
-            .file
-            .as_ref()
-            .map(|f| f.raw_fd())
+        self.inner.state.borrow().active().file.as_ref().map(|f| f.raw_fd())
     }
 
     /// The fault-injection handle the log's files use.
@@ -1013,10 +909,7 @@ async fn flusher(log: Weak<LogInner>, done: oneshot::Sender<()>) {
                 if offline {
                     // Nothing more is written once the log has failed: on restart, recovery
                     // starts from what is really on disk.
-                    inner
-                        .state
-                        .borrow_mut()
-                        .complete_durability(&Err(StorageError::Closed));
+                    inner.state.borrow_mut().complete_durability(&Err(StorageError::Closed));
                 } else if let Err(err) = finish_close(&inner).await {
                     inner.state.borrow_mut().go_offline(err.to_string());
                 }
@@ -1038,11 +931,7 @@ enum Step {
 fn next_flush_step(inner: &LogInner) -> Step {
     let mut state = inner.state.borrow_mut();
     if state.offline.is_some() {
-        return if state.closing {
-            Step::Exit
-        } else {
-            Step::Idle
-        };
+        return if state.closing { Step::Exit } else { Step::Idle };
     }
     if let Some(command) = state.commands.pop_front() {
         return Step::Command(command);
@@ -1051,14 +940,11 @@ fn next_flush_step(inner: &LogInner) -> Step {
         return Step::Exit;
     }
     if !state.pending_seals.is_empty() {
-        return Step::Work {
-            sync: state.config.flush == FlushPolicy::Always,
-        };
+        return Step::Work { sync: state.config.flush == FlushPolicy::Always };
     }
     let now = now_ms();
     let unwritten = state.unwritten_bytes();
-    let over_limit =
-        unwritten >= state.config.write_behind_bytes as u64 || !state.room_waiters.is_empty();
+    let over_limit = unwritten >= state.config.write_behind_bytes as u64 || !state.room_waiters.is_empty();
     match state.config.flush {
         FlushPolicy::Always => {
             if state.has_write_work() || state.needs_sync() {
@@ -1085,11 +971,7 @@ fn next_flush_step(inner: &LogInner) -> Step {
                 return Step::Idle;
             }
             let due = state.last_write_ms + WRITE_BEHIND_MS as i64;
-            if over_limit || now >= due {
-                Step::Work { sync: false }
-            } else {
-                Step::SleepMs((due - now) as u64)
-            }
+            if over_limit || now >= due { Step::Work { sync: false } } else { Step::SleepMs((due - now) as u64) }
         }
     }
 }
@@ -1157,30 +1039,15 @@ fn take_write_job(state: &mut LogState) -> Option<WriteJob> {
     let buf = std::mem::replace(&mut state.buf, fresh);
     let position = state.buf_position;
     state.buf_position = tail_start;
-    Some(WriteJob {
-        segment_base,
-        buf,
-        position,
-        end_size,
-        end_offset: state.next_offset,
-        seal: false,
-    })
+    Some(WriteJob { segment_base, buf, position, end_size, end_offset: state.next_offset, seal: false })
 }
 
 /// Opens (creating and preallocating) the file of segment `base`, if not yet done.
 async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<DirectFile>, StorageError> {
     let (existing, path, config) = {
         let state = inner.state.borrow();
-        let segment = state
-            .segments
-            .iter()
-            .find(|s| s.base_offset == base)
-            .ok_or(StorageError::Closed)?;
-        (
-            segment.file.clone(),
-            segment.path.clone(),
-            state.config.clone(),
-        )
+        let segment = state.segments.iter().find(|s| s.base_offset == base).ok_or(StorageError::Closed)?;
+        (segment.file.clone(), segment.path.clone(), state.config.clone())
     };
     if let Some(file) = existing {
         return Ok(file);
@@ -1196,25 +1063,11 @@ async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<DirectFile>, Stor
     Ok(file)
 }
 
-async fn write_job(
-    inner: &LogInner,
-    file: &Rc<DirectFile>,
-    job: WriteJob,
-) -> Result<(), StorageError> {
-    let WriteJob {
-        segment_base,
-        mut buf,
-        position,
-        end_size,
-        end_offset,
-        ..
-    } = job;
+async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: WriteJob) -> Result<(), StorageError> {
+    let WriteJob { segment_base, mut buf, position, end_size, end_offset, .. } = job;
     let (preallocate, allocated, step) = {
         let state = inner.state.borrow();
-        let segment = state
-            .segments
-            .iter()
-            .find(|s| s.base_offset == segment_base);
+        let segment = state.segments.iter().find(|s| s.base_offset == segment_base);
         (
             state.config.preallocate,
             segment.map_or(0, |s| s.allocated_bytes),
@@ -1224,15 +1077,9 @@ async fn write_job(
     let padded_end = position + io::round_up_to_page(buf.len()) as u64;
     if preallocate && padded_end > allocated {
         let new_allocated = padded_end.div_ceil(step) * step;
-        file.allocate(allocated, new_allocated - allocated)
-            .await
-            .map_err(|e| StorageError::io(file.path(), &e))?;
+        file.allocate(allocated, new_allocated - allocated).await.map_err(|e| StorageError::io(file.path(), &e))?;
         let mut state = inner.state.borrow_mut();
-        if let Some(segment) = state
-            .segments
-            .iter_mut()
-            .find(|s| s.base_offset == segment_base)
-        {
+        if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == segment_base) {
             segment.allocated_bytes = new_allocated;
         }
     }
@@ -1243,19 +1090,12 @@ async fn write_job(
     if state.spare_buf.is_none() && buf.capacity() <= state.config.write_behind_bytes * 4 {
         state.spare_buf = Some(buf);
     }
-    if let Some(segment) = state
-        .segments
-        .iter_mut()
-        .find(|s| s.base_offset == segment_base)
-    {
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == segment_base) {
         segment.written_size = segment.written_size.max(end_size);
     }
     if end_offset > state.written_offset {
         state.written_offset = end_offset;
-        inner
-            .cache
-            .borrow_mut()
-            .set_written(inner.cache_key, end_offset);
+        inner.cache.borrow_mut().set_written(inner.cache_key, end_offset);
     }
     state.last_write_ms = now_ms();
     Ok(())
@@ -1271,9 +1111,7 @@ async fn sync_active(inner: &LogInner) -> Result<(), StorageError> {
     if let Some(file) = file
         && covered > inner.state.borrow().durable_offset
     {
-        file.sync_data()
-            .await
-            .map_err(|e| StorageError::io(file.path(), &e))?;
+        file.sync_data().await.map_err(|e| StorageError::io(file.path(), &e))?;
     }
     mark_durable(inner, covered);
     Ok(())
@@ -1303,20 +1141,10 @@ async fn seal_segment(inner: &LogInner, file: &Rc<DirectFile>) -> Result<(), Sto
             .find(|s| s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, file)))
             .ok_or(StorageError::Closed)?;
         segment.complete_time_index();
-        (
-            segment.size,
-            segment.base_offset,
-            segment.offset_index.clone(),
-            segment.time_index.clone(),
-            covered,
-        )
+        (segment.size, segment.base_offset, segment.offset_index.clone(), segment.time_index.clone(), covered)
     };
-    file.set_len(size)
-        .await
-        .map_err(|e| StorageError::io(file.path(), &e))?;
-    file.sync_data()
-        .await
-        .map_err(|e| StorageError::io(file.path(), &e))?;
+    file.set_len(size).await.map_err(|e| StorageError::io(file.path(), &e))?;
+    file.sync_data().await.map_err(|e| StorageError::io(file.path(), &e))?;
     save_indexes(&inner.dir, base, &offset_index, &time_index).await;
     {
         let mut state = inner.state.borrow_mut();
@@ -1364,16 +1192,7 @@ async fn truncate(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
             doomed.push(state.segments.pop_back().expect("checked"));
         }
         let target = state.active();
-        (
-            doomed,
-            (
-                target.base_offset,
-                target.file.clone(),
-                target.scan_start(offset).0,
-                target.size,
-                offset,
-            ),
-        )
+        (doomed, (target.base_offset, target.file.clone(), target.scan_start(offset).0, target.size, offset))
     };
     for segment in &doomed {
         remove_segment_files(&inner.dir, segment.base_offset).await;
@@ -1402,21 +1221,14 @@ async fn truncate(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
         new_size = 0;
     }
     let zero_from = io::round_up_to_page(new_size as usize) as u64;
-    let allocated = file
-        .len()
-        .await
-        .map_err(|e| StorageError::io(file.path(), &e))?;
+    let allocated = file.len().await.map_err(|e| StorageError::io(file.path(), &e))?;
     if allocated > zero_from {
-        file.zero_range(zero_from, allocated - zero_from)
-            .await
-            .map_err(|e| StorageError::io(file.path(), &e))?;
+        file.zero_range(zero_from, allocated - zero_from).await.map_err(|e| StorageError::io(file.path(), &e))?;
     }
     let tail_position = round_down_to_page(new_size);
     let mut buf = AlignedBuf::with_capacity(io::PAGE_BYTES);
     if new_size > tail_position {
-        let (result, page) = file
-            .read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail_position)
-            .await;
+        let (result, page) = file.read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail_position).await;
         result.map_err(|e| StorageError::io(file.path(), &e))?;
         buf.extend_from_slice(&page.as_slice()[..(new_size - tail_position) as usize]);
     }
@@ -1426,9 +1238,7 @@ async fn truncate(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
     page.pad_to_page();
     let (result, _) = file.write_all_at(page, tail_position).await;
     result.map_err(|e| StorageError::io(file.path(), &e))?;
-    file.sync_data()
-        .await
-        .map_err(|e| StorageError::io(file.path(), &e))?;
+    file.sync_data().await.map_err(|e| StorageError::io(file.path(), &e))?;
     // Rebuild the segment's in-memory view up to the cut.
     let index_interval = inner.state.borrow().config.index_interval_bytes;
     let (offset_index, time_index, max_ts, max_ts_offset) =
@@ -1479,11 +1289,7 @@ async fn finish_close(inner: &LogInner) -> Result<(), StorageError> {
         let mut state = inner.state.borrow_mut();
         let active = state.active_mut();
         active.complete_time_index();
-        (
-            active.base_offset,
-            active.offset_index.clone(),
-            active.time_index.clone(),
-        )
+        (active.base_offset, active.offset_index.clone(), active.time_index.clone())
     };
     save_indexes(&inner.dir, base, &offset_index, &time_index).await;
     let marker = inner.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -1502,24 +1308,15 @@ async fn finish_close(inner: &LogInner) -> Result<(), StorageError> {
 // ---------------------------------------------------------------------------------------------
 // Files: creation, recovery, indexes.
 
-async fn create_segment_file(
-    path: &Path,
-    config: &LogConfig,
-    faults: &Faults,
-) -> Result<DirectFile, StorageError> {
-    let file = DirectFile::open(path, OpenMode::CreateOrOpen, faults.clone())
-        .await
-        .map_err(|e| StorageError::io(path, &e))?;
+async fn create_segment_file(path: &Path, config: &LogConfig, faults: &Faults) -> Result<DirectFile, StorageError> {
+    let file =
+        DirectFile::open(path, OpenMode::CreateOrOpen, faults.clone()).await.map_err(|e| StorageError::io(path, &e))?;
     // A leftover file of the same name (a segment deleted by truncation) must not leak into the
     // new one.
-    file.set_len(0)
-        .await
-        .map_err(|e| StorageError::io(path, &e))?;
+    file.set_len(0).await.map_err(|e| StorageError::io(path, &e))?;
     if config.preallocate {
         let step = PREALLOCATE_STEP_BYTES.min(config.segment_bytes.max(io::PAGE_BYTES as u64));
-        file.allocate(0, step)
-            .await
-            .map_err(|e| StorageError::io(path, &e))?;
+        file.allocate(0, step).await.map_err(|e| StorageError::io(path, &e))?;
     }
     Ok(file)
 }
@@ -1549,11 +1346,7 @@ async fn save_indexes(dir: &Path, base: i64, offset_index: &OffsetIndex, time_in
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {
-    for name in [
-        log_file_name(base),
-        index_file_name(base),
-        time_index_file_name(base),
-    ] {
+    for name in [log_file_name(base), index_file_name(base), time_index_file_name(base)] {
         let path = dir.join(name);
         if let Err(err) = compio::fs::remove_file(&path).await
             && err.kind() != std::io::ErrorKind::NotFound
@@ -1586,9 +1379,7 @@ async fn forget_clean_shutdown(dir: &Path, active_base: Option<i64>) -> Result<(
 }
 
 fn read_log_start(dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(dir.join(LOG_START_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok().and_then(|s| s.trim().parse().ok())
 }
 
 async fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
@@ -1621,21 +1412,12 @@ async fn rebuild_indexes(
     .await
     .map_err(|e| StorageError::io(file.path(), &e))?;
     segment.complete_time_index();
-    Ok((
-        segment.offset_index,
-        segment.time_index,
-        segment.max_timestamp,
-        segment.max_timestamp_offset,
-    ))
+    Ok((segment.offset_index, segment.time_index, segment.max_timestamp, segment.max_timestamp_offset))
 }
 
 /// Opens every segment in `dir`, checks their tails, rebuilds damaged indexes and cuts the log
 /// at the first torn or corrupt batch (deleting any later segment).
-async fn recover_segments(
-    dir: &Path,
-    config: &LogConfig,
-    faults: &Faults,
-) -> Result<VecDeque<Segment>, StorageError> {
+async fn recover_segments(dir: &Path, config: &LogConfig, faults: &Faults) -> Result<VecDeque<Segment>, StorageError> {
     let mut bases: Vec<i64> = std::fs::read_dir(dir)
         .map_err(|e| StorageError::io(dir, &e))?
         .filter_map(|entry| entry.ok())
@@ -1661,9 +1443,7 @@ async fn recover_segments(
         // index only matches its data after a clean close.
         let trust_index = !is_last || clean_shutdown;
         let (segment, clean) = recover_segment(dir, base, trust_index, config, faults).await?;
-        let continues = bases
-            .get(i + 1)
-            .is_none_or(|next| segment.next_offset == *next);
+        let continues = bases.get(i + 1).is_none_or(|next| segment.next_offset == *next);
         if is_last || !clean || !continues {
             // The log ends here: make sure nothing past the valid end can be read back as data.
             cut_segment_tail(&segment).await?;
@@ -1677,13 +1457,8 @@ async fn recover_segments(
         } else {
             if segment.allocated_bytes > segment.size {
                 // Rolled but not sealed before a stop: drop the preallocated tail now.
-                let file = segment
-                    .file
-                    .as_ref()
-                    .expect("recovered segments have files");
-                file.set_len(segment.size)
-                    .await
-                    .map_err(|e| StorageError::io(&segment.path, &e))?;
+                let file = segment.file.as_ref().expect("recovered segments have files");
+                file.set_len(segment.size).await.map_err(|e| StorageError::io(&segment.path, &e))?;
             }
             segments.push_back(segment);
         }
@@ -1707,25 +1482,15 @@ async fn recover_segments(
 /// Zeroes everything in a segment's file past its recovered size and rewrites its partial tail
 /// page, so nothing stale can ever be read back as data; then syncs.
 async fn cut_segment_tail(segment: &Segment) -> Result<(), StorageError> {
-    let file = segment
-        .file
-        .as_ref()
-        .expect("recovered segments have files");
-    let file_len = file
-        .len()
-        .await
-        .map_err(|e| StorageError::io(&segment.path, &e))?;
+    let file = segment.file.as_ref().expect("recovered segments have files");
+    let file_len = file.len().await.map_err(|e| StorageError::io(&segment.path, &e))?;
     let zero_from = io::round_up_to_page(segment.size as usize) as u64;
     if file_len > zero_from {
-        file.zero_range(zero_from, file_len - zero_from)
-            .await
-            .map_err(|e| StorageError::io(&segment.path, &e))?;
+        file.zero_range(zero_from, file_len - zero_from).await.map_err(|e| StorageError::io(&segment.path, &e))?;
     }
     let tail = round_down_to_page(segment.size);
     if segment.size > tail {
-        let (result, page) = file
-            .read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail)
-            .await;
+        let (result, page) = file.read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail).await;
         result.map_err(|e| StorageError::io(&segment.path, &e))?;
         let mut fixed = AlignedBuf::with_capacity(io::PAGE_BYTES);
         fixed.extend_from_slice(&page.as_slice()[..(segment.size - tail) as usize]);
@@ -1733,19 +1498,14 @@ async fn cut_segment_tail(segment: &Segment) -> Result<(), StorageError> {
         let (result, _) = file.write_all_at(fixed, tail).await;
         result.map_err(|e| StorageError::io(&segment.path, &e))?;
     }
-    file.sync_data()
-        .await
-        .map_err(|e| StorageError::io(&segment.path, &e))
+    file.sync_data().await.map_err(|e| StorageError::io(&segment.path, &e))
 }
 
 /// Batches in a segment carry consecutive offsets; the base offset is outside the CRC, so this is
 /// what catches damage to it.
 fn check_continuity(header: &batch::BatchHeader, expected_next: &mut i64) -> Result<(), String> {
     if header.base_offset != *expected_next {
-        return Err(format!(
-            "batch base offset {} where {} was expected",
-            header.base_offset, expected_next
-        ));
+        return Err(format!("batch base offset {} where {} was expected", header.base_offset, expected_next));
     }
     *expected_next = header.last_offset() + 1;
     Ok(())
@@ -1762,9 +1522,8 @@ async fn recover_segment(
     faults: &Faults,
 ) -> Result<(Segment, bool), StorageError> {
     let path = dir.join(log_file_name(base));
-    let file = DirectFile::open(&path, OpenMode::Existing, faults.clone())
-        .await
-        .map_err(|e| StorageError::io(&path, &e))?;
+    let file =
+        DirectFile::open(&path, OpenMode::Existing, faults.clone()).await.map_err(|e| StorageError::io(&path, &e))?;
     let file_len = file.len().await.map_err(|e| StorageError::io(&path, &e))?;
     let saved_offsets = trust_index
         .then(|| std::fs::read(dir.join(index_file_name(base))).ok())
@@ -1787,18 +1546,12 @@ async fn recover_segment(
         let expected_first = base + i64::from(last.relative_offset);
         let mut first_matches = None;
         let mut expected_next = expected_first;
-        let end = scan_file(
-            &file,
-            u64::from(last.position),
-            file_len,
-            true,
-            |header, position| {
-                first_matches.get_or_insert(header.base_offset == expected_first);
-                check_continuity(header, &mut expected_next)?;
-                segment.note_batch(header, position, config.index_interval_bytes);
-                Ok(())
-            },
-        )
+        let end = scan_file(&file, u64::from(last.position), file_len, true, |header, position| {
+            first_matches.get_or_insert(header.base_offset == expected_first);
+            check_continuity(header, &mut expected_next)?;
+            segment.note_batch(header, position, config.index_interval_bytes);
+            Ok(())
+        })
         .await
         .map_err(|e| StorageError::io(&path, &e))?;
         if first_matches == Some(true) {

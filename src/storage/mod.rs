@@ -14,10 +14,7 @@ use std::path::PathBuf;
 
 pub use batch::{BatchError, BatchHeader};
 pub use cache::{CacheKey, CacheStats, ReadCache};
-pub use log::{
-    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, ReadResult,
-    RetentionOutcome,
-};
+pub use log::{AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, ReadResult, RetentionOutcome};
 
 /// When appended data is made durable with fdatasync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,9 +37,9 @@ impl FlushPolicy {
             "never" => Ok(Self::Never),
             other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
                 Some(Ok(ms)) if ms > 0 => Ok(Self::IntervalMs(ms)),
-                _ => Err(format!(
-                    "invalid flush policy {other:?}: expected always, never or interval:<ms> with ms > 0"
-                )),
+                _ => {
+                    Err(format!("invalid flush policy {other:?}: expected always, never or interval:<ms> with ms > 0"))
+                }
             },
         }
     }
@@ -162,11 +159,7 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: &std::path::Path, err: &io::Error) -> Self {
-        Self::Io {
-            path: path.to_owned(),
-            errno: err.raw_os_error(),
-            message: err.to_string(),
-        }
+        Self::Io { path: path.to_owned(), errno: err.raw_os_error(), message: err.to_string() }
     }
 
     /// True when the disk is full.
@@ -183,10 +176,7 @@ mod tests {
     fn flush_policy_parses_and_prints() {
         assert_eq!(FlushPolicy::parse("always"), Ok(FlushPolicy::Always));
         assert_eq!(FlushPolicy::parse("never"), Ok(FlushPolicy::Never));
-        assert_eq!(
-            FlushPolicy::parse("interval:25"),
-            Ok(FlushPolicy::IntervalMs(25))
-        );
+        assert_eq!(FlushPolicy::parse("interval:25"), Ok(FlushPolicy::IntervalMs(25)));
         assert!(FlushPolicy::parse("interval:0").is_err());
         assert!(FlushPolicy::parse("sometimes").is_err());
         assert_eq!(FlushPolicy::IntervalMs(7).to_string(), "interval:7");

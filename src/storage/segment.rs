@@ -143,12 +143,7 @@ impl Segment {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         self.offset_index
             .lookup(relative)
-            .map_or((0, self.base_offset), |e| {
-                (
-                    u64::from(e.position),
-                    self.base_offset + i64::from(e.relative_offset),
-                )
-            })
+            .map_or((0, self.base_offset), |e| (u64::from(e.position), self.base_offset + i64::from(e.relative_offset)))
     }
 }
 
@@ -202,39 +197,25 @@ pub(crate) async fn scan_file(
     while position < end {
         let window_start = round_down_to_page(position);
         let expected = ((end - window_start) as usize).min(window_bytes);
-        let (result, buf) = file
-            .read_at(
-                AlignedBuf::with_capacity(round_up_to_page(expected)),
-                window_start,
-            )
-            .await;
+        let (result, buf) = file.read_at(AlignedBuf::with_capacity(round_up_to_page(expected)), window_start).await;
         let got = result?;
         let data = &buf.as_slice()[..got.min(expected)];
         let mut rel = (position - window_start) as usize;
         let mut reread = false;
         while rel < data.len() {
             let outcome = batch::check_frame(&data[rel..]).and_then(|header| {
-                if verify_crc {
-                    batch::validate(&data[rel..rel + header.total_bytes()])
-                } else {
-                    Ok(header)
-                }
+                if verify_crc { batch::validate(&data[rel..rel + header.total_bytes()]) } else { Ok(header) }
             });
             match outcome {
                 Ok(header) => {
                     if let Err(reason) = visit(&header, position) {
-                        return Ok(ScanEnd {
-                            position,
-                            stopped: Some(ScanStop::Refused(reason)),
-                        });
+                        return Ok(ScanEnd { position, stopped: Some(ScanStop::Refused(reason)) });
                     }
                     position += header.total_bytes() as u64;
                     rel += header.total_bytes();
                 }
                 Err(BatchError::Truncated { needed, .. })
-                    if got == expected
-                        && position + needed as u64 <= end
-                        && data.len() < needed + rel =>
+                    if got == expected && position + needed as u64 <= end && data.len() < needed + rel =>
                 {
                     // The batch runs past this window but fits in the file: read it whole.
                     window_bytes = window_bytes.max(needed + PAGE_BYTES);
@@ -242,27 +223,18 @@ pub(crate) async fn scan_file(
                     break;
                 }
                 Err(err) => {
-                    return Ok(ScanEnd {
-                        position,
-                        stopped: Some(ScanStop::Batch(err)),
-                    });
+                    return Ok(ScanEnd { position, stopped: Some(ScanStop::Batch(err)) });
                 }
             }
         }
         if !reread && got < expected {
             return Ok(ScanEnd {
                 position,
-                stopped: Some(ScanStop::Batch(BatchError::Truncated {
-                    needed: BATCH_HEADER_BYTES,
-                    available: 0,
-                })),
+                stopped: Some(ScanStop::Batch(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: 0 })),
             });
         }
     }
-    Ok(ScanEnd {
-        position,
-        stopped: None,
-    })
+    Ok(ScanEnd { position, stopped: None })
 }
 
 /// Reads whole batches from `file` starting at the batch boundary `position`, skipping batches
@@ -286,9 +258,7 @@ pub(crate) async fn read_batches(
         let lead = (position - window_start) as usize;
         let expected = ((end - window_start) as usize).min(lead + wanted_bytes);
         let read_len = round_up_to_page(expected);
-        let (result, buf) = file
-            .read_at(AlignedBuf::with_capacity(read_len), window_start)
-            .await;
+        let (result, buf) = file.read_at(AlignedBuf::with_capacity(read_len), window_start).await;
         let got = result.map_err(ReadFailure::Io)?;
         if got < expected {
             return Err(ReadFailure::Io(io::Error::new(
@@ -305,9 +275,7 @@ pub(crate) async fn read_batches(
         while rel < data_end {
             let header = match batch::check_frame(&bytes[rel..data_end]) {
                 Ok(header) => header,
-                Err(BatchError::Truncated { needed, .. })
-                    if window_start + (data_end as u64) < end =>
-                {
+                Err(BatchError::Truncated { needed, .. }) if window_start + (data_end as u64) < end => {
                     if !out.is_empty() {
                         return Ok(out);
                     }
@@ -315,10 +283,7 @@ pub(crate) async fn read_batches(
                     break;
                 }
                 Err(error) => {
-                    return Err(ReadFailure::Corrupt {
-                        position: window_start + rel as u64,
-                        error,
-                    });
+                    return Err(ReadFailure::Corrupt { position: window_start + rel as u64, error });
                 }
             };
             let size = header.total_bytes();
@@ -329,10 +294,7 @@ pub(crate) async fn read_batches(
                 }
                 return Err(ReadFailure::Corrupt {
                     position: window_start + rel as u64,
-                    error: BatchError::OffsetGap {
-                        expected: expected_base,
-                        found: header.base_offset,
-                    },
+                    error: BatchError::OffsetGap { expected: expected_base, found: header.base_offset },
                 });
             }
             if header.base_offset >= upper_bound {
@@ -347,10 +309,7 @@ pub(crate) async fn read_batches(
                     if !out.is_empty() {
                         return Ok(out);
                     }
-                    return Err(ReadFailure::Corrupt {
-                        position: window_start + rel as u64,
-                        error,
-                    });
+                    return Err(ReadFailure::Corrupt { position: window_start + rel as u64, error });
                 }
                 out.push(bytes.slice(rel..rel + size));
                 total += size;

@@ -25,28 +25,22 @@ pub async fn apply(
         .filter(|(kind, _, _)| *kind == RESOURCE_TOPIC)
         .map(|(_, name, change)| (name.as_str().to_owned(), change.clone()))
         .collect();
-    let mut outcomes = ask_controller(&conn.shard, |reply| ControllerCall::AlterTopicConfigs {
-        changes,
-        validate_only,
-        reply,
-    })
-    .await
-    .unwrap_or_default()
-    .into_iter();
+    let mut outcomes =
+        ask_controller(&conn.shard, |reply| ControllerCall::AlterTopicConfigs { changes, validate_only, reply })
+            .await
+            .unwrap_or_default()
+            .into_iter();
     resources
         .into_iter()
         .map(|(kind, name, _)| {
             let (code, message) = if kind == RESOURCE_TOPIC {
-                let outcome: Result<(), ControllerError> = outcomes.next().unwrap_or(Err(
-                    ControllerError::Storage("controller did not answer".into()),
-                ));
+                let outcome: Result<(), ControllerError> =
+                    outcomes.next().unwrap_or(Err(ControllerError::Storage("controller did not answer".into())));
                 controller_result(&outcome)
             } else {
                 (
                     ResponseError::InvalidRequest.code(),
-                    Some(format!(
-                        "only topic configs can be altered (resource type {kind})"
-                    )),
+                    Some(format!("only topic configs can be altered (resource type {kind})")),
                 )
             };
             (kind, name, code, message)
@@ -55,11 +49,7 @@ pub async fn apply(
 }
 
 /// Answers AlterConfigs.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: AlterConfigsRequest,
-    _version: i16,
-) -> AlterConfigsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
     let resources = request
         .resources
         .into_iter()
@@ -67,17 +57,9 @@ pub async fn handle(
             let values = r
                 .configs
                 .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
-                })
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned())))
                 .collect();
-            (
-                r.resource_type,
-                r.resource_name,
-                ConfigChange::Replace(values),
-            )
+            (r.resource_type, r.resource_name, ConfigChange::Replace(values))
         })
         .collect();
     let responses = apply(conn, resources, request.validate_only)

@@ -13,20 +13,13 @@ fn api_list() -> Vec<ApiVersion> {
     supported_apis()
         .into_iter()
         .map(|(key, min, max)| {
-            ApiVersion::default()
-                .with_api_key(key as i16)
-                .with_min_version(min)
-                .with_max_version(max)
+            ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
         })
         .collect()
 }
 
 /// Answers ApiVersions.
-pub async fn handle(
-    _conn: &Rc<Connection>,
-    _request: ApiVersionsRequest,
-    _version: i16,
-) -> ApiVersionsResponse {
+pub async fn handle(_conn: &Rc<Connection>, _request: ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(api_list())
 }
 
@@ -37,10 +30,5 @@ pub fn unsupported_version_response(correlation_id: i32) -> Response {
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_list());
     let body = encode(ApiKey::ApiVersions, 0, &response).expect("v0 ApiVersions encodes");
-    respond(
-        ApiKey::ApiVersions,
-        0,
-        correlation_id,
-        ResponseBody::Bytes(body),
-    )
+    respond(ApiKey::ApiVersions, 0, correlation_id, ResponseBody::Bytes(body))
 }

@@ -3,9 +3,7 @@
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -20,11 +18,7 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// Answers CreateTopics.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let names: Vec<_> = request.topics.iter().map(|t| t.name.clone()).collect();
     let topics: Vec<NewTopic> = request
         .topics
@@ -36,34 +30,20 @@ pub async fn handle(
             assignments: t
                 .assignments
                 .iter()
-                .map(|a| {
-                    (
-                        a.partition_index,
-                        a.broker_ids.iter().map(|b| b.0).collect(),
-                    )
-                })
+                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
                 .collect(),
             configs: t
                 .configs
                 .iter()
-                .map(|c| {
-                    (
-                        c.name.as_str().to_owned(),
-                        c.value.as_ref().map(|v| v.as_str().to_owned()),
-                    )
-                })
+                .map(|c| (c.name.as_str().to_owned(), c.value.as_ref().map(|v| v.as_str().to_owned())))
                 .collect(),
         })
         .collect();
     // A name listed twice is refused for both, as Kafka does.
     let mut duplicate = std::collections::HashSet::new();
-    let dupes: std::collections::HashSet<String> = topics
-        .iter()
-        .filter(|t| !duplicate.insert(t.name.clone()))
-        .map(|t| t.name.clone())
-        .collect();
-    let (unique, _): (Vec<NewTopic>, Vec<NewTopic>) =
-        topics.into_iter().partition(|t| !dupes.contains(&t.name));
+    let dupes: std::collections::HashSet<String> =
+        topics.iter().filter(|t| !duplicate.insert(t.name.clone())).map(|t| t.name.clone()).collect();
+    let (unique, _): (Vec<NewTopic>, Vec<NewTopic>) = topics.into_iter().partition(|t| !dupes.contains(&t.name));
     let results = ask_controller(&conn.shard, |reply| ControllerCall::CreateTopics {
         topics: unique.clone(),
         validate_only: request.validate_only,
@@ -73,11 +53,7 @@ pub async fn handle(
     .await
     .unwrap_or_default();
     let broker = conn.shard.config.clone();
-    let mut results = unique
-        .iter()
-        .map(|t| t.name.clone())
-        .zip(results)
-        .collect::<std::collections::HashMap<_, _>>();
+    let mut results = unique.iter().map(|t| t.name.clone()).zip(results).collect::<std::collections::HashMap<_, _>>();
     let topics = names
         .into_iter()
         .map(|name| {
@@ -85,17 +61,13 @@ pub async fn handle(
             if dupes.contains(name.as_str()) {
                 return result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "topic listed more than once in the request",
-                    )));
+                    .with_error_message(Some(StrBytes::from_static_str("topic listed more than once in the request")));
             }
             let Some(outcome) = results.remove(name.as_str()) else {
                 return result.with_error_code(ResponseError::RequestTimedOut.code());
             };
             let (code, message) = controller_result(&outcome);
-            let result = result
-                .with_error_code(code)
-                .with_error_message(message.map(StrBytes::from_string));
+            let result = result.with_error_code(code).with_error_message(message.map(StrBytes::from_string));
             match outcome {
                 Ok(topic) if version >= 5 => {
                     let configs = topic
@@ -106,27 +78,17 @@ pub async fn handle(
                             CreatableTopicConfigs::default()
                                 .with_name(StrBytes::from_static_str(key.name))
                                 .with_value(Some(StrBytes::from_string(value)))
-                                .with_config_source(if is_default {
-                                    SOURCE_DEFAULT
-                                } else {
-                                    SOURCE_TOPIC
-                                })
+                                .with_config_source(if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
                         })
                         .collect();
                     result
-                        .with_topic_id(if version >= 7 {
-                            topic.id
-                        } else {
-                            uuid::Uuid::nil()
-                        })
+                        .with_topic_id(if version >= 7 { topic.id } else { uuid::Uuid::nil() })
                         .with_num_partitions(topic.partitions.len() as i32)
                         .with_replication_factor(1)
                         .with_configs(Some(configs))
                 }
                 Ok(_) => result,
-                Err(_) if version >= 5 => {
-                    result.with_num_partitions(-1).with_replication_factor(-1)
-                }
+                Err(_) if version >= 5 => result.with_num_partitions(-1).with_replication_factor(-1),
                 Err(_) => result,
             }
         })

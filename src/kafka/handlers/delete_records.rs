@@ -4,9 +4,7 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::delete_records_response::{
-    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{by_shard, locate};
@@ -15,26 +13,19 @@ use crate::kafka::errors::partition_error;
 use crate::shard::{DeleteRecordsCall, ShardMessage};
 
 /// Answers DeleteRecords.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: DeleteRecordsRequest,
-    _version: i16,
-) -> DeleteRecordsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
     let metadata = conn.shard.metadata();
     let mut slots: Vec<DeleteRecordsPartitionResult> = Vec::new();
     let mut shape = Vec::new();
     let mut routed = Vec::new();
     for topic in &request.topics {
         shape.push((topic.name.clone(), topic.partitions.len()));
-        let compacted_only = metadata
-            .topic(topic.name.as_str())
-            .is_some_and(|t| t.config.compact && !t.config.retention_enabled());
+        let compacted_only =
+            metadata.topic(topic.name.as_str()).is_some_and(|t| t.config.compact && !t.config.retention_enabled());
         for p in &topic.partitions {
             let slot = slots.len();
             slots.push(
-                DeleteRecordsPartitionResult::default()
-                    .with_partition_index(p.partition_index)
-                    .with_low_watermark(-1),
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1),
             );
             if compacted_only {
                 slots[slot].error_code = ResponseError::PolicyViolation.code();
@@ -50,13 +41,7 @@ pub async fn handle(
     for (shard, items) in by_shard(routed) {
         let (positions, parts): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
         let (reply, rx) = oneshot::channel();
-        conn.shard
-            .router
-            .send(
-                shard,
-                ShardMessage::DeleteRecords(DeleteRecordsCall { parts, reply }),
-            )
-            .await;
+        conn.shard.router.send(shard, ShardMessage::DeleteRecords(DeleteRecordsCall { parts, reply })).await;
         pending.push((positions, rx));
     }
     for (positions, rx) in pending {
@@ -73,9 +58,7 @@ pub async fn handle(
     let topics = shape
         .into_iter()
         .map(|(name, count)| {
-            DeleteRecordsTopicResult::default()
-                .with_name(name)
-                .with_partitions(slots.by_ref().take(count).collect())
+            DeleteRecordsTopicResult::default().with_name(name).with_partitions(slots.by_ref().take(count).collect())
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)

@@ -12,11 +12,7 @@ use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 
 /// Answers DeleteTopics.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let refs: Vec<TopicRef> = if version >= 6 {
         request
             .topics
@@ -27,18 +23,11 @@ pub async fn handle(
             })
             .collect()
     } else {
-        request
-            .topic_names
-            .iter()
-            .map(|n| TopicRef::Name(n.as_str().to_owned()))
-            .collect()
+        request.topic_names.iter().map(|n| TopicRef::Name(n.as_str().to_owned())).collect()
     };
-    let results = ask_controller(&conn.shard, |reply| ControllerCall::DeleteTopics {
-        topics: refs.clone(),
-        reply,
-    })
-    .await
-    .unwrap_or_default();
+    let results = ask_controller(&conn.shard, |reply| ControllerCall::DeleteTopics { topics: refs.clone(), reply })
+        .await
+        .unwrap_or_default();
     let responses = refs
         .iter()
         .zip(results)
@@ -53,11 +42,7 @@ pub async fn handle(
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
                 .with_topic_id(if version >= 6 { id } else { uuid::Uuid::nil() })
                 .with_error_code(code)
-                .with_error_message(if version >= 5 {
-                    message.map(StrBytes::from_string)
-                } else {
-                    None
-                })
+                .with_error_message(if version >= 5 { message.map(StrBytes::from_string) } else { None })
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)

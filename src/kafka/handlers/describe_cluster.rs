@@ -10,11 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::kafka::connection::Connection;
 
 /// Answers DescribeCluster.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: DescribeClusterRequest,
-    _version: i16,
-) -> DescribeClusterResponse {
+pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
     let metadata = conn.shard.metadata();
     let response = DescribeClusterResponse::default().with_endpoint_type(request.endpoint_type);
     // Endpoint type 1 is "brokers"; 2 ("controllers") is for KRaft controller listeners, which
@@ -22,9 +18,7 @@ pub async fn handle(
     if request.endpoint_type > 1 {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(StrBytes::from_static_str(
-                "only the broker endpoint type is served",
-            )));
+            .with_error_message(Some(StrBytes::from_static_str("only the broker endpoint type is served")));
     }
     let broker = &metadata.broker;
     response

@@ -26,95 +26,30 @@ const SOURCE_DEFAULT: i8 = 5;
 fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, String, ConfigType)> {
     vec![
         ("node.id", broker.broker_id.to_string(), ConfigType::Int),
-        (
-            "log.dirs",
-            broker.data_dir.display().to_string(),
-            ConfigType::String,
-        ),
-        (
-            "num.partitions",
-            broker.num_partitions.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "default.replication.factor",
-            broker.default_replication_factor.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "auto.create.topics.enable",
-            broker.auto_create_topics.to_string(),
-            ConfigType::Boolean,
-        ),
-        (
-            "message.max.bytes",
-            broker.message_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "socket.request.max.bytes",
-            broker.socket_request_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "log.retention.ms",
-            broker.log_retention_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.retention.bytes",
-            broker.log_retention_bytes.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.segment.bytes",
-            broker.log_segment_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "log.roll.ms",
-            broker.log_segment_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.retention.check.interval.ms",
-            broker.log_retention_check_interval_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "offsets.topic.num.partitions",
-            broker.offsets_topic_num_partitions.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "group.initial.rebalance.delay.ms",
-            broker.group_initial_rebalance_delay_ms.to_string(),
-            ConfigType::Int,
-        ),
-        (
-            "moldau.flush.policy",
-            broker.flush.clone(),
-            ConfigType::String,
-        ),
-        (
-            "moldau.shards",
-            broker.shard_count().to_string(),
-            ConfigType::Int,
-        ),
+        ("log.dirs", broker.data_dir.display().to_string(), ConfigType::String),
+        ("num.partitions", broker.num_partitions.to_string(), ConfigType::Int),
+        ("default.replication.factor", broker.default_replication_factor.to_string(), ConfigType::Int),
+        ("auto.create.topics.enable", broker.auto_create_topics.to_string(), ConfigType::Boolean),
+        ("message.max.bytes", broker.message_max_bytes.to_string(), ConfigType::Int),
+        ("socket.request.max.bytes", broker.socket_request_max_bytes.to_string(), ConfigType::Int),
+        ("log.retention.ms", broker.log_retention_ms.to_string(), ConfigType::Long),
+        ("log.retention.bytes", broker.log_retention_bytes.to_string(), ConfigType::Long),
+        ("log.segment.bytes", broker.log_segment_bytes.to_string(), ConfigType::Int),
+        ("log.roll.ms", broker.log_segment_ms.to_string(), ConfigType::Long),
+        ("log.retention.check.interval.ms", broker.log_retention_check_interval_ms.to_string(), ConfigType::Long),
+        ("offsets.topic.num.partitions", broker.offsets_topic_num_partitions.to_string(), ConfigType::Int),
+        ("group.initial.rebalance.delay.ms", broker.group_initial_rebalance_delay_ms.to_string(), ConfigType::Int),
+        ("moldau.flush.policy", broker.flush.clone(), ConfigType::String),
+        ("moldau.shards", broker.shard_count().to_string(), ConfigType::Int),
     ]
 }
 
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
-    keys.as_ref()
-        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+    keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
 }
 
 /// Answers DescribeConfigs.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: DescribeConfigsRequest,
-    version: i16,
-) -> DescribeConfigsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
     let metadata = conn.shard.metadata();
     let broker = &conn.shard.config;
     let results = request
@@ -126,12 +61,9 @@ pub async fn handle(
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
                 RESOURCE_TOPIC => match metadata.topic(resource.resource_name.as_str()) {
-                    None => result
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!(
-                            "unknown topic {}",
-                            resource.resource_name.as_str()
-                        )))),
+                    None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_error_message(
+                        Some(StrBytes::from_string(format!("unknown topic {}", resource.resource_name.as_str()))),
+                    ),
                     Some(topic) => {
                         let configs = topic
                             .config
@@ -139,11 +71,7 @@ pub async fn handle(
                             .into_iter()
                             .filter(|(key, _, _)| wanted(&resource.configuration_keys, key.name))
                             .map(|(key, value, is_default)| {
-                                let source = if is_default {
-                                    SOURCE_DEFAULT
-                                } else {
-                                    SOURCE_TOPIC
-                                };
+                                let source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC };
                                 let mut entry = DescribeConfigsResourceResult::default()
                                     .with_name(StrBytes::from_static_str(key.name))
                                     .with_value(Some(StrBytes::from_string(value.clone())))
@@ -161,9 +89,7 @@ pub async fn handle(
                                     synonyms.push(
                                         DescribeConfigsSynonym::default()
                                             .with_name(StrBytes::from_static_str(key.name))
-                                            .with_value(Some(StrBytes::from_string(
-                                                key.default_value(broker),
-                                            )))
+                                            .with_value(Some(StrBytes::from_string(key.default_value(broker))))
                                             .with_source(SOURCE_DEFAULT),
                                     );
                                     entry = entry.with_synonyms(synonyms);
@@ -171,9 +97,7 @@ pub async fn handle(
                                 if version >= 3 {
                                     entry = entry.with_config_type(key.kind as i8);
                                     if request.include_documentation {
-                                        entry = entry.with_documentation(Some(
-                                            StrBytes::from_static_str(key.doc),
-                                        ));
+                                        entry = entry.with_documentation(Some(StrBytes::from_static_str(key.doc)));
                                     }
                                 }
                                 entry
@@ -187,9 +111,7 @@ pub async fn handle(
                     if !name.is_empty() && name != broker.broker_id.to_string() {
                         return result
                             .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(StrBytes::from_string(format!(
-                                "unknown broker {name}"
-                            ))));
+                            .with_error_message(Some(StrBytes::from_string(format!("unknown broker {name}"))));
                     }
                     let configs = broker_configs(broker)
                         .into_iter()
@@ -200,20 +122,14 @@ pub async fn handle(
                                 .with_value(Some(StrBytes::from_string(value)))
                                 .with_read_only(true)
                                 .with_config_source(SOURCE_STATIC_BROKER);
-                            if version >= 3 {
-                                entry.with_config_type(kind as i8)
-                            } else {
-                                entry
-                            }
+                            if version >= 3 { entry.with_config_type(kind as i8) } else { entry }
                         })
                         .collect();
                     result.with_configs(configs)
                 }
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!(
-                        "resource type {other} is not supported"
-                    )))),
+                    .with_error_message(Some(StrBytes::from_string(format!("resource type {other} is not supported")))),
             }
         })
         .collect();

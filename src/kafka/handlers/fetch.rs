@@ -29,10 +29,7 @@ struct Wanted {
 }
 
 /// Handles a Fetch request.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    frame: RequestFrame,
-) -> Result<PendingResponse, RequestError> {
+pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {
     let version = frame.header.api_version;
     let correlation_id = frame.header.correlation_id;
     let request: FetchRequest = decode(ApiKey::Fetch, version, frame.body.freeze())?;
@@ -40,30 +37,16 @@ pub async fn handle(
 
     // Sessionless only: an incremental fetch for a session we never created is refused.
     if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
-        let body = fetch_response::encode(
-            version,
-            0,
-            ResponseError::FetchSessionIdNotFound.code(),
-            0,
-            &[],
-        );
-        return Ok(ready(Some(respond(
-            ApiKey::Fetch,
-            version,
-            correlation_id,
-            ResponseBody::Parts(body),
-        ))));
+        let body = fetch_response::encode(version, 0, ResponseError::FetchSessionIdNotFound.code(), 0, &[]);
+        return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
     }
 
     let mut topics: Vec<TopicOut> = Vec::new();
     // (topic index, partition index within topic) → what to read, for partitions that resolve.
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
     for topic in &request.topics {
-        let found = if version >= 13 {
-            metadata.topic_by_id(&topic.topic_id)
-        } else {
-            metadata.topic(topic.topic.as_str())
-        };
+        let found =
+            if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(topic.topic.as_str()) };
         let t = topics.len();
         topics.push(TopicOut {
             name: topic.topic.as_str().to_owned(),
@@ -102,14 +85,9 @@ pub async fn handle(
         }
     }
 
-    let max_bytes = if request.max_bytes <= 0 {
-        i32::MAX as usize
-    } else {
-        request.max_bytes as usize
-    };
+    let max_bytes = if request.max_bytes <= 0 { i32::MAX as usize } else { request.max_bytes as usize };
     let min_bytes = request.min_bytes.max(0) as usize;
-    let deadline =
-        Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let shard = conn.shard.clone();
     loop {
         let results = read_all(&shard, &wanted).await;
@@ -136,13 +114,11 @@ pub async fn handle(
                     any_error = true;
                     out.records.clear();
                     out.error_code = partition_error(err).code();
-                    if let PartitionError::Storage(
-                        crate::storage::StorageError::OffsetOutOfRange {
-                            log_start_offset,
-                            log_end_offset,
-                            ..
-                        },
-                    ) = err
+                    if let PartitionError::Storage(crate::storage::StorageError::OffsetOutOfRange {
+                        log_start_offset,
+                        log_end_offset,
+                        ..
+                    }) = err
                     {
                         out.log_start_offset = *log_start_offset;
                         out.high_watermark = *log_end_offset;
@@ -175,14 +151,10 @@ pub async fn handle(
         for (target, items) in by_shard(watch_from) {
             let (reply, rx) = oneshot::channel();
             let parts = items.into_iter().map(|(_, part)| part).collect();
-            shard
-                .router
-                .send(target, ShardMessage::Watch(WatchCall { parts, reply }))
-                .await;
+            shard.router.send(target, ShardMessage::Watch(WatchCall { parts, reply })).await;
             watches.push(rx);
         }
-        let any =
-            futures_util::future::select_all(watches.into_iter().map(|rx| rx.boxed_local())).fuse();
+        let any = futures_util::future::select_all(watches.into_iter().map(|rx| rx.boxed_local())).fuse();
         let timer = crate::io::sleep(deadline - now).fuse();
         futures_util::pin_mut!(any, timer);
         futures_util::select! {
@@ -190,42 +162,24 @@ pub async fn handle(
             _ = timer => {},
         }
     }
-    let errors = topics
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter(|p| p.error_code != 0)
-        .count();
+    let errors = topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
     ShardMetrics::add(&shard.metrics.partition_errors, errors as u64);
     let body = fetch_response::encode(version, 0, 0, 0, &topics);
-    Ok(ready(Some(respond(
-        ApiKey::Fetch,
-        version,
-        correlation_id,
-        ResponseBody::Parts(body),
-    ))))
+    Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))))
 }
 
 async fn read_all(
     shard: &crate::shard::Shard,
     wanted: &[((usize, usize), Wanted)],
 ) -> Vec<Result<crate::shard::Fetched, PartitionError>> {
-    let mut results: Vec<Result<crate::shard::Fetched, PartitionError>> = (0..wanted.len())
-        .map(|_| Err(PartitionError::UnknownTopicOrPartition))
-        .collect();
+    let mut results: Vec<Result<crate::shard::Fetched, PartitionError>> =
+        (0..wanted.len()).map(|_| Err(PartitionError::UnknownTopicOrPartition)).collect();
     let mut pending = Vec::new();
-    let groups = by_shard(
-        wanted
-            .iter()
-            .enumerate()
-            .map(|(i, (_, w))| (w.shard, i, w.part.clone())),
-    );
+    let groups = by_shard(wanted.iter().enumerate().map(|(i, (_, w))| (w.shard, i, w.part.clone())));
     for (target, items) in groups {
         let (positions, parts): (Vec<usize>, Vec<FetchPart>) = items.into_iter().unzip();
         let (reply, rx) = oneshot::channel();
-        shard
-            .router
-            .send(target, ShardMessage::Fetch(FetchCall { parts, reply }))
-            .await;
+        shard.router.send(target, ShardMessage::Fetch(FetchCall { parts, reply })).await;
         pending.push((positions, rx));
     }
     for (positions, rx) in pending {

@@ -35,18 +35,10 @@ pub async fn handle(
                             AlterOp::Set
                         }
                     };
-                    (
-                        c.name.as_str().to_owned(),
-                        op,
-                        c.value.as_ref().map(|v| v.as_str().to_owned()),
-                    )
+                    (c.name.as_str().to_owned(), op, c.value.as_ref().map(|v| v.as_str().to_owned()))
                 })
                 .collect();
-            (
-                r.resource_type,
-                r.resource_name,
-                ConfigChange::Incremental(ops),
-            )
+            (r.resource_type, r.resource_name, ConfigChange::Incremental(ops))
         })
         .collect::<Vec<_>>();
     let outcomes = if invalid.is_empty() {
@@ -59,12 +51,7 @@ pub async fn handle(
                     "unknown config operation {:?}",
                     invalid.iter().find(|(n, _)| *n == name).map(|(_, op)| op)
                 );
-                (
-                    kind,
-                    name,
-                    kafka_protocol::error::ResponseError::InvalidRequest.code(),
-                    Some(message),
-                )
+                (kind, name, kafka_protocol::error::ResponseError::InvalidRequest.code(), Some(message))
             })
             .collect()
     };

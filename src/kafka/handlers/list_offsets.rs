@@ -4,9 +4,7 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{by_shard, locate};
@@ -15,11 +13,7 @@ use crate::kafka::errors::partition_error;
 use crate::shard::{ListOffsetsCall, ShardMessage};
 
 /// Answers ListOffsets.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: ListOffsetsRequest,
-    version: i16,
-) -> ListOffsetsResponse {
+pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let metadata = conn.shard.metadata();
     let read_committed = request.isolation_level == 1;
     // One slot per requested partition, in request order.
@@ -30,41 +24,24 @@ pub async fn handle(
         shape.push((topic.name.clone(), topic.partitions.len()));
         for p in &topic.partitions {
             let slot = slots.len();
-            slots.push(
-                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index),
-            );
+            slots.push(ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index));
             match locate(&metadata, topic.name.as_str(), p.partition_index) {
-                Ok((key, shard)) => {
-                    routed.push((shard, slot, (key, p.timestamp, p.current_leader_epoch)))
-                }
+                Ok((key, shard)) => routed.push((shard, slot, (key, p.timestamp, p.current_leader_epoch))),
                 Err(code) => slots[slot].error_code = code.code(),
             }
-            if p.timestamp == -3 && version < 7
-                || p.timestamp == -4 && version < 8
-                || p.timestamp == -5 && version < 9
+            if p.timestamp == -3 && version < 7 || p.timestamp == -4 && version < 8 || p.timestamp == -5 && version < 9
             {
                 slots[slot].error_code = ResponseError::UnsupportedVersion.code();
             }
         }
     }
     let mut pending = Vec::new();
-    for (shard, items) in by_shard(
-        routed
-            .into_iter()
-            .filter(|(_, slot, _)| slots[*slot].error_code == 0),
-    ) {
+    for (shard, items) in by_shard(routed.into_iter().filter(|(_, slot, _)| slots[*slot].error_code == 0)) {
         let (positions, parts): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
         let (reply, rx) = oneshot::channel();
         conn.shard
             .router
-            .send(
-                shard,
-                ShardMessage::ListOffsets(ListOffsetsCall {
-                    parts,
-                    read_committed,
-                    reply,
-                }),
-            )
+            .send(shard, ShardMessage::ListOffsets(ListOffsetsCall { parts, read_committed, reply }))
             .await;
         pending.push((positions, rx));
     }
@@ -75,11 +52,7 @@ pub async fn handle(
                 Some(Ok(listed)) => {
                     slots[slot].timestamp = listed.timestamp;
                     slots[slot].offset = listed.offset;
-                    slots[slot].leader_epoch = if version >= 4 {
-                        listed.leader_epoch
-                    } else {
-                        -1
-                    };
+                    slots[slot].leader_epoch = if version >= 4 { listed.leader_epoch } else { -1 };
                 }
                 Some(Err(err)) => slots[slot].error_code = partition_error(err).code(),
                 None => slots[slot].error_code = ResponseError::NotLeaderOrFollower.code(),
@@ -90,9 +63,7 @@ pub async fn handle(
     let topics = shape
         .into_iter()
         .map(|(name, count)| {
-            ListOffsetsTopicResponse::default()
-                .with_name(name)
-                .with_partitions(slots.by_ref().take(count).collect())
+            ListOffsetsTopicResponse::default().with_name(name).with_partitions(slots.by_ref().take(count).collect())
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -10,9 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::ask_controller;
-use crate::cluster::{
-    ClusterMetadata, ControllerCall, ControllerError, NewTopic, TopicMetadata, topic_config,
-};
+use crate::cluster::{ClusterMetadata, ControllerCall, ControllerError, NewTopic, TopicMetadata, topic_config};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
 
@@ -21,11 +19,7 @@ fn topic_name(name: &str) -> TopicName {
 }
 
 /// The Metadata description of one topic.
-pub fn describe_topic(
-    topic: &TopicMetadata,
-    broker_id: i32,
-    version: i16,
-) -> MetadataResponseTopic {
+pub fn describe_topic(topic: &TopicMetadata, broker_id: i32, version: i16) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -40,27 +34,17 @@ pub fn describe_topic(
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
-        .with_topic_id(if version >= 10 {
-            topic.id
-        } else {
-            uuid::Uuid::nil()
-        })
+        .with_topic_id(if version >= 10 { topic.id } else { uuid::Uuid::nil() })
         .with_is_internal(topic.internal)
         .with_partitions(partitions)
 }
 
 fn error_topic(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
-    MetadataResponseTopic::default()
-        .with_error_code(error.code())
-        .with_name(name.map(topic_name))
-        .with_topic_id(id)
+    MetadataResponseTopic::default().with_error_code(error.code()).with_name(name.map(topic_name)).with_topic_id(id)
 }
 
 /// Creates topics with the broker's defaults, as Kafka's auto.create.topics.enable does.
-pub async fn auto_create(
-    conn: &Connection,
-    names: Vec<String>,
-) -> Vec<Result<(), ControllerError>> {
+pub async fn auto_create(conn: &Connection, names: Vec<String>) -> Vec<Result<(), ControllerError>> {
     let topics = names
         .into_iter()
         .map(|name| NewTopic {
@@ -89,11 +73,7 @@ pub async fn auto_create(
 }
 
 /// Answers Metadata.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    request: MetadataRequest,
-    version: i16,
-) -> MetadataResponse {
+pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let mut metadata = conn.shard.metadata();
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested = match request.topics {
@@ -101,8 +81,7 @@ pub async fn handle(
         Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => Some(topics),
     };
-    let allow_create =
-        (version < 4 || request.allow_auto_topic_creation) && conn.shard.config.auto_create_topics;
+    let allow_create = (version < 4 || request.allow_auto_topic_creation) && conn.shard.config.auto_create_topics;
     if let (Some(requested), true) = (&requested, allow_create) {
         let missing: Vec<String> = requested
             .iter()
@@ -120,22 +99,10 @@ pub async fn handle(
     }
     let broker_id = metadata.broker.id;
     let topics = match requested {
-        None => metadata
-            .topics
-            .values()
-            .map(|t| describe_topic(t, broker_id, version))
-            .collect(),
+        None => metadata.topics.values().map(|t| describe_topic(t, broker_id, version)).collect(),
         Some(requested) => requested
             .iter()
-            .map(|t| {
-                lookup(
-                    &metadata,
-                    t.name.as_ref().map(|n| n.as_str()),
-                    t.topic_id,
-                    broker_id,
-                    version,
-                )
-            })
+            .map(|t| lookup(&metadata, t.name.as_ref().map(|n| n.as_str()), t.topic_id, broker_id, version))
             .collect(),
     };
     let broker = &metadata.broker;
@@ -162,16 +129,10 @@ fn lookup(
     match name {
         Some(name) => match metadata.topic(name) {
             Some(topic) => describe_topic(topic, broker_id, version),
-            None if topic_config::validate_topic_name(name).is_err() => error_topic(
-                Some(name),
-                uuid::Uuid::nil(),
-                ResponseError::InvalidTopicException,
-            ),
-            None => error_topic(
-                Some(name),
-                uuid::Uuid::nil(),
-                ResponseError::UnknownTopicOrPartition,
-            ),
+            None if topic_config::validate_topic_name(name).is_err() => {
+                error_topic(Some(name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
+            }
+            None => error_topic(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
         },
         None => match metadata.topic_by_id(&id) {
             Some(topic) => describe_topic(topic, broker_id, version),

@@ -4,15 +4,27 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -84,27 +96,31 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<CreatePartitionsRequest>(ApiKey::CreatePartitions),
         range::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
         range::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+        range::<InitProducerIdRequest>(ApiKey::InitProducerId),
+        range::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
+        range::<JoinGroupRequest>(ApiKey::JoinGroup),
+        range::<SyncGroupRequest>(ApiKey::SyncGroup),
+        range::<HeartbeatRequest>(ApiKey::Heartbeat),
+        range::<LeaveGroupRequest>(ApiKey::LeaveGroup),
+        range::<OffsetCommitRequest>(ApiKey::OffsetCommit),
+        range::<OffsetFetchRequest>(ApiKey::OffsetFetch),
+        range::<ListGroupsRequest>(ApiKey::ListGroups),
+        range::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
+        range::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
+        range::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
     ]
 }
 
 fn is_supported(key: ApiKey, version: i16) -> bool {
-    supported_apis()
-        .iter()
-        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+    supported_apis().iter().any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
 }
 
 /// Decodes a request body with the protocol crate, turning decoder errors (and, defensively,
 /// decoder panics) into a connection-closing error.
 pub fn decode<R: Decodable>(key: ApiKey, version: i16, body: Bytes) -> Result<R, RequestError> {
     let mut buf = body;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        R::decode(&mut buf, version)
-    }));
-    let malformed = |reason: String| RequestError::Malformed {
-        key,
-        version,
-        reason,
-    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| R::decode(&mut buf, version)));
+    let malformed = |reason: String| RequestError::Malformed { key, version, reason };
     match outcome {
         Ok(Ok(request)) => Ok(request),
         Ok(Err(err)) => Err(malformed(err.to_string())),
@@ -115,13 +131,7 @@ pub fn decode<R: Decodable>(key: ApiKey, version: i16, body: Bytes) -> Result<R,
 /// Encodes a response body.
 pub fn encode<M: Encodable>(key: ApiKey, version: i16, message: &M) -> Result<Bytes, RequestError> {
     let mut buf = BytesMut::new();
-    message
-        .encode(&mut buf, version)
-        .map_err(|e| RequestError::Encode {
-            key,
-            version,
-            reason: e.to_string(),
-        })?;
+    message.encode(&mut buf, version).map_err(|e| RequestError::Encode { key, version, reason: e.to_string() })?;
     Ok(buf.freeze())
 }
 
@@ -131,17 +141,8 @@ pub fn ready(response: Option<Response>) -> PendingResponse {
 }
 
 /// Builds the response frame for a request.
-pub fn respond(
-    frame_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: ResponseBody,
-) -> Response {
-    Response {
-        correlation_id,
-        header_version: frame_key.response_header_version(version),
-        body,
-    }
+pub fn respond(frame_key: ApiKey, version: i16, correlation_id: i32, body: ResponseBody) -> Response {
+    Response { correlation_id, header_version: frame_key.response_header_version(version), body }
 }
 
 /// Decodes, runs `handler`, encodes: the shape of every request except Produce and Fetch.
@@ -151,30 +152,19 @@ macro_rules! simple {
         let request: $request = decode($key, version, $frame.body.freeze())?;
         let response = $module::handle($conn, request, version).await;
         let body = encode($key, version, &response)?;
-        Ok(ready(Some(respond(
-            $key,
-            version,
-            $frame.header.correlation_id,
-            ResponseBody::Bytes(body),
-        ))))
+        Ok(ready(Some(respond($key, version, $frame.header.correlation_id, ResponseBody::Bytes(body)))))
     }};
 }
 
 /// Routes a request to its handler.
-pub async fn dispatch(
-    conn: &Rc<Connection>,
-    frame: RequestFrame,
-) -> Result<PendingResponse, RequestError> {
+pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {
     use kafka_protocol::messages::*;
     let header = &frame.header;
-    let key =
-        ApiKey::try_from(header.api_key).map_err(|_| RequestError::UnknownApi(header.api_key))?;
+    let key = ApiKey::try_from(header.api_key).map_err(|_| RequestError::UnknownApi(header.api_key))?;
     let version = header.api_version;
     if key == ApiKey::ApiVersions && !is_supported(key, version) {
         // Clients that speak a newer version than we do learn our range from a v0 answer.
-        return Ok(ready(Some(api_versions::unsupported_version_response(
-            header.correlation_id,
-        ))));
+        return Ok(ready(Some(api_versions::unsupported_version_response(header.correlation_id))));
     }
     if !is_supported(key, version) || !frame.header_complete {
         return Err(RequestError::UnsupportedVersion { key, version });
@@ -196,38 +186,38 @@ pub async fn dispatch(
         }
         ApiKey::AlterConfigs => simple!(conn, frame, key, AlterConfigsRequest, alter_configs),
         ApiKey::IncrementalAlterConfigs => {
-            simple!(
-                conn,
-                frame,
-                key,
-                IncrementalAlterConfigsRequest,
-                incremental_alter_configs
-            )
+            simple!(conn, frame, key, IncrementalAlterConfigsRequest, incremental_alter_configs)
         }
         ApiKey::DescribeCluster => {
             simple!(conn, frame, key, DescribeClusterRequest, describe_cluster)
         }
+        ApiKey::InitProducerId => {
+            simple!(conn, frame, key, InitProducerIdRequest, init_producer_id)
+        }
+        ApiKey::FindCoordinator => simple!(conn, frame, key, FindCoordinatorRequest, find_coordinator),
+        ApiKey::JoinGroup => simple!(conn, frame, key, JoinGroupRequest, join_group),
+        ApiKey::SyncGroup => simple!(conn, frame, key, SyncGroupRequest, sync_group),
+        ApiKey::Heartbeat => simple!(conn, frame, key, HeartbeatRequest, heartbeat),
+        ApiKey::LeaveGroup => simple!(conn, frame, key, LeaveGroupRequest, leave_group),
+        ApiKey::OffsetCommit => simple!(conn, frame, key, OffsetCommitRequest, offset_commit),
+        ApiKey::OffsetFetch => simple!(conn, frame, key, OffsetFetchRequest, offset_fetch),
+        ApiKey::ListGroups => simple!(conn, frame, key, ListGroupsRequest, list_groups),
+        ApiKey::DescribeGroups => simple!(conn, frame, key, DescribeGroupsRequest, describe_groups),
+        ApiKey::DeleteGroups => simple!(conn, frame, key, DeleteGroupsRequest, delete_groups),
+        ApiKey::OffsetDelete => simple!(conn, frame, key, OffsetDeleteRequest, offset_delete),
         _ => Err(RequestError::UnsupportedVersion { key, version }),
     }
 }
 
 /// Sends a call to the controller (on shard 0) and waits for its answer.
-pub async fn ask_controller<T>(
-    shard: &Shard,
-    build: impl FnOnce(oneshot::Sender<T>) -> ControllerCall,
-) -> Option<T> {
+pub async fn ask_controller<T>(shard: &Shard, build: impl FnOnce(oneshot::Sender<T>) -> ControllerCall) -> Option<T> {
     let (tx, rx) = oneshot::channel();
-    shard
-        .router
-        .send(0, ShardMessage::Controller(build(tx)))
-        .await;
+    shard.router.send(0, ShardMessage::Controller(build(tx))).await;
     rx.await.ok()
 }
 
 /// Groups items by the shard that owns them, keeping their original positions.
-pub fn by_shard<T>(
-    items: impl IntoIterator<Item = (usize, usize, T)>,
-) -> BTreeMap<usize, Vec<(usize, T)>> {
+pub fn by_shard<T>(items: impl IntoIterator<Item = (usize, usize, T)>) -> BTreeMap<usize, Vec<(usize, T)>> {
     let mut groups: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();
     for (shard, position, item) in items {
         groups.entry(shard).or_default().push((position, item));
@@ -241,9 +231,7 @@ pub fn locate(
     name: &str,
     index: i32,
 ) -> Result<(crate::shard::TopicPartition, usize), kafka_protocol::error::ResponseError> {
-    let topic = metadata
-        .topic(name)
-        .ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
+    let topic = metadata.topic(name).ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
     locate_in(topic, index)
 }
 
@@ -257,4 +245,22 @@ pub fn locate_in(
         .and_then(|i| topic.partitions.get(i))
         .ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
     Ok(((topic.id, index), partition.shard))
+}
+
+/// Sends a call to the coordinator of `group_id` and waits for its answer.
+pub async fn call_group<T>(
+    shard: &Shard,
+    group_id: &str,
+    build: impl FnOnce(oneshot::Sender<T>) -> crate::group::GroupCall,
+) -> Result<T, crate::group::GroupError> {
+    let target =
+        crate::group::coordinator_shard(shard, group_id).ok_or(crate::group::GroupError::CoordinatorNotAvailable)?;
+    let (tx, rx) = oneshot::channel();
+    shard.router.send(target, ShardMessage::Group(build(tx))).await;
+    rx.await.map_err(|_| crate::group::GroupError::CoordinatorNotAvailable)
+}
+
+/// The client host as Kafka reports it ("/ip").
+pub fn client_host(conn: &Connection) -> String {
+    format!("/{}", conn.peer.ip())
 }

@@ -39,10 +39,7 @@ impl Slot {
 
 /// Handles a Produce request; the returned future completes with the response (or nothing for
 /// acks=0) once the owning shards have answered.
-pub async fn handle(
-    conn: &Rc<Connection>,
-    frame: RequestFrame,
-) -> Result<PendingResponse, RequestError> {
+pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {
     let RequestFrame { header, body, .. } = frame;
     let version = header.api_version;
     let request = produce_request::parse(&body, version).map_err(|e| RequestError::Malformed {
@@ -95,10 +92,7 @@ pub async fn handle(
             if topic_meta.internal {
                 slot_ref.fail(
                     ResponseError::InvalidTopicException,
-                    Some(format!(
-                        "cannot produce to internal topic {}",
-                        topic_meta.name
-                    )),
+                    Some(format!("cannot produce to internal topic {}", topic_meta.name)),
                 );
                 continue;
             }
@@ -113,10 +107,7 @@ pub async fn handle(
                 slot_ref.fail(ResponseError::InvalidRecord, Some("null records".into()));
                 continue;
             };
-            match batch::validate_all(
-                &body[range.clone()],
-                topic_meta.config.log.max_message_bytes,
-            ) {
+            match batch::validate_all(&body[range.clone()], topic_meta.config.log.max_message_bytes) {
                 Ok(spans) => accepted.push((shard, slot, (key, range, spans))),
                 Err(err) => {
                     slot_ref.response.record_errors = if version >= 8 {
@@ -139,31 +130,15 @@ pub async fn handle(
         rest.advance(range.start - consumed);
         let records = rest.split_to(range.len());
         consumed = range.end;
-        routed.push((
-            shard,
-            slot,
-            ProducePart {
-                partition: key,
-                records,
-                spans,
-            },
-        ));
+        routed.push((shard, slot, ProducePart { partition: key, records, spans }));
     }
     let timeout = Duration::from_millis(request.timeout_ms.clamp(0, MAX_PRODUCE_TIMEOUT_MS) as u64);
     let mut pending = Vec::new();
     for (shard, items) in by_shard(routed) {
         let (positions, parts): (Vec<usize>, Vec<ProducePart>) = items.into_iter().unzip();
         let (reply, rx) = oneshot::channel();
-        let call = ProduceCall {
-            parts,
-            wait_durable: acks != 0,
-            timeout,
-            reply,
-        };
-        conn.shard
-            .router
-            .send(shard, ShardMessage::Produce(call))
-            .await;
+        let call = ProduceCall { parts, wait_durable: acks != 0, timeout, reply };
+        conn.shard.router.send(shard, ShardMessage::Produce(call)).await;
         pending.push((positions, rx));
     }
     let guard = conn.produce_started();
@@ -216,12 +191,7 @@ pub async fn handle(
             .collect();
         let response = ProduceResponse::default().with_responses(responses);
         match encode(ApiKey::Produce, version, &response) {
-            Ok(body) => Some(respond(
-                ApiKey::Produce,
-                version,
-                correlation_id,
-                ResponseBody::Bytes(body),
-            )),
+            Ok(body) => Some(respond(ApiKey::Produce, version, correlation_id, ResponseBody::Bytes(body))),
             Err(err) => {
                 tracing::error!(error = %err, "dropping a Produce response that does not encode");
                 None

@@ -1,0 +1,672 @@
+//! The per-shard group coordinator: the groups whose `__consumer_offsets` partition this shard
+//! owns, loaded from that partition at start, changed by [`GroupCall`]s, and persisted back to
+//! it (offset commits and group metadata as keyed records; a checkpoint now and then lets the
+//! records before it be deleted, so the partition stays small without general compaction).
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::state::{Group, GroupLimits, GroupState};
+use super::store::{GroupKey, StoredOffset};
+use super::{
+    GroupCall, GroupDescription, GroupError, GroupListing, MemberDescription, OffsetCommitEntry, offsets_partition_for,
+};
+use crate::client::records::{EncodeOptions, decode_records, encode_batch};
+use crate::cluster::CONSUMER_OFFSETS_TOPIC;
+use crate::io;
+use crate::shard::{Shard, TopicPartition};
+use crate::storage::{FlushPolicy, batch};
+use crate::util::now_ms;
+
+/// How often sessions and rebalance deadlines are checked.
+const TICK_MS: u64 = 100;
+/// How often offsets retention is checked.
+const RETENTION_CHECK_MS: i64 = 60_000;
+/// Bytes of group records written to a partition before a checkpoint.
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+/// A record for `__consumer_offsets`: key, and value (`None` for a tombstone).
+type GroupRecord = (Option<Bytes>, Option<Bytes>);
+
+/// Per-partition bookkeeping.
+#[derive(Default)]
+struct PartitionState {
+    loaded: bool,
+    writes_in_flight: usize,
+    bytes_since_checkpoint: u64,
+}
+
+/// The groups coordinated by one shard.
+#[derive(Default)]
+pub struct GroupCoordinator {
+    groups: HashMap<String, Group>,
+    partitions: HashMap<i32, PartitionState>,
+    last_retention_check_ms: i64,
+}
+
+fn limits(shard: &Shard) -> GroupLimits {
+    GroupLimits {
+        min_session_timeout_ms: shard.config.group_min_session_timeout_ms,
+        max_session_timeout_ms: shard.config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: shard.config.group_initial_rebalance_delay_ms as i64,
+        max_size: shard.config.group_max_size,
+    }
+}
+
+/// The `__consumer_offsets` partition of a group and its key, if the topic exists.
+fn offsets_partition(shard: &Shard, group_id: &str) -> Option<(TopicPartition, usize)> {
+    let metadata = shard.metadata();
+    let topic = metadata.topic(CONSUMER_OFFSETS_TOPIC)?;
+    let index = offsets_partition_for(group_id, topic.partitions.len() as i32);
+    let owner = topic.partitions.get(index as usize)?.shard;
+    Some(((topic.id, index), owner))
+}
+
+/// The shard coordinating `group_id`, if the offsets topic exists.
+pub fn coordinator_shard(shard: &Shard, group_id: &str) -> Option<usize> {
+    offsets_partition(shard, group_id).map(|(_, owner)| owner)
+}
+
+impl GroupCoordinator {
+    /// Marks an offsets partition as being loaded.
+    pub fn begin_load(&mut self, partition: i32) {
+        self.partitions.entry(partition).or_default().loaded = false;
+    }
+
+    fn ready(&self, partition: i32) -> Result<(), GroupError> {
+        match self.partitions.get(&partition) {
+            Some(state) if state.loaded => Ok(()),
+            Some(_) => Err(GroupError::CoordinatorLoadInProgress),
+            None => Err(GroupError::NotCoordinator),
+        }
+    }
+}
+
+/// Checks that this shard coordinates `group_id` now; returns its offsets partition.
+fn locate(shard: &Shard, group_id: &str) -> Result<TopicPartition, GroupError> {
+    if group_id.is_empty() {
+        return Err(GroupError::InvalidGroupId);
+    }
+    let (key, owner) = offsets_partition(shard, group_id).ok_or(GroupError::CoordinatorNotAvailable)?;
+    if owner != shard.id {
+        return Err(GroupError::NotCoordinator);
+    }
+    shard.groups.borrow().ready(key.1)?;
+    Ok(key)
+}
+
+/// Appends group records to an offsets partition and waits until they are durable (under
+/// `flush = always`), as an acks=all produce would.
+async fn write_records(
+    shard: &Rc<Shard>,
+    key: TopicPartition,
+    records: Vec<(Option<Bytes>, Option<Bytes>)>,
+) -> Result<i64, GroupError> {
+    let partition = shard.partition(&key).ok_or(GroupError::NotCoordinator)?;
+    let batch = encode_batch(&records, &EncodeOptions::default());
+    let bytes = batch.len() as u64;
+    let spans = batch::validate_all(&batch, usize::MAX).map_err(|_| GroupError::Storage)?;
+    {
+        let mut coordinator = shard.groups.borrow_mut();
+        let state = coordinator.partitions.entry(key.1).or_default();
+        state.writes_in_flight += 1;
+        state.bytes_since_checkpoint += bytes;
+    }
+    let outcome = partition.append(batch, &spans, now_ms());
+    let result = match outcome {
+        Ok(outcome) => {
+            let base = outcome.appended.base_offset;
+            if shard.flush_policy() == FlushPolicy::Always {
+                outcome.durable.wait().await.map(|()| base).map_err(|_| GroupError::Storage)
+            } else {
+                Ok(base)
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "writing group records failed");
+            Err(GroupError::Storage)
+        }
+    };
+    if let Some(state) = shard.groups.borrow_mut().partitions.get_mut(&key.1) {
+        state.writes_in_flight -= 1;
+    }
+    result
+}
+
+fn group_record(group: &Group) -> (Option<Bytes>, Option<Bytes>) {
+    (Some(GroupKey::Group { group: group.id.clone() }.encode()), Some(group.to_stored().encode()))
+}
+
+/// Loads an offsets partition this shard just opened: every group and committed offset in it.
+pub async fn load_partition(shard: Rc<Shard>, key: TopicPartition) {
+    let Some(partition) = shard.partition(&key) else { return };
+    let started = std::time::Instant::now();
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut offset = partition.log.log_start_offset();
+    let now = now_ms();
+    let mut records = 0usize;
+    loop {
+        let read = match partition.log.read(offset, 1 << 20, i64::MAX).await {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(partition = key.1, error = %err, "loading group records failed");
+                break;
+            }
+        };
+        if read.batches.is_empty() {
+            break;
+        }
+        for batch in read.batches {
+            if let Ok(header) = crate::storage::BatchHeader::parse(&batch) {
+                offset = header.last_offset() + 1;
+            }
+            let Ok(decoded) = decode_records(batch) else { continue };
+            for record in decoded {
+                records += 1;
+                let Some(group_key) = record.key.as_deref().and_then(GroupKey::decode) else {
+                    continue;
+                };
+                let group =
+                    groups.entry(group_key.group().to_owned()).or_insert_with(|| Group::new(group_key.group(), now));
+                match (group_key, record.value) {
+                    (GroupKey::Offset { topic, partition, .. }, Some(value)) => {
+                        if let Some(stored) = StoredOffset::decode(&value) {
+                            group.offsets.insert((topic, partition), stored);
+                        }
+                    }
+                    (GroupKey::Offset { topic, partition, .. }, None) => {
+                        group.offsets.remove(&(topic, partition));
+                    }
+                    (GroupKey::Group { .. }, Some(value)) => {
+                        if let Some(stored) = super::store::StoredGroup::decode(&value) {
+                            group.restore(stored, now);
+                        }
+                    }
+                    (GroupKey::Group { group: id }, None) => {
+                        groups.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+    let count = groups.len();
+    let mut coordinator = shard.groups.borrow_mut();
+    coordinator.groups.retain(|id, _| offsets_partition(&shard, id).map(|(k, _)| k) != Some(key));
+    coordinator.groups.extend(groups);
+    coordinator.partitions.entry(key.1).or_default().loaded = true;
+    tracing::debug!(
+        partition = key.1,
+        groups = count,
+        records,
+        ms = started.elapsed().as_millis() as u64,
+        "loaded consumer group partition"
+    );
+}
+
+/// Forgets the groups of an offsets partition this shard no longer owns.
+pub fn unload_partition(shard: &Shard, index: i32) {
+    let mut coordinator = shard.groups.borrow_mut();
+    coordinator.partitions.remove(&index);
+}
+
+/// Handles one group call on the coordinator shard.
+pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
+    let now = now_ms();
+    match call {
+        GroupCall::Join(request, reply) => {
+            let error = match locate(&shard, &request.group_id) {
+                Err(error) => Some(error),
+                Ok(_) => {
+                    let mut coordinator = shard.groups.borrow_mut();
+                    if !request.member_id.is_empty() && !coordinator.groups.contains_key(&request.group_id) {
+                        Some(GroupError::UnknownMemberId)
+                    } else {
+                        let group = coordinator
+                            .groups
+                            .entry(request.group_id.clone())
+                            .or_insert_with(|| Group::new(&request.group_id, now));
+                        group.join(request.clone(), reply, &limits(&shard), now);
+                        return;
+                    }
+                }
+            };
+            let _ = reply.send(super::JoinResponse {
+                error,
+                generation_id: -1,
+                member_id: request.member_id,
+                ..Default::default()
+            });
+        }
+        GroupCall::Sync(request, reply) => {
+            let key = match locate(&shard, &request.group_id) {
+                Ok(key) => key,
+                Err(error) => {
+                    let _ = reply.send(super::SyncResponse { error: Some(error), ..Default::default() });
+                    return;
+                }
+            };
+            let (store, generation) = {
+                let mut coordinator = shard.groups.borrow_mut();
+                let Some(group) = coordinator.groups.get_mut(&request.group_id) else {
+                    let _ = reply
+                        .send(super::SyncResponse { error: Some(GroupError::UnknownMemberId), ..Default::default() });
+                    return;
+                };
+                let leader = group.sync(request.clone(), reply, now);
+                (leader.then(|| group_record(group)), group.generation)
+            };
+            if let Some(record) = store {
+                let stored = write_records(&shard, key, vec![record]).await.is_ok();
+                if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&request.group_id) {
+                    group.complete_sync(generation, stored, now_ms());
+                }
+            }
+        }
+        GroupCall::Heartbeat { group_id, generation_id, member_id, group_instance_id, reply } => {
+            let result = locate(&shard, &group_id).err().or_else(|| {
+                let mut coordinator = shard.groups.borrow_mut();
+                match coordinator.groups.get_mut(&group_id) {
+                    Some(group) => group.heartbeat(&member_id, group_instance_id.as_deref(), generation_id, now),
+                    None => Some(GroupError::UnknownMemberId),
+                }
+            });
+            let _ = reply.send(result);
+        }
+        GroupCall::Leave { group_id, members, reply } => {
+            let key = match locate(&shard, &group_id) {
+                Ok(key) => key,
+                Err(error) => {
+                    let _ = reply.send((Some(error), Vec::new()));
+                    return;
+                }
+            };
+            let (results, store) = {
+                let mut coordinator = shard.groups.borrow_mut();
+                match coordinator.groups.get_mut(&group_id) {
+                    None => (vec![Some(GroupError::UnknownMemberId); members.len()], None),
+                    Some(group) => {
+                        let mut persist = false;
+                        let results = members
+                            .iter()
+                            .map(|(member, instance)| {
+                                let (error, p) = group.leave(member, instance.as_deref(), now);
+                                persist |= p.is_some();
+                                error
+                            })
+                            .collect();
+                        (results, persist.then(|| group_record(group)))
+                    }
+                }
+            };
+            let _ = reply.send((None, results));
+            if let Some(record) = store {
+                let _ = write_records(&shard, key, vec![record]).await;
+            }
+        }
+        GroupCall::Commit { group_id, generation_id, member_id, group_instance_id, offsets, reply } => {
+            let key = match locate(&shard, &group_id) {
+                Ok(key) => key,
+                Err(error) => {
+                    let _ = reply.send(vec![Some(error); offsets.len()]);
+                    return;
+                }
+            };
+            let check = {
+                let mut coordinator = shard.groups.borrow_mut();
+                let group = coordinator.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id, now));
+                group.check_commit(&member_id, group_instance_id.as_deref(), generation_id, now)
+            };
+            if let Some(error) = check {
+                let _ = reply.send(vec![Some(error); offsets.len()]);
+                return;
+            }
+            let max_metadata = shard.config.offset_metadata_max_bytes;
+            let mut results: Vec<Option<GroupError>> = Vec::with_capacity(offsets.len());
+            let mut records = Vec::new();
+            let mut accepted = Vec::new();
+            for entry in &offsets {
+                if entry.metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
+                    results.push(Some(GroupError::OffsetMetadataTooLarge));
+                    continue;
+                }
+                results.push(None);
+                let stored = StoredOffset {
+                    offset: entry.offset,
+                    leader_epoch: entry.leader_epoch,
+                    metadata: entry.metadata.clone().unwrap_or_default(),
+                    commit_timestamp: now,
+                };
+                records.push((
+                    Some(
+                        GroupKey::Offset {
+                            group: group_id.clone(),
+                            topic: entry.topic.clone(),
+                            partition: entry.partition,
+                        }
+                        .encode(),
+                    ),
+                    Some(stored.encode()),
+                ));
+                accepted.push(((entry.topic.clone(), entry.partition), stored));
+            }
+            if !records.is_empty() {
+                match write_records(&shard, key, records).await {
+                    Ok(_) => {
+                        if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&group_id) {
+                            group.offsets.extend(accepted);
+                        }
+                    }
+                    Err(error) => {
+                        for r in results.iter_mut().filter(|r| r.is_none()) {
+                            *r = Some(error);
+                        }
+                    }
+                }
+            }
+            let _ = reply.send(results);
+            maybe_checkpoint(&shard, key).await;
+        }
+        GroupCall::FetchOffsets { group_id, topics, reply } => {
+            if let Err(error) = locate(&shard, &group_id) {
+                let _ = reply.send((Some(error), Vec::new()));
+                return;
+            }
+            let coordinator = shard.groups.borrow();
+            let offsets = coordinator.groups.get(&group_id).map(|g| &g.offsets);
+            let entry = |topic: &str, partition: i32| {
+                let stored = offsets.and_then(|o| o.get(&(topic.to_owned(), partition)));
+                OffsetCommitEntry {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: stored.map_or(-1, |s| s.offset),
+                    leader_epoch: stored.map_or(-1, |s| s.leader_epoch),
+                    metadata: stored.map(|s| s.metadata.clone()),
+                }
+            };
+            let result = match topics {
+                Some(topics) => topics
+                    .iter()
+                    .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (topic, *p)))
+                    .map(|(topic, p)| entry(topic, p))
+                    .collect(),
+                None => {
+                    let mut all: Vec<OffsetCommitEntry> =
+                        offsets.map(|o| o.keys().map(|(t, p)| entry(t, *p)).collect()).unwrap_or_default();
+                    all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+                    all
+                }
+            };
+            let _ = reply.send((None, result));
+        }
+        GroupCall::Describe { group_id, reply } => {
+            let description = match locate(&shard, &group_id) {
+                Err(error) => GroupDescription { error: Some(error), group_id, ..Default::default() },
+                Ok(_) => {
+                    let coordinator = shard.groups.borrow();
+                    describe(coordinator.groups.get(&group_id), &group_id)
+                }
+            };
+            let _ = reply.send(description);
+        }
+        GroupCall::List { states, reply } => {
+            let coordinator = shard.groups.borrow();
+            let listing = coordinator
+                .groups
+                .values()
+                .filter(|g| g.state != GroupState::Dead)
+                .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state.name())))
+                .map(|g| GroupListing {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name().to_owned(),
+                })
+                .collect();
+            let _ = reply.send(listing);
+        }
+        GroupCall::Delete { group_id, reply } => {
+            let key = match locate(&shard, &group_id) {
+                Ok(key) => key,
+                Err(error) => {
+                    let _ = reply.send(Some(error));
+                    return;
+                }
+            };
+            let tombstones = {
+                let coordinator = shard.groups.borrow();
+                match coordinator.groups.get(&group_id) {
+                    None => Err(GroupError::GroupIdNotFound),
+                    Some(group) if group.state == GroupState::Dead => Err(GroupError::GroupIdNotFound),
+                    Some(group) if !group.members.is_empty() => Err(GroupError::NonEmptyGroup),
+                    Some(group) => {
+                        let mut records: Vec<(Option<Bytes>, Option<Bytes>)> = group
+                            .offsets
+                            .keys()
+                            .map(|(topic, partition)| {
+                                let key = GroupKey::Offset {
+                                    group: group_id.clone(),
+                                    topic: topic.clone(),
+                                    partition: *partition,
+                                };
+                                (Some(key.encode()), None)
+                            })
+                            .collect();
+                        records.push((Some(GroupKey::Group { group: group_id.clone() }.encode()), None));
+                        Ok(records)
+                    }
+                }
+            };
+            match tombstones {
+                Err(error) => {
+                    let _ = reply.send(Some(error));
+                }
+                Ok(records) => {
+                    let result = write_records(&shard, key, records).await;
+                    if result.is_ok() {
+                        shard.groups.borrow_mut().groups.remove(&group_id);
+                    }
+                    let _ = reply.send(result.err());
+                }
+            }
+        }
+        GroupCall::DeleteOffsets { group_id, partitions, reply } => {
+            let key = match locate(&shard, &group_id) {
+                Ok(key) => key,
+                Err(error) => {
+                    let _ = reply.send((Some(error), Vec::new()));
+                    return;
+                }
+            };
+            let plan = {
+                let coordinator = shard.groups.borrow();
+                match coordinator.groups.get(&group_id) {
+                    None => Err(GroupError::GroupIdNotFound),
+                    Some(group) => {
+                        let subscribed = group.subscribed_topics().unwrap_or_default();
+                        Ok(partitions
+                            .iter()
+                            .map(|(topic, _)| subscribed.contains(topic).then_some(GroupError::GroupSubscribedToTopic))
+                            .collect::<Vec<_>>())
+                    }
+                }
+            };
+            match plan {
+                Err(error) => {
+                    let _ = reply.send((Some(error), Vec::new()));
+                }
+                Ok(results) => {
+                    let doomed: Vec<(String, i32)> =
+                        partitions.iter().zip(&results).filter(|(_, r)| r.is_none()).map(|(p, _)| p.clone()).collect();
+                    let records = doomed
+                        .iter()
+                        .map(|(topic, partition)| {
+                            let key = GroupKey::Offset {
+                                group: group_id.clone(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                            };
+                            (Some(key.encode()), None)
+                        })
+                        .collect::<Vec<_>>();
+                    if !records.is_empty() && write_records(&shard, key, records).await.is_err() {
+                        let _ = reply.send((Some(GroupError::Storage), Vec::new()));
+                        return;
+                    }
+                    if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&group_id) {
+                        for p in &doomed {
+                            group.offsets.remove(p);
+                        }
+                    }
+                    let _ = reply.send((None, results));
+                }
+            }
+        }
+    }
+}
+
+fn describe(group: Option<&Group>, group_id: &str) -> GroupDescription {
+    let Some(group) = group else {
+        return GroupDescription {
+            error: None,
+            group_id: group_id.to_owned(),
+            state: GroupState::Dead.name().to_owned(),
+            ..Default::default()
+        };
+    };
+    let protocol = group.protocol.clone().unwrap_or_default();
+    GroupDescription {
+        error: None,
+        group_id: group.id.clone(),
+        state: group.state.name().to_owned(),
+        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+        protocol: protocol.clone(),
+        members: group
+            .members
+            .values()
+            .map(|m| MemberDescription {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Writes a checkpoint of every group of the partition once enough has been written since the
+/// last one, then deletes the records before it.
+async fn maybe_checkpoint(shard: &Rc<Shard>, key: TopicPartition) {
+    let records = {
+        let mut coordinator = shard.groups.borrow_mut();
+        let Some(state) = coordinator.partitions.get_mut(&key.1) else { return };
+        // Only when nothing else is being written: the checkpoint must hold every record
+        // before it, including ones whose write has not completed yet.
+        if state.bytes_since_checkpoint < CHECKPOINT_BYTES || state.writes_in_flight > 0 {
+            return;
+        }
+        state.bytes_since_checkpoint = 0;
+        let mut records = Vec::new();
+        for group in coordinator.groups.values() {
+            if offsets_partition(shard, &group.id).map(|(k, _)| k) != Some(key) {
+                continue;
+            }
+            for ((topic, partition), stored) in &group.offsets {
+                let k = GroupKey::Offset { group: group.id.clone(), topic: topic.clone(), partition: *partition };
+                records.push((Some(k.encode()), Some(stored.encode())));
+            }
+            if group.generation > 0 || !group.members.is_empty() {
+                records.push(group_record(group));
+            }
+        }
+        records
+    };
+    if records.is_empty() {
+        return;
+    }
+    let mut first_offset = None;
+    for chunk in records.chunks(1000) {
+        match write_records(shard, key, chunk.to_vec()).await {
+            Ok(base) => {
+                first_offset.get_or_insert(base);
+            }
+            Err(_) => return,
+        }
+    }
+    let (Some(start), Some(partition)) = (first_offset, shard.partition(&key)) else { return };
+    partition.log.flush().await.ok();
+    match partition.log.delete_records_before(start).await {
+        Ok(low) => tracing::debug!(partition = key.1, low, "checkpointed consumer group partition"),
+        Err(err) => tracing::warn!(partition = key.1, error = %err, "checkpoint cleanup failed"),
+    }
+}
+
+/// Session and rebalance timers, and offsets retention, for one shard's groups.
+pub async fn run_group_ticker(shard: Rc<Shard>) {
+    loop {
+        io::sleep(Duration::from_millis(TICK_MS)).await;
+        if shard.is_stopping() {
+            return;
+        }
+        let now = now_ms();
+        let mut writes: Vec<(TopicPartition, Vec<GroupRecord>)> = Vec::new();
+        {
+            let mut coordinator = shard.groups.borrow_mut();
+            for group in coordinator.groups.values_mut() {
+                if group.tick(now).is_some()
+                    && let Some((key, _)) = offsets_partition(&shard, &group.id)
+                {
+                    writes.push((key, vec![group_record(group)]));
+                }
+            }
+            if now - coordinator.last_retention_check_ms >= RETENTION_CHECK_MS {
+                coordinator.last_retention_check_ms = now;
+                let retention_ms = shard.config.offsets_retention_minutes * 60_000;
+                let mut emptied = Vec::new();
+                for group in coordinator.groups.values_mut() {
+                    if group.state != GroupState::Empty || group.offsets.is_empty() {
+                        continue;
+                    }
+                    let expired: Vec<(String, i32)> = group
+                        .offsets
+                        .iter()
+                        .filter(|(_, o)| now - o.commit_timestamp.max(group.state_since_ms) > retention_ms)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if expired.is_empty() {
+                        continue;
+                    }
+                    let Some((key, _)) = offsets_partition(&shard, &group.id) else { continue };
+                    let mut records = Vec::new();
+                    for (topic, partition) in expired {
+                        group.offsets.remove(&(topic.clone(), partition));
+                        let k = GroupKey::Offset { group: group.id.clone(), topic, partition };
+                        records.push((Some(k.encode()), None));
+                    }
+                    tracing::info!(group = %group.id, offsets = records.len(), "offsets expired (offsets.retention.minutes)");
+                    if group.offsets.is_empty() {
+                        records.push((Some(GroupKey::Group { group: group.id.clone() }.encode()), None));
+                        emptied.push(group.id.clone());
+                    }
+                    writes.push((key, records));
+                }
+                for id in emptied {
+                    coordinator.groups.remove(&id);
+                }
+            }
+        }
+        for (key, records) in writes {
+            if let Err(error) = write_records(&shard, key, records).await {
+                tracing::warn!(partition = key.1, %error, "storing group state failed");
+            }
+        }
+    }
+}
+
+/// Offsets partitions this shard has loaded (for tests and diagnostics).
+pub fn loaded_partitions(shard: &Shard) -> HashSet<i32> {
+    shard.groups.borrow().partitions.iter().filter(|(_, s)| s.loaded).map(|(p, _)| *p).collect()
+}

@@ -1,0 +1,49 @@
+//! ListGroups: every shard's groups.
+
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::GroupCall;
+use crate::kafka::connection::Connection;
+use crate::shard::ShardMessage;
+
+/// Answers ListGroups.
+pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let states: Vec<String> = request.states_filter.iter().map(|s| s.as_str().to_owned()).collect();
+    // Only classic groups exist here; a filter that excludes "classic" (or "consumer") matches none.
+    let types_ok = request
+        .types_filter
+        .iter()
+        .all(|t| t.as_str().eq_ignore_ascii_case("classic") || t.as_str().eq_ignore_ascii_case("consumer"))
+        || request.types_filter.is_empty();
+    let mut replies = Vec::new();
+    for shard in 0..conn.shard.router.shard_count() {
+        let (reply, rx) = oneshot::channel();
+        conn.shard.router.send(shard, ShardMessage::Group(GroupCall::List { states: states.clone(), reply })).await;
+        replies.push(rx);
+    }
+    let mut groups = Vec::new();
+    for rx in replies {
+        for g in rx.await.unwrap_or_default() {
+            if !types_ok {
+                continue;
+            }
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            if version >= 4 {
+                listed = listed.with_group_state(StrBytes::from_string(g.state));
+            }
+            if version >= 5 {
+                listed = listed.with_group_type(StrBytes::from_static_str("classic"));
+            }
+            groups.push(listed);
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.as_str().cmp(b.group_id.as_str()));
+    ListGroupsResponse::default().with_groups(groups)
+}
