@@ -132,6 +132,18 @@ impl Broker {
         config.validate().map_err(|e| StartError::Shard(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
+        let mut config = config;
+        // Port 0: pick a free port once, so every shard binds the same one. The probe socket
+        // stays open (in the same SO_REUSEPORT group) until the shards are listening.
+        let probe = if config.listen.port() == 0 {
+            let probe = crate::io::net::reuseport_std_listener(config.listen)
+                .map_err(|e| StartError::Shard(format!("cannot listen on {}: {e}", config.listen)))?;
+            let port = probe.local_addr().map_err(|e| StartError::Shard(e.to_string()))?.port();
+            config.listen.set_port(port);
+            Some(probe)
+        } else {
+            None
+        };
         let shard_count = config.shard_count();
         let (metadata, metadata_log) = load_metadata(&config, shard_count)?;
         remove_orphans(&config, &metadata);
@@ -173,6 +185,7 @@ impl Broker {
                 }
             }
         }
+        drop(probe);
         if let Some(addr) = broker.config.metrics_listen {
             crate::http::spawn_metrics_server(addr, broker.router.clone())
                 .map_err(|e| StartError::Shard(format!("metrics endpoint {addr}: {e}")))?;

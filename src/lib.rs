@@ -5,6 +5,7 @@
 //! protocol edge), plus the broker process, the HTTP metrics endpoint and a small client.
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -17,3 +18,7 @@ pub mod kafka;
 pub mod shard;
 pub mod storage;
 pub mod util;
+
+/// Every binary linking Moldau (broker, tools, tests, benches) uses the guarded allocator.
+#[global_allocator]
+static ALLOCATOR: alloc::GuardedAllocator = alloc::GuardedAllocator;

@@ -102,6 +102,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One plain line on stdout for scripts and tests: where the broker really listens.
+    println!("moldau listening on {}", broker.config().listen);
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down");
     broker.stop();

@@ -123,7 +123,8 @@ impl KafkaClient {
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
                 .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(StrBytes::from_string(name.to_owned())),
+                .with_resource_name(StrBytes::from_string(name.to_owned()))
+                .with_configuration_keys(None),
         ]);
         let response = self.any().await?.send(request).await?;
         let result = response

@@ -13,6 +13,15 @@ pub use compio::net::{TcpListener, TcpStream};
 /// Opens a listening socket with `SO_REUSEPORT`, so every shard can bind the same address and the
 /// kernel spreads incoming connections over them.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    TcpListener::from_std(reuseport_socket(addr, backlog)?)
+}
+
+/// A plain (blocking) listener in the same SO_REUSEPORT group, for reserving a port.
+pub fn reuseport_std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    reuseport_socket(addr, 1)
+}
+
+fn reuseport_socket(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -20,8 +29,7 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListe
     socket.set_cloexec(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
-    let std_listener: std::net::TcpListener = socket.into();
-    TcpListener::from_std(std_listener)
+    Ok(socket.into())
 }
 
 /// Connects to `addr` from the current shard.

@@ -203,6 +203,8 @@ pub struct ShardStats {
     pub shard: usize,
     /// CPU the shard thread is pinned to, if pinned.
     pub core: Option<usize>,
+    /// Kernel thread id of the shard's thread.
+    pub thread_id: i32,
     /// Partitions owned.
     pub partitions: usize,
     /// Open client connections.

@@ -80,6 +80,8 @@ pub struct Shard {
     pub id: usize,
     /// CPU this shard is pinned to.
     pub core: Option<usize>,
+    /// Kernel thread id of the shard's thread.
+    pub thread_id: i32,
     /// Broker configuration.
     pub config: Arc<BrokerConfig>,
     /// Inboxes of all shards.
@@ -168,6 +170,7 @@ impl Shard {
         ShardStats {
             shard: self.id,
             core: self.core,
+            thread_id: self.thread_id,
             partitions: self.partition_count(),
             connections: self.metrics.connections.get(),
             requests: self.metrics.requests.get(),
@@ -228,6 +231,8 @@ async fn run_shard(start: ShardStart, pinned: Option<usize>) {
     let shard = Rc::new(Shard {
         id,
         core: pinned,
+        // SAFETY: gettid has no preconditions.
+        thread_id: unsafe { libc::gettid() },
         config: config.clone(),
         router: router.clone(),
         metrics: ShardMetrics::default(),

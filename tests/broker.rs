@@ -1,0 +1,451 @@
+//! The broker through its wire protocol: our client for the happy paths, raw sockets for bad
+//! input, SIGKILL and SIGTERM for durability, and /proc plus the metrics endpoint for shards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::Broker;
+use moldau::client::records::{EncodeOptions, decode_records, encode_batch};
+use moldau::client::{ClientError, KafkaClient};
+use moldau::io::block_on;
+
+fn records(n: usize, tag: &str) -> Bytes {
+    let values: Vec<(Option<Bytes>, Option<Bytes>)> =
+        (0..n).map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(format!("{tag}-{i}"))))).collect();
+    encode_batch(&values, &EncodeOptions::default()).freeze()
+}
+
+fn code_of(err: ClientError) -> i16 {
+    err.code().unwrap_or_else(|| panic!("expected a Kafka error code, got {err}"))
+}
+
+/// Sends a raw request frame and returns the response body after the correlation id, or None
+/// when the broker closed the connection.
+fn raw_request(stream: &mut TcpStream, api_key: i16, version: i16, body: &[u8]) -> Option<Vec<u8>> {
+    let mut frame = BytesMut::new();
+    frame.put_i16(api_key);
+    frame.put_i16(version);
+    frame.put_i32(77);
+    frame.put_i16(4);
+    frame.put_slice(b"test");
+    if version >= 3 && api_key == 18 {
+        frame.put_u8(0); // ApiVersions v3+ header is flexible
+    }
+    frame.put_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    stream.write_all(&out).ok()?;
+    read_response(stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    assert_eq!(i32::from_be_bytes(body[..4].try_into().unwrap()), 77, "correlation id echoed");
+    Some(body[4..].to_vec())
+}
+
+fn closed(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+fn connect(broker: &Broker) -> TcpStream {
+    let stream = TcpStream::connect(&broker.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// The broker still answers a healthy client.
+fn still_serves(broker: &Broker) {
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "health").await.expect("broker still serves");
+        client.metadata(None, false).await.expect("metadata after bad input");
+    });
+}
+
+#[test]
+fn api_versions_answers_unknown_versions_in_v0_form() {
+    let broker = Broker::start("apiversions", &[]);
+    let mut stream = connect(&broker);
+    let body = raw_request(&mut stream, 18, 99, &[]).expect("answered");
+    assert_eq!(i16::from_be_bytes([body[0], body[1]]), 35, "UNSUPPORTED_VERSION");
+    let count = i32::from_be_bytes(body[2..6].try_into().unwrap());
+    assert!(count > 10, "the v0 answer lists our APIs ({count})");
+    // And the connection stays usable for the client's retry at a version we speak.
+    let body = raw_request(&mut stream, 18, 0, &[]).expect("answered");
+    assert_eq!(i16::from_be_bytes([body[0], body[1]]), 0);
+}
+
+#[test]
+fn metadata_names_this_broker_as_controller() {
+    let broker = Broker::start("metadata", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let metadata = client.metadata(None, false).await.unwrap();
+        assert_eq!(metadata.brokers.len(), 1);
+        assert_eq!(metadata.controller_id, metadata.brokers[0].node_id);
+        assert_eq!(format!("{}:{}", metadata.brokers[0].host.as_str(), metadata.brokers[0].port), broker.addr);
+        assert!(metadata.cluster_id.is_some());
+    });
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let broker = Broker::start("badframes", &["--set", "control_request_max_bytes=65536"]);
+    // A healthy client connected throughout.
+    let healthy = std::thread::spawn({
+        let addr = broker.addr.clone();
+        move || {
+            block_on(async {
+                let client = KafkaClient::connect(&addr, "healthy").await.unwrap();
+                for _ in 0..20 {
+                    client.metadata(None, false).await.unwrap();
+                    moldau::io::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        }
+    });
+    // Oversized frame (non-produce limit 64 KiB).
+    let mut s = connect(&broker);
+    s.write_all(&(1_000_000i32).to_be_bytes()).unwrap();
+    s.write_all(&3i16.to_be_bytes()).unwrap();
+    assert!(closed(&mut s), "oversized frame closes the connection");
+    // Negative size.
+    let mut s = connect(&broker);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+    // Truncated frame, then the peer goes away.
+    let mut s = connect(&broker);
+    s.write_all(&100i32.to_be_bytes()).unwrap();
+    s.write_all(&[0, 3, 0, 1]).unwrap();
+    drop(s);
+    // Garbage.
+    let mut s = connect(&broker);
+    s.write_all(&[0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0xff, 0xff, 0x00, 0x01, 0x02, 0x03]).unwrap();
+    assert!(closed(&mut s));
+    // Unknown API key and unsupported version.
+    let mut s = connect(&broker);
+    assert!(raw_request(&mut s, 999, 0, &[]).is_none(), "unknown API key closes");
+    let mut s = connect(&broker);
+    assert!(raw_request(&mut s, 0, 1, &[0; 16]).is_none(), "Produce v1 is below our range");
+    // A body that does not decode.
+    let mut s = connect(&broker);
+    assert!(raw_request(&mut s, 3, 12, &[0xff; 7]).is_none(), "undecodable Metadata closes");
+    // An array count far beyond the bytes present must not allocate or crash.
+    let mut s = connect(&broker);
+    assert!(raw_request(&mut s, 3, 1, &[0x7f, 0xff, 0xff, 0xff]).is_none());
+    healthy.join().unwrap();
+    still_serves(&broker);
+    assert!(!broker.log().contains("panicked"), "no panics:\n{}", broker.log());
+}
+
+#[test]
+fn produce_errors_get_kafka_codes_and_write_nothing() {
+    let broker = Broker::start("produce-errors", &["--set", "auto_create_topics=false"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let mut configs = BTreeMap::new();
+        configs.insert("max.message.bytes".to_owned(), "2000".to_owned());
+        client.create_topic("small", 2, 1, &configs).await.unwrap();
+        client.produce("small", 0, records(3, "ok"), -1, 5000).await.unwrap();
+        let before = client.list_offset("small", 0, -1).await.unwrap().0;
+        assert_eq!(before, 3);
+
+        // Record batch larger than max.message.bytes.
+        let big = encode_batch(&[(None, Some(Bytes::from(vec![b'x'; 5000])))], &EncodeOptions::default()).freeze();
+        assert_eq!(code_of(client.produce("small", 0, big, -1, 5000).await.unwrap_err()), 10, "MESSAGE_TOO_LARGE");
+        // Corrupt CRC.
+        let mut corrupt = BytesMut::from(&records(2, "bad")[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert_eq!(code_of(client.produce("small", 0, corrupt.freeze(), -1, 5000).await.unwrap_err()), 2, "CORRUPT_MESSAGE");
+        // Truncated batch.
+        let truncated = records(2, "cut").slice(..40);
+        assert_eq!(code_of(client.produce("small", 0, truncated, -1, 5000).await.unwrap_err()), 2, "CORRUPT_MESSAGE");
+        // Unknown partition and unknown topic.
+        let conn = client.any().await.unwrap();
+        let produce = |topic: &str, partition: i32| {
+            use kafka_protocol::messages::ProduceRequest;
+            use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+            ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+                TopicProduceData::default().with_name(moldau::client::topic_name(topic)).with_partition_data(vec![
+                    PartitionProduceData::default().with_index(partition).with_records(Some(records(1, "x"))),
+                ]),
+            ])
+        };
+        for (topic, partition, expected) in [("small", 9, 3i16), ("nope", 0, 3), ("bad name!", 0, 3)] {
+            let (response, _) = conn.send_capped(produce(topic, partition), 12).await.unwrap();
+            assert_eq!(response.responses[0].partition_responses[0].error_code, expected, "{topic}-{partition}");
+        }
+        // Invalid acks.
+        let (response, _) = conn.send_capped(produce("small", 0).with_acks(5), 12).await.unwrap();
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 21, "INVALID_REQUIRED_ACKS");
+        // Nothing was written by any of them.
+        assert_eq!(client.list_offset("small", 0, -1).await.unwrap().0, before);
+        // Invalid topic names are refused at creation.
+        let err = client.create_topic("bad/name", 1, 1, &BTreeMap::new()).await.unwrap_err();
+        assert_eq!(code_of(err), 17, "INVALID_TOPIC_EXCEPTION");
+        let err = client.create_topic("small", 1, 1, &BTreeMap::new()).await.unwrap_err();
+        assert_eq!(code_of(err), 36, "TOPIC_ALREADY_EXISTS");
+        let err = client.create_topic("rf", 1, 3, &BTreeMap::new()).await.unwrap_err();
+        assert_eq!(code_of(err), 38, "INVALID_REPLICATION_FACTOR");
+        let mut bad = BTreeMap::new();
+        bad.insert("retention.ms".to_owned(), "soon".to_owned());
+        assert_eq!(code_of(client.create_topic("cfg", 1, 1, &bad).await.unwrap_err()), 40, "INVALID_CONFIG");
+        // Fetching an offset past the end.
+        assert_eq!(code_of(client.fetch("small", 0, 1000, 1024, 0).await.unwrap_err()), 1, "OFFSET_OUT_OF_RANGE");
+    });
+}
+
+#[test]
+fn topics_configs_offsets_and_delete_records() {
+    let broker = Broker::start("admin", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("adm", 3, 1, &BTreeMap::new()).await.unwrap();
+        let configs = client.describe_topic_configs("adm").await.unwrap();
+        let retention = configs.iter().find(|c| c.name == "retention.ms").unwrap();
+        assert!(retention.is_default);
+        use moldau::client::admin::ConfigOp;
+        client
+            .alter_topic_configs(
+                "adm",
+                &[ConfigOp::Set("retention.ms".into(), "12345".into()), ConfigOp::Set("cleanup.policy".into(), "compact".into())],
+            )
+            .await
+            .unwrap();
+        let configs = client.describe_topic_configs("adm").await.unwrap();
+        let get = |name: &str| configs.iter().find(|c| c.name == name).unwrap().clone();
+        assert_eq!(get("retention.ms").value.as_deref(), Some("12345"));
+        assert!(!get("retention.ms").is_default);
+        assert_eq!(get("cleanup.policy").value.as_deref(), Some("compact"));
+        client.alter_topic_configs("adm", &[ConfigOp::Delete("cleanup.policy".into())]).await.unwrap();
+        let configs = client.describe_topic_configs("adm").await.unwrap();
+        assert_eq!(configs.iter().find(|c| c.name == "cleanup.policy").unwrap().value.as_deref(), Some("delete"));
+        let err = client.alter_topic_configs("adm", &[ConfigOp::Set("segment.bytes".into(), "1".into())]).await.unwrap_err();
+        assert_eq!(code_of(err), 40);
+
+        // Offsets: earliest, latest, by time, max timestamp.
+        for (i, ts) in [1000i64, 2000, 3000].iter().enumerate() {
+            let batch = encode_batch(
+                &[(None, Some(Bytes::from(format!("v{i}"))))],
+                &EncodeOptions { compression: 0, timestamp_ms: Some(*ts) },
+            )
+            .freeze();
+            client.produce("adm", 0, batch, -1, 5000).await.unwrap();
+        }
+        assert_eq!(client.list_offset("adm", 0, -2).await.unwrap().0, 0);
+        assert_eq!(client.list_offset("adm", 0, -1).await.unwrap().0, 3);
+        assert_eq!(client.list_offset("adm", 0, 1500).await.unwrap(), (1, 2000));
+        assert_eq!(client.list_offset("adm", 0, 9999).await.unwrap().0, -1);
+        assert_eq!(client.list_offset("adm", 0, -3).await.unwrap(), (2, 3000));
+
+        // DeleteRecords moves the log start; reads below it are out of range.
+        assert_eq!(client.delete_records("adm", 0, 2).await.unwrap(), 2);
+        assert_eq!(client.list_offset("adm", 0, -2).await.unwrap().0, 2);
+        assert_eq!(code_of(client.fetch("adm", 0, 0, 1024, 0).await.unwrap_err()), 1);
+        assert_eq!(code_of(client.delete_records("adm", 0, 99).await.unwrap_err()), 1, "beyond the high watermark");
+
+        // CreatePartitions, then delete the topic.
+        client.create_partitions("adm", 5).await.unwrap();
+        assert_eq!(client.topic("adm", false).await.unwrap().partitions.len(), 5);
+        assert_eq!(code_of(client.create_partitions("adm", 2).await.unwrap_err()), 37, "INVALID_PARTITIONS");
+        client.delete_topic("adm").await.unwrap();
+        assert_eq!(code_of(client.topic("adm", false).await.unwrap_err()), 3);
+        assert_eq!(code_of(client.delete_topic("adm").await.unwrap_err()), 3);
+    });
+}
+
+#[test]
+fn fetch_long_poll_wakes_when_data_arrives() {
+    let broker = Broker::start("longpoll", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("lp", 1, 1, &BTreeMap::new()).await.unwrap();
+        let producer = KafkaClient::connect(&broker.addr, "p").await.unwrap();
+        let start = Instant::now();
+        let write = moldau::io::spawn(async move {
+            moldau::io::sleep(Duration::from_millis(300)).await;
+            producer.produce("lp", 0, records(1, "late"), -1, 5000).await.unwrap();
+        });
+        // max_wait is 20 s: returning with the data much earlier proves the wake-up.
+        let fetched = client.fetch("lp", 0, 0, 1 << 20, 20_000).await.unwrap();
+        let elapsed = start.elapsed();
+        write.await.unwrap();
+        let got = decode_records(fetched.records).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(elapsed < Duration::from_secs(10), "long poll was not woken by the append ({elapsed:?})");
+        // With nothing to read, it waits for max_wait and returns empty.
+        let start = Instant::now();
+        let empty = client.fetch("lp", 0, 1, 1 << 20, 300).await.unwrap();
+        assert!(empty.records.is_empty());
+        assert!(start.elapsed() >= Duration::from_millis(250));
+    });
+}
+
+fn produce_acked(addr: &str, topic: &str, partitions: i32, batches: usize) -> Vec<(i32, i64, Bytes)> {
+    block_on(async {
+        let client = KafkaClient::connect(addr, "durable").await.unwrap();
+        let mut acked = Vec::new();
+        for i in 0..batches {
+            let p = (i % partitions as usize) as i32;
+            let batch = records(1 + i % 5, &format!("b{i}"));
+            let offset = client.produce(topic, p, batch.clone(), -1, 10_000).await.unwrap();
+            acked.push((p, offset, batch));
+        }
+        acked
+    })
+}
+
+fn assert_all_present(addr: &str, topic: &str, acked: &[(i32, i64, Bytes)]) {
+    block_on(async {
+        let client = KafkaClient::connect(addr, "verify").await.unwrap();
+        for (p, offset, batch) in acked {
+            let fetched = client.fetch(topic, *p, *offset, 1 << 20, 0).await.unwrap();
+            let got = decode_records(fetched.records).unwrap();
+            let want = decode_records(batch.clone()).unwrap();
+            let got: Vec<_> = got.iter().filter(|r| r.offset >= *offset).take(want.len()).map(|r| r.value.clone()).collect();
+            let want: Vec<_> = want.iter().map(|r| r.value.clone()).collect();
+            assert_eq!(got, want, "partition {p} offset {offset}");
+        }
+    });
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill_with_flush_always() {
+    let mut broker = Broker::start("sigkill", &["--flush", "always", "--shards", "2"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("d", 4, 1, &BTreeMap::new()).await.unwrap();
+    });
+    let acked = produce_acked(&broker.addr, "d", 4, 200);
+    broker.kill();
+    broker.restart();
+    assert_all_present(&broker.addr, "d", &acked);
+    // And the log continues where it was.
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let end = client.list_offset("d", 0, -1).await.unwrap().0;
+        let offset = client.produce("d", 0, records(1, "after"), -1, 5000).await.unwrap();
+        assert_eq!(offset, end);
+    });
+}
+
+#[test]
+fn clean_shutdown_and_restart_find_every_topic_and_record() {
+    let mut broker = Broker::start("restart", &["--flush", "interval:50"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("r1", 2, 1, &BTreeMap::new()).await.unwrap();
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.bytes".to_owned(), "123456789".to_owned());
+        client.create_topic("r2", 1, 1, &configs).await.unwrap();
+    });
+    let acked = produce_acked(&broker.addr, "r1", 2, 50);
+    broker.stop();
+    let log = broker.log();
+    assert!(log.contains("broker stopped"), "clean stop:\n{log}");
+    broker = Broker::start_in(&broker.data_dir.clone(), broker.args.clone());
+    assert_all_present(&broker.addr, "r1", &acked);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let configs = client.describe_topic_configs("r2").await.unwrap();
+        assert_eq!(configs.iter().find(|c| c.name == "retention.bytes").unwrap().value.as_deref(), Some("123456789"));
+    });
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn partitions_spread_over_pinned_shards_and_many_connections_stay_correct() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let broker = Broker::start("shards", &["--shards", "2", "--set", &format!("metrics_listen=\"{metrics}\"")]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("wide", 12, 1, &BTreeMap::new()).await.unwrap();
+    });
+    // Twelve producers on their own connections, each writing every partition.
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let addr = broker.addr.clone();
+            std::thread::spawn(move || {
+                block_on(async {
+                    let client = KafkaClient::connect(&addr, &format!("p{t}")).await.unwrap();
+                    for round in 0..5 {
+                        for p in 0..12 {
+                            client.produce("wide", p, records(2, &format!("t{t}-r{round}-p{p}")), -1, 10_000).await.unwrap();
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every partition holds exactly its 12 × 5 batches, each intact.
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "check").await.unwrap();
+        for p in 0..12 {
+            let mut offset = 0;
+            let mut values = Vec::new();
+            loop {
+                let fetched = client.fetch("wide", p, offset, 1 << 20, 0).await.unwrap();
+                let recs = decode_records(fetched.records).unwrap();
+                if recs.is_empty() {
+                    break;
+                }
+                for r in recs {
+                    offset = r.offset + 1;
+                    values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                }
+            }
+            assert_eq!(values.len(), 12 * 5 * 2, "partition {p}");
+            for t in 0..12 {
+                let mine: Vec<&String> = values.iter().filter(|v| v.starts_with(&format!("t{t}-"))).collect();
+                let expected: Vec<String> = (0..5).flat_map(|r| (0..2).map(move |i| format!("t{t}-r{r}-p{p}-{i}"))).collect();
+                assert_eq!(mine.iter().map(|s| s.as_str()).collect::<Vec<_>>(), expected, "per-producer order, partition {p}");
+            }
+        }
+    });
+    // Placement: both shards own partitions and both served produce traffic.
+    let shards: serde_json::Value = serde_json::from_str(&http_get(&metrics, "/v1/shards")).unwrap();
+    let shards = shards.as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    for s in shards {
+        assert!(s["partitions"].as_u64().unwrap() >= 6, "balanced placement: {s}");
+        assert!(s["produce_bytes"].as_u64().unwrap() > 0, "every shard appended: {s}");
+    }
+    let prometheus = http_get(&metrics, "/metrics");
+    assert!(prometheus.contains("moldau_shard_requests_total{shard=\"1\"}"));
+    // Pinning: each shard thread may run on exactly one CPU (the one it reports), and they differ.
+    let mut cpus = Vec::new();
+    for s in shards {
+        let tid = s["thread_id"].as_i64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", broker.pid())).unwrap();
+        let allowed = status.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+        assert!(!allowed.contains(',') && !allowed.contains('-'), "shard {} pinned to one CPU, found {allowed}", s["shard"]);
+        assert_eq!(allowed, s["core"].as_u64().unwrap().to_string());
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", broker.pid())).unwrap();
+        assert_eq!(comm.trim(), format!("moldau-shard-{}", s["shard"]));
+        cpus.push(allowed);
+    }
+    cpus.dedup();
+    assert_eq!(cpus.len(), 2, "shards pinned to different CPUs");
+}

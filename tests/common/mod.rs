@@ -1,0 +1,176 @@
+//! Shared helpers for integration tests: start the real `moldau` binary on a free 127.0.0.1
+//! port with a temporary data directory, run real Kafka clients against it, and always stop it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker process started for a test; killed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    /// host:port clients connect to.
+    pub addr: String,
+    /// Data directory (kept across restarts of the same test).
+    pub data_dir: PathBuf,
+    /// Extra arguments it was started with.
+    pub args: Vec<String>,
+    /// Where its log goes.
+    pub log_path: PathBuf,
+}
+
+/// A fresh directory under target/ (a real disk: O_DIRECT does not work on tmpfs).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it");
+    std::fs::create_dir_all(&root).unwrap();
+    tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep()
+}
+
+impl Broker {
+    /// Starts a broker with a new data directory and `args` added to `serve`.
+    pub fn start(name: &str, args: &[&str]) -> Self {
+        let data_dir = temp_dir(name);
+        Self::start_in(&data_dir, args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Starts a broker on an existing data directory.
+    pub fn start_in(data_dir: &Path, args: Vec<String>) -> Self {
+        let log_path = data_dir.with_extension(format!("log.{}", std::process::id()));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moldau"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(&args)
+            .env("MOLDAU_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start moldau");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("broker did not start; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
+        });
+        let addr = line.strip_prefix("moldau listening on ").expect("listening line").trim().to_owned();
+        Self { child: Some(child), addr, data_dir: data_dir.to_owned(), args, log_path }
+    }
+
+    /// Stops with SIGTERM (clean shutdown) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "broker exited with {status} after SIGTERM; log:\n{}", self.log());
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("broker did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Kills with SIGKILL (a crash) and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::start_in(&self.data_dir.clone(), self.args.clone());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command with a time limit, returning its output; panics with the output on failure.
+pub fn run_ok(command: &mut Command, what: &str, timeout: Duration) -> Output {
+    let output = run(command, timeout);
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command with a time limit (killed past it).
+pub fn run(command: &mut Command, timeout: Duration) -> Output {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let output = child.wait_with_output().expect("wait");
+    let _ = tx.send(());
+    output
+}
+
+/// The directory of the client scripts.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// `python3 tests/clients/<script> args...`
+pub fn python(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command.arg(clients_dir().join(script)).args(args).env("PYTHONUNBUFFERED", "1");
+    command
+}
+
+/// `node tests/clients/<script> args...`
+pub fn node(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("node");
+    command.arg(clients_dir().join(script)).args(args).env("KAFKAJS_NO_PARTITIONER_WARNING", "1");
+    command
+}
+
+/// The `moldau` binary with tool arguments.
+pub fn moldau(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_moldau"));
+    command.args(args);
+    command
+}
+
+/// stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
