@@ -45,11 +45,7 @@ unsafe fn map(layout: Layout) -> *mut u8 {
 // layout size alone (the same on allocation and deallocation).
 unsafe impl GlobalAlloc for GuardedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= HUGE_ALLOCATION_BYTES {
-            unsafe { map(layout) }
-        } else {
-            unsafe { System.alloc(layout) }
-        }
+        if layout.size() >= HUGE_ALLOCATION_BYTES { unsafe { map(layout) } } else { unsafe { System.alloc(layout) } }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {

@@ -167,7 +167,11 @@ fn produce_errors_get_kafka_codes_and_write_nothing() {
         let mut corrupt = BytesMut::from(&records(2, "bad")[..]);
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
-        assert_eq!(code_of(client.produce("small", 0, corrupt.freeze(), -1, 5000).await.unwrap_err()), 2, "CORRUPT_MESSAGE");
+        assert_eq!(
+            code_of(client.produce("small", 0, corrupt.freeze(), -1, 5000).await.unwrap_err()),
+            2,
+            "CORRUPT_MESSAGE"
+        );
         // Truncated batch.
         let truncated = records(2, "cut").slice(..40);
         assert_eq!(code_of(client.produce("small", 0, truncated, -1, 5000).await.unwrap_err()), 2, "CORRUPT_MESSAGE");
@@ -219,7 +223,10 @@ fn topics_configs_offsets_and_delete_records() {
         client
             .alter_topic_configs(
                 "adm",
-                &[ConfigOp::Set("retention.ms".into(), "12345".into()), ConfigOp::Set("cleanup.policy".into(), "compact".into())],
+                &[
+                    ConfigOp::Set("retention.ms".into(), "12345".into()),
+                    ConfigOp::Set("cleanup.policy".into(), "compact".into()),
+                ],
             )
             .await
             .unwrap();
@@ -231,7 +238,8 @@ fn topics_configs_offsets_and_delete_records() {
         client.alter_topic_configs("adm", &[ConfigOp::Delete("cleanup.policy".into())]).await.unwrap();
         let configs = client.describe_topic_configs("adm").await.unwrap();
         assert_eq!(configs.iter().find(|c| c.name == "cleanup.policy").unwrap().value.as_deref(), Some("delete"));
-        let err = client.alter_topic_configs("adm", &[ConfigOp::Set("segment.bytes".into(), "1".into())]).await.unwrap_err();
+        let err =
+            client.alter_topic_configs("adm", &[ConfigOp::Set("segment.bytes".into(), "1".into())]).await.unwrap_err();
         assert_eq!(code_of(err), 40);
 
         // Offsets: earliest, latest, by time, max timestamp.
@@ -313,7 +321,8 @@ fn assert_all_present(addr: &str, topic: &str, acked: &[(i32, i64, Bytes)]) {
             let fetched = client.fetch(topic, *p, *offset, 1 << 20, 0).await.unwrap();
             let got = decode_records(fetched.records).unwrap();
             let want = decode_records(batch.clone()).unwrap();
-            let got: Vec<_> = got.iter().filter(|r| r.offset >= *offset).take(want.len()).map(|r| r.value.clone()).collect();
+            let got: Vec<_> =
+                got.iter().filter(|r| r.offset >= *offset).take(want.len()).map(|r| r.value.clone()).collect();
             let want: Vec<_> = want.iter().map(|r| r.value.clone()).collect();
             assert_eq!(got, want, "partition {p} offset {offset}");
         }
@@ -389,7 +398,10 @@ fn partitions_spread_over_pinned_shards_and_many_connections_stay_correct() {
                     let client = KafkaClient::connect(&addr, &format!("p{t}")).await.unwrap();
                     for round in 0..5 {
                         for p in 0..12 {
-                            client.produce("wide", p, records(2, &format!("t{t}-r{round}-p{p}")), -1, 10_000).await.unwrap();
+                            client
+                                .produce("wide", p, records(2, &format!("t{t}-r{round}-p{p}")), -1, 10_000)
+                                .await
+                                .unwrap();
                         }
                     }
                 })
@@ -419,8 +431,13 @@ fn partitions_spread_over_pinned_shards_and_many_connections_stay_correct() {
             assert_eq!(values.len(), 12 * 5 * 2, "partition {p}");
             for t in 0..12 {
                 let mine: Vec<&String> = values.iter().filter(|v| v.starts_with(&format!("t{t}-"))).collect();
-                let expected: Vec<String> = (0..5).flat_map(|r| (0..2).map(move |i| format!("t{t}-r{r}-p{p}-{i}"))).collect();
-                assert_eq!(mine.iter().map(|s| s.as_str()).collect::<Vec<_>>(), expected, "per-producer order, partition {p}");
+                let expected: Vec<String> =
+                    (0..5).flat_map(|r| (0..2).map(move |i| format!("t{t}-r{r}-p{p}-{i}"))).collect();
+                assert_eq!(
+                    mine.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    expected,
+                    "per-producer order, partition {p}"
+                );
             }
         }
     });
@@ -439,8 +456,19 @@ fn partitions_spread_over_pinned_shards_and_many_connections_stay_correct() {
     for s in shards {
         let tid = s["thread_id"].as_i64().unwrap();
         let status = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", broker.pid())).unwrap();
-        let allowed = status.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap().split_whitespace().nth(1).unwrap().to_owned();
-        assert!(!allowed.contains(',') && !allowed.contains('-'), "shard {} pinned to one CPU, found {allowed}", s["shard"]);
+        let allowed = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        assert!(
+            !allowed.contains(',') && !allowed.contains('-'),
+            "shard {} pinned to one CPU, found {allowed}",
+            s["shard"]
+        );
         assert_eq!(allowed, s["core"].as_u64().unwrap().to_string());
         let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", broker.pid())).unwrap();
         assert_eq!(comm.trim(), format!("moldau-shard-{}", s["shard"]));
