@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use moldau::client::records::{EncodeOptions, encode_batch};
+use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::Faults;
 use moldau::storage::batch::validate_all;
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
@@ -28,7 +28,7 @@ fn bench_dir(name: &str) -> PathBuf {
 fn batch_of(bytes: usize) -> BytesMut {
     let record_bytes = bytes.min(1024);
     let records = (bytes / record_bytes).max(1);
-    let values: Vec<(Option<Bytes>, Option<Bytes>)> =
+    let values: Vec<KeyValue> =
         (0..records).map(|i| (None, Some(Bytes::from(vec![(i % 251) as u8; record_bytes - 16])))).collect();
     encode_batch(&values, &EncodeOptions::default())
 }

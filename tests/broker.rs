@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::Broker;
-use moldau::client::records::{EncodeOptions, decode_records, encode_batch};
+use moldau::client::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
 use moldau::client::{ClientError, KafkaClient};
 use moldau::io::block_on;
 
 fn records(n: usize, tag: &str) -> Bytes {
-    let values: Vec<(Option<Bytes>, Option<Bytes>)> =
+    let values: Vec<KeyValue> =
         (0..n).map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(format!("{tag}-{i}"))))).collect();
     encode_batch(&values, &EncodeOptions::default()).freeze()
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Broker, python};
 use moldau::client::KafkaClient;
-use moldau::client::records::{EncodeOptions, encode_batch};
+use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::block_on;
 
 /// Broker settings that keep group tests quick: short sessions allowed, short initial delay.
@@ -140,7 +140,7 @@ fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
 fn produce(broker: &Broker, topic: &str, partitions: i32, tag: &str, range: std::ops::Range<usize>) {
     block_on(async {
         let client = KafkaClient::connect(&broker.addr, "producer").await.unwrap();
-        let mut by_partition: HashMap<i32, Vec<(Option<Bytes>, Option<Bytes>)>> = HashMap::new();
+        let mut by_partition: HashMap<i32, Vec<KeyValue>> = HashMap::new();
         for i in range {
             by_partition
                 .entry((i % partitions as usize) as i32)

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use moldau::client::records::{EncodeOptions, encode_batch};
+use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::{Faults, block_on};
 use moldau::storage::batch::{self, validate_all};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
@@ -36,7 +36,7 @@ fn context() -> LogContext {
 /// The batch for `seed`: deterministic, so the parent can rebuild it.
 fn batch_for(seed: u64) -> BytesMut {
     let records = 1 + (seed % 5) as usize;
-    let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
+    let values: Vec<KeyValue> = (0..records)
         .map(|i| {
             let mut v = format!("seed={seed} record={i} ").into_bytes();
             v.resize(64 + (seed as usize * 7919) % 6000, b'a' + (seed % 26) as u8);

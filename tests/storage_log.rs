@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use moldau::client::records::{EncodeOptions, encode_batch};
+use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::{FaultOp, Faults, block_on};
 use moldau::storage::batch::{self, validate_all};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache, StorageError, TimestampType};
@@ -30,7 +30,7 @@ fn config(segment_bytes: u64, flush: FlushPolicy) -> LogConfig {
 
 /// A batch of `records` records whose values encode `seed`, with timestamp `ts`.
 fn make_batch(seed: u64, records: usize, value_bytes: usize, ts: i64) -> BytesMut {
-    let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
+    let values: Vec<KeyValue> = (0..records)
         .map(|i| {
             let mut v = vec![(seed % 251) as u8; value_bytes];
             v.extend_from_slice(&seed.to_be_bytes());

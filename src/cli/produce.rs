@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{DEFAULT_BOOTSTRAP, connect};
 use crate::client::ClientError;
-use crate::client::records::{EncodeOptions, compression_id, encode_batch};
+use crate::client::records::{EncodeOptions, KeyValue, compression_id, encode_batch};
 
 /// Records per produced batch at most.
 const MAX_RECORDS_PER_BATCH: usize = 500;
@@ -110,11 +110,11 @@ pub async fn run(args: ProduceArgs) -> Result<(), ClientError> {
         )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let mut pending: Vec<Vec<(Option<Bytes>, Option<Bytes>)>> = vec![Vec::new(); partitions as usize];
+    let mut pending: Vec<Vec<KeyValue>> = vec![Vec::new(); partitions as usize];
     let mut round_robin = 0i32;
     let mut sent = 0usize;
     let options = EncodeOptions { compression, timestamp_ms: None };
-    let flush = |partition: i32, records: Vec<(Option<Bytes>, Option<Bytes>)>| {
+    let flush = |partition: i32, records: Vec<KeyValue>| {
         let batch = encode_batch(&records, &options).freeze();
         let client = &client;
         let topic = &args.topic;

@@ -8,6 +8,9 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+/// A record to encode: key and value, either of which may be null.
+pub type KeyValue = (Option<Bytes>, Option<Bytes>);
+
 /// How to build a batch.
 #[derive(Clone, Debug, Default)]
 pub struct EncodeOptions {
@@ -55,7 +58,7 @@ fn compression_of(id: i16) -> Compression {
 }
 
 /// Encodes `(key, value)` pairs as one v2 batch with base offset 0.
-pub fn encode_batch(records: &[(Option<Bytes>, Option<Bytes>)], options: &EncodeOptions) -> BytesMut {
+pub fn encode_batch(records: &[KeyValue], options: &EncodeOptions) -> BytesMut {
     encode_batch_with_headers(records.iter().map(|(k, v)| (k.clone(), v.clone(), Vec::new())), options)
 }
 

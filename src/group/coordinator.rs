@@ -14,7 +14,7 @@ use super::store::{GroupKey, StoredOffset};
 use super::{
     GroupCall, GroupDescription, GroupError, GroupListing, MemberDescription, OffsetCommitEntry, offsets_partition_for,
 };
-use crate::client::records::{EncodeOptions, decode_records, encode_batch};
+use crate::client::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
 use crate::cluster::CONSUMER_OFFSETS_TOPIC;
 use crate::io;
 use crate::shard::{Shard, TopicPartition};
@@ -27,9 +27,6 @@ const TICK_MS: u64 = 100;
 const RETENTION_CHECK_MS: i64 = 60_000;
 /// Bytes of group records written to a partition before a checkpoint.
 const CHECKPOINT_BYTES: u64 = 8 << 20;
-
-/// A record for `__consumer_offsets`: key, and value (`None` for a tombstone).
-type GroupRecord = (Option<Bytes>, Option<Bytes>);
 
 /// Per-partition bookkeeping.
 #[derive(Default)]
@@ -100,11 +97,7 @@ fn locate(shard: &Shard, group_id: &str) -> Result<TopicPartition, GroupError> {
 
 /// Appends group records to an offsets partition and waits until they are durable (under
 /// `flush = always`), as an acks=all produce would.
-async fn write_records(
-    shard: &Rc<Shard>,
-    key: TopicPartition,
-    records: Vec<(Option<Bytes>, Option<Bytes>)>,
-) -> Result<i64, GroupError> {
+async fn write_records(shard: &Rc<Shard>, key: TopicPartition, records: Vec<KeyValue>) -> Result<i64, GroupError> {
     let partition = shard.partition(&key).ok_or(GroupError::NotCoordinator)?;
     let batch = encode_batch(&records, &EncodeOptions::default());
     let bytes = batch.len() as u64;
@@ -136,7 +129,7 @@ async fn write_records(
     result
 }
 
-fn group_record(group: &Group) -> (Option<Bytes>, Option<Bytes>) {
+fn group_record(group: &Group) -> KeyValue {
     (Some(GroupKey::Group { group: group.id.clone() }.encode()), Some(group.to_stored().encode()))
 }
 
@@ -441,7 +434,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                     Some(group) if group.state == GroupState::Dead => Err(GroupError::GroupIdNotFound),
                     Some(group) if !group.members.is_empty() => Err(GroupError::NonEmptyGroup),
                     Some(group) => {
-                        let mut records: Vec<(Option<Bytes>, Option<Bytes>)> = group
+                        let mut records: Vec<KeyValue> = group
                             .offsets
                             .keys()
                             .map(|(topic, partition)| {
@@ -612,7 +605,7 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
             return;
         }
         let now = now_ms();
-        let mut writes: Vec<(TopicPartition, Vec<GroupRecord>)> = Vec::new();
+        let mut writes: Vec<(TopicPartition, Vec<KeyValue>)> = Vec::new();
         {
             let mut coordinator = shard.groups.borrow_mut();
             for group in coordinator.groups.values_mut() {

@@ -305,12 +305,12 @@ pub fn scan(bytes: &[u8]) -> (Vec<BatchSpan>, Option<BatchError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::records::{EncodeOptions, encode_batch};
+    use crate::client::records::{EncodeOptions, KeyValue, encode_batch};
     use bytes::Bytes;
     use proptest::prelude::*;
 
     fn sample(records: usize, value_bytes: usize) -> Vec<u8> {
-        let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
+        let values: Vec<KeyValue> = (0..records)
             .map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(vec![b'v'; value_bytes]))))
             .collect();
         encode_batch(&values, &EncodeOptions::default()).to_vec()
@@ -411,7 +411,7 @@ mod tests {
             base in 0i64..i64::MAX / 2,
             compression in 0usize..5,
         ) {
-            let values: Vec<(Option<Bytes>, Option<Bytes>)> = (0..records)
+            let values: Vec<KeyValue> = (0..records)
                 .map(|i| (None, Some(Bytes::from(vec![(i % 251) as u8; value_bytes]))))
                 .collect();
             let options = EncodeOptions { compression: compression as i16, ..EncodeOptions::default() };
