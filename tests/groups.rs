@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Broker, python};
+use common::{Broker, moldau, python, run_ok, stdout};
 use moldau::client::KafkaClient;
 use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::block_on;
@@ -322,4 +322,49 @@ fn a_static_member_restarting_within_its_session_keeps_its_partitions_without_a_
         !a_after.iter().any(|l| l.starts_with("REVOKED") || l.starts_with("ASSIGNED")),
         "the other member saw no rebalance: {a_after:?}"
     );
+}
+
+#[test]
+fn group_cli_lists_describes_with_lag_resets_and_deletes() {
+    let broker = Broker::start("groupcli", GROUP_ARGS);
+    create_topic(&broker, "g", 2);
+    produce(&broker, "g", 2, "g", 0..40);
+    let mut worker = Worker::start(&broker, "g", "cli-group", "w", &[]);
+    wait_until("40 records processed", Duration::from_secs(60), || worker.records().len() == 40);
+    let b = broker.addr.as_str();
+    let cli = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--bootstrap", b]);
+        stdout(&run_ok(&mut moldau(&full), &format!("moldau {args:?}"), Duration::from_secs(60)))
+    };
+    let listed = cli(&["group", "list"]);
+    assert!(listed.contains("cli-group\tStable\tconsumer"), "{listed}");
+    let described = cli(&["group", "describe", "cli-group"]);
+    assert!(described.contains("members 1") && described.contains("partitions [g-0, g-1]"), "{described}");
+    worker.stop();
+    produce(&broker, "g", 2, "late", 0..10);
+    let described = cli(&["group", "describe", "cli-group"]);
+    // Each partition: committed 20, log end 25, lag 5.
+    let rows: Vec<&str> = described.lines().filter(|l| l.trim_start().starts_with("g ")).collect();
+    assert_eq!(rows.len(), 2, "{described}");
+    for row in rows {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cols[2..5], &["20", "25", "5"], "{row}");
+    }
+    let plan = cli(&["group", "reset-offsets", "cli-group", "--topic", "g", "--to-earliest"]);
+    assert!(plan.contains("dry run"), "{plan}");
+    cli(&["group", "reset-offsets", "cli-group", "--topic", "g", "--to-earliest", "--execute"]);
+    let again = Worker::start(&broker, "g", "cli-group", "again", &[]);
+    wait_until("everything read again after the reset", Duration::from_secs(60), || again.records().len() == 50);
+    drop(again);
+    std::thread::sleep(Duration::from_secs(1));
+    // Deleting needs an empty group: wait for the killed member's session to lapse.
+    wait_until("the group to be deletable", Duration::from_secs(30), || {
+        run_ok_quiet(&["group", "delete", "cli-group", "--bootstrap", b])
+    });
+    assert!(!cli(&["group", "list"]).contains("cli-group"));
+}
+
+fn run_ok_quiet(args: &[&str]) -> bool {
+    common::run(&mut moldau(args), Duration::from_secs(30)).status.success()
 }

@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Runs Moldau's whole test suite on a fresh Debian 12 machine: installs what the tests need
-# (real Kafka clients among them), then runs every test. `.ci/run` calls this same script.
+# (real Kafka clients: kcat from Debian, confluent-kafka and kafka-python from PyPI, kafkajs from
+# npm), then runs every test. `.ci/run` calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
-  echo "installing ${need_apt[*]} (Debian packages)"
-  if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; fi
+  echo "== installing ${need_apt[*]} (Debian packages)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+echo "== Python Kafka clients (tests/clients/requirements.txt)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/clients/requirements.txt
+
+echo "== kafkajs (tests/clients/package.json)"
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== build"
 cargo build --all-targets --locked
+
+echo "== tests"
 cargo test --all-targets --locked -- --test-threads="${MOLDAU_TEST_THREADS:-2}"

@@ -2,6 +2,7 @@
 //! Kafka-compatible broker reached with `--bootstrap`.
 
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -26,6 +27,15 @@ pub enum ToolCommand {
         #[command(subcommand)]
         action: topic::TopicAction,
     },
+    /// List, describe (with lag), delete consumer groups, or reset their offsets.
+    Group {
+        /// Broker(s) to talk to, host:port[,host:port...].
+        #[arg(long, global = true, default_value = DEFAULT_BOOTSTRAP)]
+        bootstrap: String,
+        /// What to do.
+        #[command(subcommand)]
+        action: group::GroupAction,
+    },
     /// Produce lines from stdin or a file, one record per line.
     Produce(produce::ProduceArgs),
     /// Print records of a topic, from an offset or the end, optionally following new ones.
@@ -37,6 +47,7 @@ pub fn run(command: ToolCommand) -> ExitCode {
     let outcome = crate::io::block_on(async move {
         match command {
             ToolCommand::Topic { bootstrap, action } => topic::run(&bootstrap, action).await,
+            ToolCommand::Group { bootstrap, action } => group::run(&bootstrap, action).await,
             ToolCommand::Produce(args) => produce::run(args).await,
             ToolCommand::Consume(args) => consume::run(args).await,
         }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod groups;
 pub mod records;
 
 use std::cell::RefCell;

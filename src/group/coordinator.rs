@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-
 use super::state::{Group, GroupLimits, GroupState};
 use super::store::{GroupKey, StoredOffset};
 use super::{
