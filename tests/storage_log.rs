@@ -522,22 +522,12 @@ fn stalled_fdatasync_groups_concurrent_appends_into_one_commit() {
     });
 }
 
-/// io_uring SQ tails of this thread's rings, read from /proc/self/fdinfo.
-fn io_uring_sq_tails() -> Vec<u64> {
-    let mut tails = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target.to_string_lossy().contains("io_uring") {
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy()))
-                .unwrap_or_default();
-            if let Some(line) = info.lines().find(|l| l.starts_with("SqTail:")) {
-                tails.push(line.split_whitespace().nth(1).unwrap().parse().unwrap());
-            }
-        }
-    }
-    tails
+/// Submissions made so far on this thread's io_uring (its SQ tail, from /proc/self/fdinfo).
+fn io_uring_submissions() -> u64 {
+    let fd = moldau::io::runtime_ring_fd().expect("inside the runtime");
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let line = info.lines().find(|l| l.starts_with("SqTail:")).expect("an io_uring descriptor");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -551,11 +541,11 @@ fn segments_are_opened_with_o_direct_and_written_through_io_uring() {
         let flags_line = fdinfo.lines().find(|l| l.starts_with("flags:")).unwrap();
         let flags = u32::from_str_radix(flags_line.split_whitespace().nth(1).unwrap(), 8).unwrap();
         assert_ne!(flags & libc::O_DIRECT as u32, 0, "segment not opened O_DIRECT: {flags_line}");
-        let before: u64 = io_uring_sq_tails().iter().sum();
+        let before = io_uring_submissions();
         for seed in 0..10 {
             append(&log, make_batch(seed, 1, 100, 1), 0).durable.wait().await.unwrap();
         }
-        let after: u64 = io_uring_sq_tails().iter().sum();
+        let after = io_uring_submissions();
         // Each durable append needs at least a write and an fdatasync submitted to the ring.
         assert!(after - before >= 20, "io_uring submissions grew by {} for 10 durable appends", after - before);
         log.close().await.unwrap();

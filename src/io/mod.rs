@@ -78,3 +78,10 @@ pub fn runtime_uses_io_uring() -> bool {
     compio::runtime::Runtime::try_with_current(|rt| matches!(rt.driver_type(), compio_driver::DriverType::IoUring))
         .unwrap_or(false)
 }
+
+/// The io_uring descriptor of the current thread's executor (for diagnostics and tests that read
+/// `/proc/self/fdinfo`).
+pub fn runtime_ring_fd() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    compio::runtime::Runtime::try_with_current(|rt| rt.as_raw_fd()).ok()
+}
