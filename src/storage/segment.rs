@@ -282,6 +282,8 @@ pub(crate) async fn read_batches(
                     reread_from = Some((window_start + rel as u64, needed, expected_base));
                     break;
                 }
+                // Damage: serve what came before it; fail only if nothing did.
+                Err(_) if !out.is_empty() => return Ok(out),
                 Err(error) => {
                     return Err(ReadFailure::Corrupt { position: window_start + rel as u64, error });
                 }
