@@ -477,3 +477,52 @@ fn partitions_spread_over_pinned_shards_and_many_connections_stay_correct() {
     cpus.dedup();
     assert_eq!(cpus.len(), 2, "shards pinned to different CPUs");
 }
+
+#[test]
+fn large_and_pipelined_requests_arrive_intact() {
+    // Frames much larger than one socket read, and many requests in flight on one connection:
+    // the broker must reassemble each frame from several reads without mixing them up.
+    let broker = Broker::start("bigframes", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "big").await.unwrap();
+        let mut configs = BTreeMap::new();
+        configs.insert("max.message.bytes".to_owned(), (8 << 20).to_string());
+        client.create_topic("big", 1, 1, &configs).await.unwrap();
+        let value: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        let batch = encode_batch(&[(None, Some(Bytes::from(value.clone())))], &EncodeOptions::default()).freeze();
+        client.produce("big", 0, batch, -1, 30_000).await.unwrap();
+        // 40 requests of ~200 KB in flight at once on the same connection.
+        let client = std::rc::Rc::new(client);
+        let mut tasks = Vec::new();
+        for i in 0..40u32 {
+            let client = client.clone();
+            tasks.push(moldau::io::spawn(async move {
+                let v = vec![(i % 200) as u8; 200_000];
+                let batch = encode_batch(
+                    &[(Some(Bytes::from(i.to_string())), Some(Bytes::from(v)))],
+                    &EncodeOptions::default(),
+                )
+                .freeze();
+                client.produce("big", 0, batch, -1, 30_000).await.unwrap()
+            }));
+        }
+        let mut offsets = Vec::new();
+        for t in tasks {
+            offsets.push(t.await.unwrap());
+        }
+        offsets.sort();
+        assert_eq!(offsets, (1..=40).collect::<Vec<i64>>(), "every pipelined produce got its own offset");
+        let first = client.fetch("big", 0, 0, 8 << 20, 0).await.unwrap();
+        let records = decode_records(first.records).unwrap();
+        assert_eq!(records[0].value.as_deref(), Some(&value[..]), "the 5 MB record came back intact");
+        let mut offset = 1;
+        while offset <= 40 {
+            let fetched = client.fetch("big", 0, offset, 1 << 20, 0).await.unwrap();
+            for r in decode_records(fetched.records).unwrap() {
+                let i: u32 = std::str::from_utf8(r.key.as_deref().unwrap()).unwrap().parse().unwrap();
+                assert_eq!(r.value.as_deref(), Some(&vec![(i % 200) as u8; 200_000][..]), "record {i} intact");
+                offset = r.offset + 1;
+            }
+        }
+    });
+}

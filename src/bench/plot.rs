@@ -17,7 +17,12 @@ const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 pub fn latency_plot(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
     // x: log10(1/(1-q)) from 0 (p0) to 6 (p99.9999); y: latency in ms, linear from 0.
     let max_x = 6.0;
-    let max_ms = series.iter().filter(|(_, h)| !h.is_empty()).map(|(_, h)| h.max() as f64 / 1000.0).fold(0.0, f64::max).max(0.001);
+    let max_ms = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(_, h)| h.max() as f64 / 1000.0)
+        .fold(0.0, f64::max)
+        .max(0.001);
     let y_top = nice_ceiling(max_ms);
     let px = |x: f64| LEFT + (x / max_x) * (WIDTH - LEFT - RIGHT);
     let py = |ms: f64| HEIGHT - BOTTOM - (ms / y_top) * (HEIGHT - TOP - BOTTOM);
@@ -27,18 +32,32 @@ pub fn latency_plot(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#, WIDTH / 2.0, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    );
     // Axes and grid.
     for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"].iter().enumerate() {
         let x = px(i as f64);
-        let _ = writeln!(svg, r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, HEIGHT - BOTTOM);
-        let _ = writeln!(svg, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, HEIGHT - BOTTOM + 18.0);
+        let _ =
+            writeln!(svg, r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, HEIGHT - BOTTOM);
+        let _ =
+            writeln!(svg, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, HEIGHT - BOTTOM + 18.0);
     }
     for i in 0..=5 {
         let ms = y_top * i as f64 / 5.0;
         let y = py(ms);
-        let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, WIDTH - RIGHT);
-        let _ = writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, format_ms(ms));
+        let _ =
+            writeln!(svg, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, WIDTH - RIGHT);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            y + 4.0,
+            format_ms(ms)
+        );
     }
     let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#, WIDTH / 2.0, HEIGHT - 16.0);
     let _ = writeln!(
@@ -61,7 +80,12 @@ pub fn latency_plot(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
             let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>"#);
         }
         let y = TOP + 16.0 + 18.0 * i as f64;
-        let _ = writeln!(svg, r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/>"#, LEFT + 12.0, LEFT + 36.0);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/>"#,
+            LEFT + 12.0,
+            LEFT + 36.0
+        );
         let _ = writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, LEFT + 42.0, y + 4.0, escape(name));
     }
     svg.push_str("</svg>\n");
@@ -79,7 +103,13 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 fn format_ms(ms: f64) -> String {
-    if ms >= 10.0 { format!("{ms:.0}") } else if ms >= 1.0 { format!("{ms:.1}") } else { format!("{ms:.3}") }
+    if ms >= 10.0 {
+        format!("{ms:.0}")
+    } else if ms >= 1.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.3}")
+    }
 }
 
 fn escape(text: &str) -> String {

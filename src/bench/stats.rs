@@ -21,7 +21,8 @@ pub fn record(histogram: &mut Histogram<u64>, micros: u64) {
 }
 
 /// The percentiles every report shows.
-pub const PERCENTILES: [(f64, &str); 5] = [(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99")];
+pub const PERCENTILES: [(f64, &str); 5] =
+    [(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99")];
 
 /// Latency percentiles in microseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -98,7 +99,8 @@ pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> std::io::Result<()> {
             }
         }
     }
-    let (mean, stddev, max) = if h.is_empty() { (0.0, 0.0, 0.0) } else { (h.mean() / 1000.0, h.stdev() / 1000.0, h.max() as f64 / 1000.0) };
+    let (mean, stddev, max) =
+        if h.is_empty() { (0.0, 0.0, 0.0) } else { (h.mean() / 1000.0, h.stdev() / 1000.0, h.max() as f64 / 1000.0) };
     writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {stddev:12.3}]")?;
     writeln!(out, "#[Max     = {max:12.3}, Total count    = {:12}]", h.len())?;
     writeln!(out, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), h.distinct_values())?;

@@ -172,20 +172,13 @@ impl Workload {
     /// The topic names.
     pub fn topic_names(&self, default_base: &str) -> Vec<String> {
         let base = self.topic.clone().unwrap_or_else(|| default_base.to_owned());
-        if self.topics == 1 {
-            vec![base]
-        } else {
-            (0..self.topics).map(|i| format!("{base}-{i}")).collect()
-        }
+        if self.topics == 1 { vec![base] } else { (0..self.topics).map(|i| format!("{base}-{i}")).collect() }
     }
 
     /// Worker threads to use.
     pub fn thread_count(&self) -> usize {
-        let wanted = if self.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.threads
-        };
+        let wanted =
+            if self.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.threads };
         wanted.min(self.producers + self.consumers * self.consumer_groups).max(1)
     }
 }
@@ -196,7 +189,10 @@ mod tests {
 
     #[test]
     fn parses_a_workload_file_with_defaults_for_the_rest() {
-        let w = Workload::from_toml("name = \"w1\"\npartitions = 4\nrate = \"5000\"\nkeys = \"100\"\ncompression = \"zstd\"\n").unwrap();
+        let w = Workload::from_toml(
+            "name = \"w1\"\npartitions = 4\nrate = \"5000\"\nkeys = \"100\"\ncompression = \"zstd\"\n",
+        )
+        .unwrap();
         assert_eq!(w.partitions, 4);
         assert_eq!(w.rate(), Rate::PerSecond(5000.0));
         assert_eq!(w.key_mode(), KeyMode::Distinct(100));

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use compio::BufResult;
+use compio::buf::{IntoInner, IoBufMut};
 use futures_channel::oneshot;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -90,6 +91,9 @@ struct Inner {
 pub struct BrokerConnection {
     inner: Rc<Inner>,
 }
+
+/// Longest wait for any response (fetches wait at most 30 s on the broker).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Requests in flight on one connection before `send` waits (bounded writer queue).
 const MAX_QUEUED_WRITES: usize = 1024;
@@ -179,7 +183,11 @@ impl BrokerConnection {
             .borrow_mut()
             .insert(correlation_id, Pending { header_version: R::Response::header_version(version), reply });
         self.write(frame).await?;
-        let mut body = rx.await.map_err(|_| ClientError::Closed(self.inner.addr.clone()))??;
+        let reply = crate::io::timeout(REQUEST_TIMEOUT, rx).await.ok_or_else(|| {
+            self.inner.pending.borrow_mut().remove(&correlation_id);
+            ClientError::Unavailable(format!("no response from {} within {REQUEST_TIMEOUT:?}", self.inner.addr))
+        })?;
+        let mut body = reply.map_err(|_| ClientError::Closed(self.inner.addr.clone()))??;
         R::Response::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -249,8 +257,9 @@ async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
                     };
                     buf.reserve(need.max(64 * 1024));
                 }
-                let BufResult(result, returned) = stream.read(std::mem::take(&mut buf)).await;
-                buf = returned;
+                // `read` fills a buffer from its start; `uninit()` aims it past what is there.
+                let BufResult(result, returned) = stream.read(std::mem::take(&mut buf).uninit()).await;
+                buf = returned.into_inner();
                 match result {
                     Ok(0) => return Err(ClientError::Unavailable("closed".into())),
                     Ok(_) => {}

@@ -281,6 +281,75 @@ impl KafkaClient {
         })
     }
 
+    /// Fetches several partitions (grouped by leader, one request per leader), each from its own
+    /// offset. Returns one result per input, in order.
+    pub async fn fetch_many(
+        &self,
+        wanted: &[(String, i32, i64)],
+        partition_max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> Result<Vec<Result<FetchedPartition, ClientError>>, ClientError> {
+        let mut by_leader: Vec<(BrokerConnection, Vec<usize>)> = Vec::new();
+        for (i, (topic, partition, _)) in wanted.iter().enumerate() {
+            let conn = self.leader(topic, *partition).await?;
+            match by_leader.iter_mut().find(|(c, _)| c.addr() == conn.addr()) {
+                Some((_, list)) => list.push(i),
+                None => by_leader.push((conn, vec![i])),
+            }
+        }
+        let mut results: Vec<Result<FetchedPartition, ClientError>> =
+            wanted.iter().map(|_| Err(ClientError::Unavailable("not fetched".into()))).collect();
+        for (conn, indexes) in by_leader {
+            let mut topics: Vec<FetchTopic> = Vec::new();
+            for &i in &indexes {
+                let (topic, partition, offset) = &wanted[i];
+                let part = FetchPartition::default()
+                    .with_partition(*partition)
+                    .with_fetch_offset(*offset)
+                    .with_partition_max_bytes(partition_max_bytes.max(1));
+                match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
+                    Some(t) => t.partitions.push(part),
+                    None => {
+                        topics.push(FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![part]))
+                    }
+                }
+            }
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(max_wait_ms)
+                .with_min_bytes(1)
+                .with_max_bytes(i32::MAX)
+                .with_session_epoch(-1)
+                .with_topics(topics);
+            let (response, _) = conn.send_capped(request, FETCH_MAX_VERSION).await?;
+            if let Some(err) = ClientError::from_code("fetch", response.error_code, None) {
+                return Err(err);
+            }
+            for t in response.responses {
+                for p in t.partitions {
+                    let Some(&i) =
+                        indexes.iter().find(|&&i| wanted[i].0 == t.topic.as_str() && wanted[i].1 == p.partition_index)
+                    else {
+                        continue;
+                    };
+                    results[i] = match ClientError::from_code(
+                        format!("fetch {}-{}", t.topic.as_str(), p.partition_index),
+                        p.error_code,
+                        None,
+                    ) {
+                        Some(err) => Err(err),
+                        None => Ok(FetchedPartition {
+                            records: p.records.unwrap_or_default(),
+                            high_watermark: p.high_watermark,
+                            log_start_offset: p.log_start_offset,
+                        }),
+                    };
+                }
+            }
+        }
+        Ok(results)
+    }
+
     /// ListOffsets for one partition: `timestamp` or -1 (latest) / -2 (earliest) / -3 (max
     /// timestamp). Returns (offset, timestamp).
     pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ClientError> {

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use compio::BufResult;
-use compio::buf::IntoInner;
+use compio::buf::{IntoInner, IoBufMut};
 use compio::fs::{File, OpenOptions};
 use compio::io::AsyncReadAt;
 use compio::io::AsyncWriteAt;
@@ -131,8 +131,9 @@ impl DirectFile {
             if already == buf.capacity() {
                 return (Ok(already), buf);
             }
-            let BufResult(result, returned) = self.file.read_at(buf, position + already as u64).await;
-            buf = returned;
+            // `read_at` fills a buffer from its start; `uninit()` aims it past what is there.
+            let BufResult(result, returned) = self.file.read_at(buf.uninit(), position + already as u64).await;
+            buf = returned.into_inner();
             match result {
                 Ok(0) => return (Ok(buf.len()), buf),
                 Ok(_) if !buf.len().is_multiple_of(PAGE_BYTES) => return (Ok(buf.len()), buf),

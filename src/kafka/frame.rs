@@ -6,6 +6,7 @@ use std::io;
 
 use bytes::{Buf, BytesMut};
 use compio::BufResult;
+use compio::buf::{IntoInner, IoBufMut};
 use kafka_protocol::messages::ApiKey;
 
 use super::wire::{Reader, WireError};
@@ -97,8 +98,9 @@ impl FrameReader {
                 self.buf.reserve((want - self.buf.len()).max(READ_CHUNK_BYTES));
             }
             let buf = std::mem::take(&mut self.buf);
-            let BufResult(result, buf) = self.stream.read(buf).await;
-            self.buf = buf;
+            // `read` fills a buffer from its start; `uninit()` aims it past what is already there.
+            let BufResult(result, buf) = self.stream.read(buf.uninit()).await;
+            self.buf = buf.into_inner();
             match result {
                 Ok(0) if self.buf.is_empty() => return Ok(false),
                 Ok(0) => return Err(FrameError::Truncated),
