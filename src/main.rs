@@ -20,7 +20,7 @@ enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, ./moldau-data, one shard per core, flush=always).
     Serve(ServeArgs),
     #[command(flatten)]
-    Tool(moldau::cli::ToolCommand),
+    Tool(Box<moldau::cli::ToolCommand>),
 }
 
 #[derive(clap::Args)]
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             // Tools end quietly when their output pipe closes (`moldau consume | head`).
             // SAFETY: resetting a signal disposition before any other thread exists.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-            moldau::cli::run(tool)
+            moldau::cli::run(*tool)
         }
     }
 }

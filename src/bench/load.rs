@@ -84,7 +84,7 @@ impl Sample {
     }
 
     fn take(&mut self) -> Sample {
-        std::mem::replace(self, Sample::new())
+        std::mem::take(self)
     }
 }
 

@@ -134,10 +134,10 @@ pub fn verify(acked: &[Acked], seen: &[Seen]) -> GroupVerdict {
         *count += 1;
         if *count > 1 {
             verdict.duplicated += 1;
-        } else if let Some(&last) = last_seq.get(&s.key) {
-            if s.seq < last {
-                verdict.out_of_order += 1;
-            }
+        } else if let Some(&last) = last_seq.get(&s.key)
+            && s.seq < last
+        {
+            verdict.out_of_order += 1;
         }
         let last = last_seq.entry(s.key).or_insert(s.seq);
         *last = (*last).max(s.seq);
@@ -355,14 +355,15 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
     let mut periods = Vec::new();
     while Instant::now() < end + Duration::from_secs(1) && threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
-        if let (Some(at), Some(broker)) = (next_kill, spawned.as_mut()) {
-            if Instant::now() >= at && Instant::now() < end {
-                eprintln!("soak: SIGKILL broker (restart {})", kills + 1);
-                broker.kill_and_restart()?;
-                kills += 1;
-                let (a, b) = kill_range.expect("set");
-                next_kill = Some(Instant::now() + Duration::from_secs(rand::rng().random_range(a..=b)));
-            }
+        if let (Some(at), Some(broker)) = (next_kill, spawned.as_mut())
+            && Instant::now() >= at
+            && Instant::now() < end
+        {
+            eprintln!("soak: SIGKILL broker (restart {})", kills + 1);
+            broker.kill_and_restart()?;
+            kills += 1;
+            let (a, b) = kill_range.expect("set");
+            next_kill = Some(Instant::now() + Duration::from_secs(rand::rng().random_range(a..=b)));
         }
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(args.report_every);
@@ -427,12 +428,12 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
         std::fs::write(path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    if let Some(b) = spawned.as_ref() {
-        if args.data_dir.is_none() {
-            let dir = b.data_dir.clone();
-            drop(spawned);
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    if let Some(b) = spawned.as_ref()
+        && args.data_dir.is_none()
+    {
+        let dir = b.data_dir.clone();
+        drop(spawned);
+        let _ = std::fs::remove_dir_all(dir);
     }
     Ok(report)
 }
@@ -494,7 +495,8 @@ async fn producers(args: SoakArgs, bootstrap: String, topic: String, shared: Arc
                         let batch = builder.finish();
                         let sent_at = wall_clock_us();
                         let mut repeats = 1;
-                        if injected_dups < args.inject_duplicate {
+                        // The duplicate hook acts in producer 0 only, so the count is exact.
+                        if id == 0 && injected_dups < args.inject_duplicate {
                             injected_dups += 1;
                             repeats = 2;
                         }

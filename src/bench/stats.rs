@@ -181,7 +181,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"), "{text}");
         assert!(text.contains("#[Max     =        4.000"), "{text}");
-        let last_data = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).last().unwrap();
+        let last_data = text.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
         assert!(last_data.contains("1.000000000000") && last_data.trim_end().ends_with('4'), "{last_data}");
     }
 }
