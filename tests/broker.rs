@@ -193,6 +193,16 @@ fn produce_errors_get_kafka_codes_and_write_nothing() {
         // Invalid acks.
         let (response, _) = conn.send_capped(produce("small", 0).with_acks(5), 12).await.unwrap();
         assert_eq!(response.responses[0].partition_responses[0].error_code, 21, "INVALID_REQUIRED_ACKS");
+        // acks=all with min.insync.replicas above the in-sync replicas (one, on a single node):
+        // NOT_ENOUGH_REPLICAS and nothing written; acks=1 still appends.
+        let mut strict = BTreeMap::new();
+        strict.insert("min.insync.replicas".to_owned(), "2".to_owned());
+        client.create_topic("strict", 1, 1, &strict).await.unwrap();
+        let (response, _) = conn.send_capped(produce("strict", 0), 12).await.unwrap();
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 19, "NOT_ENOUGH_REPLICAS");
+        assert_eq!(client.list_offset("strict", 0, -1).await.unwrap().0, 0);
+        client.produce("strict", 0, records(1, "one"), 1, 5000).await.unwrap();
+        assert_eq!(client.list_offset("strict", 0, -1).await.unwrap().0, 1);
         // Nothing was written by any of them.
         assert_eq!(client.list_offset("small", 0, -1).await.unwrap().0, before);
         // Invalid topic names are refused at creation.

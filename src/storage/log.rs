@@ -250,6 +250,13 @@ impl LogState {
         self.durable_offset < self.written_offset
     }
 
+    /// Frees the spare write buffer if a burst grew it past the write-behind size.
+    fn release_grown_spare(&mut self) {
+        if self.spare_buf.as_ref().is_some_and(|b| b.capacity() > self.config.write_behind_bytes.max(io::PAGE_BYTES)) {
+            self.spare_buf = None;
+        }
+    }
+
     fn take_fresh_buf(&mut self) -> AlignedBuf {
         let capacity = self.config.write_behind_bytes.max(io::PAGE_BYTES);
         match self.spare_buf.take() {
@@ -897,6 +904,7 @@ async fn flusher(log: Weak<LogInner>, done: oneshot::Sender<()>) {
                 let _ = io::timeout(Duration::from_millis(ms), inner.wake_flusher.notified()).await;
             }
             Step::Idle => {
+                inner.state.borrow_mut().release_grown_spare();
                 // Hold only a weak reference while idle so the log can be dropped.
                 let signal = &inner.wake_flusher as *const LocalSignal;
                 drop(inner);
@@ -1087,7 +1095,12 @@ async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: WriteJob) -> Re
     let (result, buf) = file.write_all_at(buf, position).await;
     result.map_err(|e| StorageError::io(file.path(), &e))?;
     let mut state = inner.state.borrow_mut();
-    if state.spare_buf.is_none() && buf.capacity() <= state.config.write_behind_bytes * 4 {
+    // Keep the buffer for the next round even when a burst grew it: a fresh one would be
+    // page-faulted in, and growing it again copies (realloc of page-aligned memory moves it).
+    // An idle log gives a grown spare back (see `flusher`).
+    if state.spare_buf.is_none()
+        && buf.capacity() <= state.config.max_unwritten_bytes.max(state.config.write_behind_bytes)
+    {
         state.spare_buf = Some(buf);
     }
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == segment_base) {

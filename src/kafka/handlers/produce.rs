@@ -25,6 +25,9 @@ use crate::storage::batch;
 /// Longest a Produce waits for its acknowledgement, whatever the client asks.
 const MAX_PRODUCE_TIMEOUT_MS: i32 = 300_000;
 
+/// In-sync replicas of every partition: this broker does not replicate yet.
+const IN_SYNC_REPLICAS: i32 = 1;
+
 struct Slot {
     response: PartitionProduceResponse,
 }
@@ -93,6 +96,18 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 slot_ref.fail(
                     ResponseError::InvalidTopicException,
                     Some(format!("cannot produce to internal topic {}", topic_meta.name)),
+                );
+                continue;
+            }
+            // One node: the in-sync replica set is this broker alone. acks=all needs at least
+            // min.insync.replicas of them, as Kafka checks before appending.
+            if acks == -1 && topic_meta.config.min_insync_replicas > IN_SYNC_REPLICAS {
+                slot_ref.fail(
+                    ResponseError::NotEnoughReplicas,
+                    Some(format!(
+                        "min.insync.replicas is {} but {IN_SYNC_REPLICAS} replica is in sync",
+                        topic_meta.config.min_insync_replicas
+                    )),
                 );
                 continue;
             }
