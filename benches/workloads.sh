@@ -28,7 +28,7 @@ for w in $runs; do
   3) "$moldau" bench --bootstrap "$bootstrap" --duration "$duration" --partitions 16 --message-size 100 \
        --acks -1 --rate max --json "$out/w3.json" --plot "$out/w3.svg" ;;
   4) "$moldau" soak --bootstrap "$bootstrap" --duration "${SOAK_SECS:-600}" --partitions 16 --message-size 1024 \
-       --rate "$(half_rate)" --consumer-groups 1 --report-every 30 --json "$out/w4-soak.json" ;;
+       --rate "$(half_rate)" --producers 4 --consumer-groups 1 --report-every 30 --json "$out/w4-soak.json" ;;
   *) echo "unknown workload $w" >&2; exit 2 ;;
   esac
 done

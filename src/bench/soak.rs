@@ -161,6 +161,10 @@ pub struct SoakReport {
     pub duration_secs: u64,
     /// Records acknowledged.
     pub acknowledged: u64,
+    /// The rate asked for (messages per second).
+    pub target_rate: f64,
+    /// Acknowledged records per second of load.
+    pub achieved_rate: f64,
     /// Produce attempts that failed (retried).
     pub produce_errors: u64,
     /// Broker restarts done by the fault mode.
@@ -395,6 +399,8 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
     let report = SoakReport {
         duration_secs: args.duration,
         acknowledged: s.acked.len() as u64,
+        target_rate: args.rate,
+        achieved_rate: s.acked.len() as f64 / args.duration.max(1) as f64,
         produce_errors: s.produce_errors,
         broker_kills: kills,
         groups,
@@ -408,6 +414,10 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
         "== soak {} s: {} acknowledged, {} produce errors (retried), {} broker kills",
         report.duration_secs, report.acknowledged, report.produce_errors, report.broker_kills
     );
+    println!("rate: {:.0} msg/s acknowledged of {:.0} asked", report.achieved_rate, report.target_rate);
+    if report.achieved_rate < report.target_rate * 0.95 && report.broker_kills == 0 {
+        println!("warning: the load fell short of the asked rate (more --producers, or the broker is saturated)");
+    }
     for (i, g) in report.groups.iter().enumerate() {
         println!(
             "group {i}: consumed {}  lost {}  duplicated {}  out of order {}  corrupted {}",

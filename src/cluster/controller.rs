@@ -229,23 +229,9 @@ impl Controller {
                 let _ = reply.send(results);
             }
             ControllerCall::CreatePartitions { topics, validate_only, reply } => {
-                let mut results = Vec::new();
-                let mut changed = false;
-                for (name, count) in topics {
-                    let result = match self.plan_partitions(&name, count) {
-                        Ok(_) if validate_only => Ok(()),
-                        Ok(record) => {
-                            let committed = self.commit(record).await;
-                            changed |= committed.is_ok();
-                            committed
-                        }
-                        Err(e) => Err(e),
-                    };
-                    results.push(result);
-                }
-                if changed {
-                    self.broadcast().await;
-                }
+                let results = self
+                    .plan_and_commit(topics, validate_only, |c, (name, count)| c.plan_partitions(name, *count))
+                    .await;
                 let _ = reply.send(results);
             }
             ControllerCall::AllocateProducerIds { count, reply } => {
@@ -256,26 +242,40 @@ impl Controller {
                 let _ = reply.send(self.commit(record).await.map(|()| first));
             }
             ControllerCall::AlterTopicConfigs { changes, validate_only, reply } => {
-                let mut results = Vec::new();
-                let mut changed = false;
-                for (name, change) in changes {
-                    let result = match self.plan_configs(&name, &change) {
-                        Ok(_) if validate_only => Ok(()),
-                        Ok(record) => {
-                            let committed = self.commit(record).await;
-                            changed |= committed.is_ok();
-                            committed
-                        }
-                        Err(e) => Err(e),
-                    };
-                    results.push(result);
-                }
-                if changed {
-                    self.broadcast().await;
-                }
+                let results = self
+                    .plan_and_commit(changes, validate_only, |c, (name, change)| c.plan_configs(name, change))
+                    .await;
                 let _ = reply.send(results);
             }
         }
+    }
+
+    /// Plans and commits one record per item, in order (each plan sees the previous commits),
+    /// then tells the shards once if anything changed. `validate_only` plans without committing.
+    async fn plan_and_commit<T>(
+        &mut self,
+        items: Vec<T>,
+        validate_only: bool,
+        plan: impl Fn(&Self, &T) -> Result<MetadataRecord, ControllerError>,
+    ) -> Vec<Result<(), ControllerError>> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut changed = false;
+        for item in &items {
+            let result = match plan(self, item) {
+                Ok(_) if validate_only => Ok(()),
+                Ok(record) => {
+                    let committed = self.commit(record).await;
+                    changed |= committed.is_ok();
+                    committed
+                }
+                Err(e) => Err(e),
+            };
+            results.push(result);
+        }
+        if changed {
+            self.broadcast().await;
+        }
+        results
     }
 
     fn plan_topic(&self, topic: &NewTopic, internal: bool) -> Result<MetadataRecord, ControllerError> {

@@ -435,14 +435,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                         let mut records: Vec<KeyValue> = group
                             .offsets
                             .keys()
-                            .map(|(topic, partition)| {
-                                let key = GroupKey::Offset {
-                                    group: group_id.clone(),
-                                    topic: topic.clone(),
-                                    partition: *partition,
-                                };
-                                (Some(key.encode()), None)
-                            })
+                            .map(|(topic, partition)| offset_tombstone(&group_id, topic, *partition))
                             .collect();
                         records.push((Some(GroupKey::Group { group: group_id.clone() }.encode()), None));
                         Ok(records)
@@ -492,14 +485,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                         partitions.iter().zip(&results).filter(|(_, r)| r.is_none()).map(|(p, _)| p.clone()).collect();
                     let records = doomed
                         .iter()
-                        .map(|(topic, partition)| {
-                            let key = GroupKey::Offset {
-                                group: group_id.clone(),
-                                topic: topic.clone(),
-                                partition: *partition,
-                            };
-                            (Some(key.encode()), None)
-                        })
+                        .map(|(topic, partition)| offset_tombstone(&group_id, topic, *partition))
                         .collect::<Vec<_>>();
                     if !records.is_empty() && write_records(&shard, key, records).await.is_err() {
                         let _ = reply.send((Some(GroupError::Storage), Vec::new()));
@@ -634,8 +620,7 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
                     let mut records = Vec::new();
                     for (topic, partition) in expired {
                         group.offsets.remove(&(topic.clone(), partition));
-                        let k = GroupKey::Offset { group: group.id.clone(), topic, partition };
-                        records.push((Some(k.encode()), None));
+                        records.push(offset_tombstone(&group.id, &topic, partition));
                     }
                     tracing::info!(group = %group.id, offsets = records.len(), "offsets expired (offsets.retention.minutes)");
                     if group.offsets.is_empty() {
@@ -660,4 +645,10 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
 /// Offsets partitions this shard has loaded (for tests and diagnostics).
 pub fn loaded_partitions(shard: &Shard) -> HashSet<i32> {
     shard.groups.borrow().partitions.iter().filter(|(_, s)| s.loaded).map(|(p, _)| *p).collect()
+}
+
+/// The record that deletes a committed offset (a tombstone under its key).
+fn offset_tombstone(group: &str, topic: &str, partition: i32) -> KeyValue {
+    let key = GroupKey::Offset { group: group.to_owned(), topic: topic.to_owned(), partition };
+    (Some(key.encode()), None)
 }

@@ -2,12 +2,11 @@
 
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{by_shard, locate};
+use super::{locate, scatter};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
 use crate::shard::{DeleteRecordsCall, ShardMessage};
@@ -37,21 +36,12 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _versi
             }
         }
     }
-    let mut pending = Vec::new();
-    for (shard, items) in by_shard(routed) {
-        let (positions, parts): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
-        let (reply, rx) = oneshot::channel();
-        conn.shard.router.send(shard, ShardMessage::DeleteRecords(DeleteRecordsCall { parts, reply })).await;
-        pending.push((positions, rx));
-    }
-    for (positions, rx) in pending {
-        let results = rx.await.unwrap_or_default();
-        for (i, slot) in positions.into_iter().enumerate() {
-            match results.get(i) {
-                Some(Ok(low)) => slots[slot].low_watermark = *low,
-                Some(Err(err)) => slots[slot].error_code = partition_error(err).code(),
-                None => slots[slot].error_code = ResponseError::NotLeaderOrFollower.code(),
-            }
+    let message = |parts, reply| ShardMessage::DeleteRecords(DeleteRecordsCall { parts, reply });
+    for (slot, answer) in scatter(&conn.shard.router, routed, message).await.answers().await {
+        match answer {
+            Some(Ok(low)) => slots[slot].low_watermark = low,
+            Some(Err(err)) => slots[slot].error_code = partition_error(&err).code(),
+            None => slots[slot].error_code = ResponseError::NotLeaderOrFollower.code(),
         }
     }
     let mut slots = slots.into_iter();

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
-use super::{RequestError, by_shard, decode, locate_in, ready, respond};
+use super::{RequestError, by_shard, decode, locate_in, ready, respond, scatter};
 use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::partition_error;
 use crate::kafka::fetch_response::{self, PartitionOut, TopicOut};
@@ -172,19 +172,12 @@ async fn read_all(
     shard: &crate::shard::Shard,
     wanted: &[((usize, usize), Wanted)],
 ) -> Vec<Result<crate::shard::Fetched, PartitionError>> {
+    let routed = wanted.iter().enumerate().map(|(i, (_, w))| (w.shard, i, w.part.clone()));
+    let message = |parts, reply| ShardMessage::Fetch(FetchCall { parts, reply });
     let mut results: Vec<Result<crate::shard::Fetched, PartitionError>> =
         (0..wanted.len()).map(|_| Err(PartitionError::UnknownTopicOrPartition)).collect();
-    let mut pending = Vec::new();
-    let groups = by_shard(wanted.iter().enumerate().map(|(i, (_, w))| (w.shard, i, w.part.clone())));
-    for (target, items) in groups {
-        let (positions, parts): (Vec<usize>, Vec<FetchPart>) = items.into_iter().unzip();
-        let (reply, rx) = oneshot::channel();
-        shard.router.send(target, ShardMessage::Fetch(FetchCall { parts, reply })).await;
-        pending.push((positions, rx));
-    }
-    for (positions, rx) in pending {
-        let fetched = rx.await.unwrap_or_default();
-        for (position, result) in positions.into_iter().zip(fetched) {
+    for (position, answer) in scatter(&shard.router, routed, message).await.answers().await {
+        if let Some(result) = answer {
             results[position] = result;
         }
     }

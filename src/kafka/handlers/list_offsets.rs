@@ -2,12 +2,11 @@
 
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{by_shard, locate};
+use super::{locate, scatter};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
 use crate::shard::{ListOffsetsCall, ShardMessage};
@@ -35,28 +34,17 @@ pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version:
             }
         }
     }
-    let mut pending = Vec::new();
-    for (shard, items) in by_shard(routed.into_iter().filter(|(_, slot, _)| slots[*slot].error_code == 0)) {
-        let (positions, parts): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
-        let (reply, rx) = oneshot::channel();
-        conn.shard
-            .router
-            .send(shard, ShardMessage::ListOffsets(ListOffsetsCall { parts, read_committed, reply }))
-            .await;
-        pending.push((positions, rx));
-    }
-    for (positions, rx) in pending {
-        let results = rx.await.unwrap_or_default();
-        for (i, slot) in positions.into_iter().enumerate() {
-            match results.get(i) {
-                Some(Ok(listed)) => {
-                    slots[slot].timestamp = listed.timestamp;
-                    slots[slot].offset = listed.offset;
-                    slots[slot].leader_epoch = if version >= 4 { listed.leader_epoch } else { -1 };
-                }
-                Some(Err(err)) => slots[slot].error_code = partition_error(err).code(),
-                None => slots[slot].error_code = ResponseError::NotLeaderOrFollower.code(),
+    let routed = routed.into_iter().filter(|(_, slot, _)| slots[*slot].error_code == 0);
+    let message = |parts, reply| ShardMessage::ListOffsets(ListOffsetsCall { parts, read_committed, reply });
+    for (slot, answer) in scatter(&conn.shard.router, routed, message).await.answers().await {
+        match answer {
+            Some(Ok(listed)) => {
+                slots[slot].timestamp = listed.timestamp;
+                slots[slot].offset = listed.offset;
+                slots[slot].leader_epoch = if version >= 4 { listed.leader_epoch } else { -1 };
             }
+            Some(Err(err)) => slots[slot].error_code = partition_error(&err).code(),
+            None => slots[slot].error_code = ResponseError::NotLeaderOrFollower.code(),
         }
     }
     let mut slots = slots.into_iter();

@@ -216,6 +216,43 @@ pub async fn ask_controller<T>(shard: &Shard, build: impl FnOnce(oneshot::Sender
     rx.await.ok()
 }
 
+/// Answers still to come from the owning shards of a [`scatter`].
+pub struct Gather<R> {
+    pending: Vec<(Vec<usize>, oneshot::Receiver<Vec<R>>)>,
+}
+
+impl<R> Gather<R> {
+    /// Every slot with its owner's answer, `None` when the owner did not answer (it is shutting
+    /// down, or the partition left it).
+    pub async fn answers(self) -> Vec<(usize, Option<R>)> {
+        let mut out = Vec::new();
+        for (positions, rx) in self.pending {
+            let mut results = rx.await.unwrap_or_default().into_iter();
+            out.extend(positions.into_iter().map(|slot| (slot, results.next())));
+        }
+        out
+    }
+}
+
+/// Sends per-partition work to the shards that own it: `routed` holds (shard, slot, part); each
+/// shard gets one message, built by `message` from its parts and a reply sender, and answers one
+/// result per part in order. The messages are sent (in shard order) before this returns, so a
+/// caller can await the answers later without losing the order of its requests.
+pub async fn scatter<P, R>(
+    router: &crate::shard::Router,
+    routed: impl IntoIterator<Item = (usize, usize, P)>,
+    message: impl Fn(Vec<P>, oneshot::Sender<Vec<R>>) -> ShardMessage,
+) -> Gather<R> {
+    let mut pending = Vec::new();
+    for (shard, items) in by_shard(routed) {
+        let (positions, parts): (Vec<usize>, Vec<P>) = items.into_iter().unzip();
+        let (reply, rx) = oneshot::channel();
+        router.send(shard, message(parts, reply)).await;
+        pending.push((positions, rx));
+    }
+    Gather { pending }
+}
+
 /// Groups items by the shard that owns them, keeping their original positions.
 pub fn by_shard<T>(items: impl IntoIterator<Item = (usize, usize, T)>) -> BTreeMap<usize, Vec<(usize, T)>> {
     let mut groups: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();

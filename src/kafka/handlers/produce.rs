@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -14,7 +13,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{RequestError, by_shard, encode, locate_in, respond};
+use super::{RequestError, encode, locate_in, respond, scatter};
 use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::{batch_error, partition_error};
 use crate::kafka::frame::RequestFrame;
@@ -148,32 +147,23 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         routed.push((shard, slot, ProducePart { partition: key, records, spans }));
     }
     let timeout = Duration::from_millis(request.timeout_ms.clamp(0, MAX_PRODUCE_TIMEOUT_MS) as u64);
-    let mut pending = Vec::new();
-    for (shard, items) in by_shard(routed) {
-        let (positions, parts): (Vec<usize>, Vec<ProducePart>) = items.into_iter().unzip();
-        let (reply, rx) = oneshot::channel();
-        let call = ProduceCall { parts, wait_durable: acks != 0, timeout, reply };
-        conn.shard.router.send(shard, ShardMessage::Produce(call)).await;
-        pending.push((positions, rx));
-    }
+    let message = |parts, reply| ShardMessage::Produce(ProduceCall { parts, wait_durable: acks != 0, timeout, reply });
+    let gather = scatter(&conn.shard.router, routed, message).await;
     let guard = conn.produce_started();
     let shard = conn.shard.clone();
     let correlation_id = header.correlation_id;
     Ok(Box::pin(async move {
         let _guard = guard;
-        for (positions, rx) in pending {
-            let results = rx.await.unwrap_or_default();
-            for (i, slot) in positions.into_iter().enumerate() {
-                match results.get(i) {
-                    Some(Ok(appended)) => {
-                        let response = &mut slots[slot].response;
-                        response.base_offset = appended.base_offset;
-                        response.log_append_time_ms = appended.log_append_time_ms;
-                        response.log_start_offset = appended.log_start_offset;
-                    }
-                    Some(Err(err)) => slots[slot].fail(partition_error(err), Some(err.to_string())),
-                    None => slots[slot].fail(ResponseError::NotLeaderOrFollower, None),
+        for (slot, answer) in gather.answers().await {
+            match answer {
+                Some(Ok(appended)) => {
+                    let response = &mut slots[slot].response;
+                    response.base_offset = appended.base_offset;
+                    response.log_append_time_ms = appended.log_append_time_ms;
+                    response.log_start_offset = appended.log_start_offset;
                 }
+                Some(Err(err)) => slots[slot].fail(partition_error(&err), Some(err.to_string())),
+                None => slots[slot].fail(ResponseError::NotLeaderOrFollower, None),
             }
         }
         let errors = slots.iter().filter(|s| s.response.error_code != 0).count() as u64;
