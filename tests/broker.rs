@@ -370,10 +370,9 @@ fn clean_shutdown_and_restart_find_every_topic_and_record() {
         client.create_topic("r2", 1, 1, &configs).await.unwrap();
     });
     let acked = produce_acked(&broker.addr, "r1", 2, 50);
-    broker.stop();
+    broker.restart_clean();
     let log = broker.log();
     assert!(log.contains("broker stopped"), "clean stop:\n{log}");
-    broker = Broker::start_in(&broker.data_dir.clone(), broker.args.clone());
     assert_all_present(&broker.addr, "r1", &acked);
     block_on(async {
         let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();

@@ -69,7 +69,8 @@ fn produce_lines_with_keys_then_consume_from_an_offset() {
     let input: String = (0..20).map(|i| format!("k{}|line {i}\n", i % 4)).collect();
     produce_stdin(&broker, &["--topic", "lines", "--key-separator", "|"], &input);
     // From a file, to one partition.
-    let file = common::temp_dir("cli-file").join("input.txt");
+    let dir = common::TempDir::new("cli-file");
+    let file = dir.join("input.txt");
     std::fs::write(&file, "a\nb\nc\n").unwrap();
     cli(&broker, &["produce", "--topic", "lines", "--partition", "1", "--file", file.to_str().unwrap()]);
     let all = cli(&broker, &["consume", "--topic", "lines", "--print-key"]);

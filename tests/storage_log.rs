@@ -13,11 +13,35 @@ use moldau::storage::batch::{self, validate_all};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache, StorageError, TimestampType};
 use proptest::prelude::*;
 
-fn test_dir(name: &str) -> PathBuf {
+/// A test's log directory: removed when the test passes, kept for a look when it fails.
+struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn test_dir(name: &str) -> TestDir {
     // Under target/, which is on a real disk (O_DIRECT needs one; /tmp may be tmpfs).
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
     std::fs::create_dir_all(&root).unwrap();
-    tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep()
+    TestDir(tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep())
 }
 
 fn context(cache_bytes: u64) -> LogContext {
@@ -548,6 +572,37 @@ fn segments_are_opened_with_o_direct_and_written_through_io_uring() {
         let after = io_uring_submissions();
         // Each durable append needs at least a write and an fdatasync submitted to the ring.
         assert!(after - before >= 20, "io_uring submissions grew by {} for 10 durable appends", after - before);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn preallocation_grows_with_the_segment_and_an_idle_partition_costs_no_disk() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = test_dir("prealloc");
+    block_on(async {
+        let ctx = context(1 << 20);
+        let mut cfg = config(1 << 30, FlushPolicy::Always);
+        cfg.preallocate = true;
+        let log = Log::open(&dir, cfg, &ctx).await.unwrap();
+        let file = dir.join("00000000000000000000.log");
+        let allocated = || std::fs::metadata(&file).unwrap().blocks() * 512;
+        assert_eq!(allocated(), 0, "a new, empty partition allocates nothing");
+        append(&log, make_batch(1, 1, 100, 1), 0).durable.wait().await.unwrap();
+        let small = allocated();
+        assert!(small > 0 && small <= 64 << 10, "a small first write preallocates a small step: {small}");
+        // Writing on grows the preallocation ahead of the data, in growing steps.
+        let mut written = 0u64;
+        let mut seed = 2;
+        while written < 8 << 20 {
+            let batch = make_batch(seed, 64, 1000, 1);
+            written += batch.len() as u64;
+            append(&log, batch, 0).durable.wait().await.unwrap();
+            seed += 1;
+        }
+        let big = allocated();
+        assert!(big >= written, "data is inside the allocation ({big} < {written})");
+        assert!(big <= 2 * written + (64 << 10), "preallocated at most about as much again: {big} for {written}");
         log.close().await.unwrap();
     });
 }

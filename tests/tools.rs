@@ -6,14 +6,14 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Broker, moldau, run, run_ok, stdout, temp_dir};
+use common::{Broker, TempDir, moldau, run, run_ok, stdout};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
 #[test]
 fn bench_writes_json_hgrm_and_a_plot() {
     let broker = Broker::start("bench", &["--flush", "always"]);
-    let out_dir = temp_dir("bench-out");
+    let out_dir = TempDir::new("bench-out");
     let json = out_dir.join("run.json");
     let plot = out_dir.join("run.svg");
     let output = run_ok(
@@ -69,7 +69,7 @@ fn bench_with_a_workload_file_against_the_discarding_sink() {
     let mut line = String::new();
     std::io::BufReader::new(sink.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("moldau bench-sink listening on"), "{line}");
-    let dir = temp_dir("workload");
+    let dir = TempDir::new("workload");
     let file = dir.join("w.toml");
     std::fs::write(&file, "name = \"sink-check\"\nproducers = 2\nconsumer_groups = 0\nmessage_size = 100\nwarmup_secs = 1\nduration_secs = 2\n").unwrap();
     let json = dir.join("sink.json");
@@ -125,7 +125,7 @@ fn soak(args: &[&str], json: &std::path::Path) -> (std::process::Output, serde_j
 
 #[test]
 fn soak_with_broker_restarts_loses_nothing() {
-    let dir = temp_dir("soak");
+    let dir = TempDir::new("soak");
     let (output, report) = soak(
         &["--duration", "45", "--kill-every", "8-14", "--report-every", "15", "--rate", "3000"],
         &dir.join("soak.json"),
@@ -143,7 +143,7 @@ fn soak_with_broker_restarts_loses_nothing() {
 
 #[test]
 fn soak_detects_an_injected_loss_and_an_injected_duplicate() {
-    let dir = temp_dir("soak-inject");
+    let dir = TempDir::new("soak-inject");
     let (output, report) = soak(&["--duration", "5", "--inject-loss", "1"], &dir.join("loss.json"));
     assert_eq!(output.status.code(), Some(3), "a lost record fails the run");
     assert!(stdout(&output).contains("FAILED"));

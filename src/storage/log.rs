@@ -31,7 +31,10 @@ use super::{FlushPolicy, LogConfig, StorageError, TimestampType};
 use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, round_down_to_page};
 use crate::util::{LocalSignal, now_ms};
 
-/// Preallocate segment files this much at a time, ahead of the write position.
+/// Segment files are preallocated ahead of the write position in steps that double with the
+/// file, from this much...
+const PREALLOCATE_MIN_STEP_BYTES: u64 = 64 << 10;
+/// ...up to this much: an idle partition costs almost no disk, a busy one few `fallocate`s.
 const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
 /// Under `flush = never`, unwritten data reaches the file at most this long after its append.
 const WRITE_BEHIND_MS: u64 = 200;
@@ -352,7 +355,7 @@ impl Log {
         if segments.is_empty() {
             let base = persisted_start.unwrap_or(0);
             let mut segment = Segment::new(dir, base, now);
-            let file = create_segment_file(&segment.path, &config, &ctx.faults).await?;
+            let file = create_segment_file(&segment.path, &ctx.faults).await?;
             segment.allocated_bytes = file.len().await.map_err(|e| StorageError::io(&segment.path, &e))?;
             segment.file = Some(Rc::new(file));
             sync_dir(dir).await?;
@@ -1050,17 +1053,17 @@ fn take_write_job(state: &mut LogState) -> Option<WriteJob> {
     Some(WriteJob { segment_base, buf, position, end_size, end_offset: state.next_offset, seal: false })
 }
 
-/// Opens (creating and preallocating) the file of segment `base`, if not yet done.
+/// Opens (creating) the file of segment `base`, if not yet done; `write_job` preallocates it.
 async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<DirectFile>, StorageError> {
-    let (existing, path, config) = {
+    let (existing, path) = {
         let state = inner.state.borrow();
         let segment = state.segments.iter().find(|s| s.base_offset == base).ok_or(StorageError::Closed)?;
-        (segment.file.clone(), segment.path.clone(), state.config.clone())
+        (segment.file.clone(), segment.path.clone())
     };
     if let Some(file) = existing {
         return Ok(file);
     }
-    let file = Rc::new(create_segment_file(&path, &config, &inner.faults).await?);
+    let file = Rc::new(create_segment_file(&path, &inner.faults).await?);
     sync_dir(&inner.dir).await?;
     let allocated = file.len().await.map_err(|e| StorageError::io(&path, &e))?;
     let mut state = inner.state.borrow_mut();
@@ -1079,7 +1082,7 @@ async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: WriteJob) -> Re
         (
             state.config.preallocate,
             segment.map_or(0, |s| s.allocated_bytes),
-            PREALLOCATE_STEP_BYTES.min(state.config.segment_bytes.max(io::PAGE_BYTES as u64)),
+            preallocate_step(segment.map_or(0, |s| s.allocated_bytes), state.config.segment_bytes),
         )
     };
     let padded_end = position + io::round_up_to_page(buf.len()) as u64;
@@ -1321,17 +1324,18 @@ async fn finish_close(inner: &LogInner) -> Result<(), StorageError> {
 // ---------------------------------------------------------------------------------------------
 // Files: creation, recovery, indexes.
 
-async fn create_segment_file(path: &Path, config: &LogConfig, faults: &Faults) -> Result<DirectFile, StorageError> {
+async fn create_segment_file(path: &Path, faults: &Faults) -> Result<DirectFile, StorageError> {
     let file =
         DirectFile::open(path, OpenMode::CreateOrOpen, faults.clone()).await.map_err(|e| StorageError::io(path, &e))?;
     // A leftover file of the same name (a segment deleted by truncation) must not leak into the
     // new one.
     file.set_len(0).await.map_err(|e| StorageError::io(path, &e))?;
-    if config.preallocate {
-        let step = PREALLOCATE_STEP_BYTES.min(config.segment_bytes.max(io::PAGE_BYTES as u64));
-        file.allocate(0, step).await.map_err(|e| StorageError::io(path, &e))?;
-    }
     Ok(file)
+}
+
+/// How far to preallocate past the write position of a segment file that has `allocated` bytes.
+fn preallocate_step(allocated: u64, segment_bytes: u64) -> u64 {
+    allocated.clamp(PREALLOCATE_MIN_STEP_BYTES, PREALLOCATE_STEP_BYTES).min(segment_bytes.max(io::PAGE_BYTES as u64))
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), StorageError> {

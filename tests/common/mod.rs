@@ -18,23 +18,54 @@ pub struct Broker {
     pub args: Vec<String>,
     /// Where its log goes.
     pub log_path: PathBuf,
+    /// Whether dropping this broker removes its data directory and log (when the test did not
+    /// fail: a failed test leaves them for a look).
+    owns_dir: bool,
 }
 
-/// A fresh directory under target/ (a real disk: O_DIRECT does not work on tmpfs).
+/// A fresh directory under target/ (a real disk: O_DIRECT does not work on tmpfs). It stays
+/// after the test; see [`TempDir`] for one that goes when the test passes.
 pub fn temp_dir(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it");
     std::fs::create_dir_all(&root).unwrap();
     tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep()
 }
 
+/// A fresh directory under target/ that is removed when dropped, unless the test is failing.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(name: &str) -> Self {
+        Self(temp_dir(name))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 impl Broker {
     /// Starts a broker with a new data directory and `args` added to `serve`.
     pub fn start(name: &str, args: &[&str]) -> Self {
         let data_dir = temp_dir(name);
-        Self::start_in(&data_dir, args.iter().map(|s| s.to_string()).collect())
+        let mut broker = Self::start_in(&data_dir, args.iter().map(|s| s.to_string()).collect());
+        broker.owns_dir = true;
+        broker
     }
 
-    /// Starts a broker on an existing data directory.
+    /// Starts a broker on an existing data directory (which it leaves in place).
     pub fn start_in(data_dir: &Path, args: Vec<String>) -> Self {
         let log_path = data_dir.with_extension(format!("log.{}", std::process::id()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
@@ -63,7 +94,7 @@ impl Broker {
             panic!("broker did not start; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
         });
         let addr = line.strip_prefix("moldau listening on ").expect("listening line").trim().to_owned();
-        Self { child: Some(child), addr, data_dir: data_dir.to_owned(), args, log_path }
+        Self { child: Some(child), addr, data_dir: data_dir.to_owned(), args, log_path, owns_dir: false }
     }
 
     /// Stops with SIGTERM (clean shutdown) and waits.
@@ -93,10 +124,22 @@ impl Broker {
         }
     }
 
-    /// Starts the broker again on the same data directory (new port).
+    /// Starts the broker again on the same data directory (new port), after a SIGKILL.
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again();
+    }
+
+    /// Starts the broker again on the same data directory (new port), after a clean stop.
+    pub fn restart_clean(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
+        let owns_dir = std::mem::replace(&mut self.owns_dir, false);
         *self = Self::start_in(&self.data_dir.clone(), self.args.clone());
+        self.owns_dir = owns_dir;
     }
 
     /// The process id.
@@ -113,6 +156,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        if self.owns_dir && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+            let _ = std::fs::remove_file(&self.log_path);
+        }
     }
 }
 
