@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Broker, moldau, python, run_ok, stdout};
 use moldau::client::KafkaClient;
+use moldau::client::member::{GroupConsumer, needs_rejoin};
 use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::block_on;
 
@@ -367,4 +368,71 @@ fn group_cli_lists_describes_with_lag_resets_and_deletes() {
 
 fn run_ok_quiet(args: &[&str]) -> bool {
     common::run(&mut moldau(args), Duration::from_secs(30)).status.success()
+}
+
+/// Joins `n` members of `group` at once; returns them once all have their assignment.
+async fn join_all(addr: &str, group: &str, topic: &str, partitions: i32, n: usize) -> Vec<GroupConsumer> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, group, topic) = (addr.to_owned(), group.to_owned(), topic.to_owned());
+            moldau::io::spawn(async move {
+                let client = KafkaClient::connect(&addr, &format!("member-{i}")).await.unwrap();
+                GroupConsumer::join(&client, &group, &topic, partitions, 10_000).await.unwrap()
+            })
+        })
+        .collect();
+    let mut members = Vec::new();
+    for t in tasks {
+        members.push(t.await.unwrap());
+    }
+    members
+}
+
+#[test]
+fn protocol_level_rebalance_of_three_members_and_after_a_leave() {
+    // Our own group client (range assignor) against the coordinator, without a client
+    // library's start-up time in the way: how long a rebalance itself takes.
+    let broker = Broker::start("rebalance-time", &["--set", "group_initial_rebalance_delay_ms=0"]);
+    create_topic(&broker, "rt", 6);
+    block_on(async {
+        let started = Instant::now();
+        let mut members = join_all(&broker.addr, "rt-group", "rt", 6, 3).await;
+        let joined = started.elapsed();
+        let mut owned: Vec<i32> = members.iter().flat_map(|m| m.assignment.clone()).collect();
+        owned.sort();
+        assert_eq!(owned, (0..6).collect::<Vec<_>>(), "every partition to exactly one member");
+        assert!(members.iter().all(|m| m.assignment.len() == 2));
+        // One leaves; the others learn of the rebalance at their next heartbeat and rejoin.
+        let leaver = members.pop().unwrap();
+        let left_at = Instant::now();
+        leaver.leave().await.expect("LeaveGroup");
+        let rejoin: Vec<_> = members
+            .into_iter()
+            .map(|mut m| {
+                moldau::io::spawn(async move {
+                    loop {
+                        match m.heartbeat().await {
+                            Ok(()) => moldau::io::sleep(Duration::from_millis(20)).await,
+                            Err(e) if needs_rejoin(&e) => {
+                                m.rejoin(6).await.unwrap();
+                                return m;
+                            }
+                            Err(e) => panic!("heartbeat: {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut survivors = Vec::new();
+        for t in rejoin {
+            survivors.push(t.await.unwrap());
+        }
+        let rebalanced = left_at.elapsed();
+        assert!(survivors.iter().all(|m| m.assignment.len() == 3), "the leaver's partitions moved to the others");
+        // The session is 10 s: a rebalance that waited for it means the leave was not seen.
+        assert!(rebalanced < Duration::from_secs(5), "rebalance after a leave took {rebalanced:?}");
+        eprintln!(
+            "protocol-level rebalance: 3 members joined in {joined:?}; after a leave, 2 rejoined in {rebalanced:?}"
+        );
+    });
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod connection;
 pub mod groups;
+pub mod member;
 pub mod records;
 
 use std::cell::RefCell;
