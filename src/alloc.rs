@@ -69,7 +69,16 @@ unsafe impl GlobalAlloc for GuardedAllocator {
         if layout.size() < HUGE_ALLOCATION_BYTES && new_size < HUGE_ALLOCATION_BYTES {
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        // Crossing or staying above the threshold: move between the two allocators.
+        if layout.size() >= HUGE_ALLOCATION_BYTES && new_size >= HUGE_ALLOCATION_BYTES {
+            // Mapped to mapped: let the kernel move the page tables instead of copying gigabytes
+            // (a growing multi-GiB Vec otherwise stalls its thread for seconds per doubling).
+            // SAFETY: `ptr` is a mapping of `mapped_len(layout.size())` bytes made by `map`.
+            let moved = unsafe {
+                libc::mremap(ptr.cast(), mapped_len(layout.size()), mapped_len(new_size), libc::MREMAP_MAYMOVE)
+            };
+            return if moved == libc::MAP_FAILED { std::ptr::null_mut() } else { moved.cast() };
+        }
+        // Crossing the threshold: move between the two allocators.
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
@@ -93,6 +102,16 @@ mod tests {
         v.push([1; 72]);
         assert_eq!(v[0][0], 1);
         drop(v);
+        // Growing above the threshold keeps the contents (mremap, no copy).
+        let mut big: Vec<u8> = Vec::with_capacity(super::HUGE_ALLOCATION_BYTES);
+        big.extend_from_slice(b"first");
+        big.reserve_exact(super::HUGE_ALLOCATION_BYTES * 2);
+        assert!(big.capacity() >= super::HUGE_ALLOCATION_BYTES * 2);
+        big.extend_from_slice(b" second");
+        assert_eq!(&big[..], b"first second");
+        big.shrink_to(8);
+        assert_eq!(&big[..], b"first second");
+        drop(big);
         let mut grow: Vec<u8> = Vec::with_capacity(16);
         grow.extend_from_slice(b"still fine");
         assert_eq!(&grow, b"still fine");

@@ -199,9 +199,10 @@ pub struct SoakReport {
     pub passed: bool,
 }
 
-fn encode_value(size: usize, key: u32, seq: u64, producer: u32) -> Vec<u8> {
+/// A record value: its intended send time (µs since the epoch), producer, key, sequence, padding.
+fn encode_value(size: usize, intended_us: u64, key: u32, seq: u64, producer: u32) -> Vec<u8> {
     let mut v = vec![b'.'; size.max(HEADER_BYTES)];
-    v[0..8].copy_from_slice(&wall_clock_us().to_be_bytes());
+    v[0..8].copy_from_slice(&intended_us.to_be_bytes());
     v[8..12].copy_from_slice(&producer.to_be_bytes());
     v[12..16].copy_from_slice(&key.to_be_bytes());
     v[16..24].copy_from_slice(&seq.to_be_bytes());
@@ -220,6 +221,21 @@ fn decode_value(v: &[u8]) -> Option<(u64, u32, u64)> {
 
 fn key_bytes(key: u32) -> Vec<u8> {
     format!("soak-key-{key}").into_bytes()
+}
+
+/// Records a run is asked for, and so the room its acknowledged and seen logs reserve up front:
+/// growing a multi-GiB log by doubling under the shared lock paused the producers for seconds,
+/// which the latency histograms then blamed on the broker.
+fn expected_records(args: &SoakArgs) -> usize {
+    (args.rate * args.duration as f64 * 1.02) as usize + 4096
+}
+
+/// A record on its way out: who it is, and when it was due at the asked rate.
+struct Outgoing {
+    key: u32,
+    seq: u64,
+    intended_us: u64,
+    value: Vec<u8>,
 }
 
 /// Counters shared by the tasks and the reporter.
@@ -354,6 +370,7 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
         period_publish: Some(new_histogram()),
         e2e: Some(new_histogram()),
         consumed: vec![0; args.consumer_groups],
+        acked: Vec::with_capacity(expected_records(&args)),
         ..Shared::default()
     }));
     let (seen_tx, seen_rx) = mpsc::channel::<(usize, Vec<Seen>)>();
@@ -500,63 +517,78 @@ async fn producers(args: SoakArgs, bootstrap: String, topic: String, shared: Arc
             let rate = args.rate / args.producers as f64;
             let mut seqs: HashMap<u32, u64> = HashMap::new();
             let start = Instant::now();
+            let start_us = wall_clock_us();
+            // Latency runs from when a record was due at the asked rate, not from when a
+            // stalled producer got round to sending it (no coordinated omission).
+            let intended_us = |index: u64| start_us + (index as f64 * 1e6 / rate) as u64;
             let mut sent = 0u64;
             let mut injected_dups = 0u64;
             let mut next_key = 0usize;
             while Instant::now() < end {
                 // Gather the records due now into per-partition batches.
-                let due =
-                    ((start.elapsed().as_secs_f64() * rate) as u64).saturating_sub(sent).min(BATCH_RECORDS as u64 * 4);
+                let due = ((start.elapsed().as_secs_f64() * rate) as u64)
+                    .saturating_sub(sent)
+                    .min(BATCH_RECORDS as u64 * args.partitions as u64);
                 if due == 0 {
-                    crate::io::sleep(Duration::from_millis(5)).await;
+                    crate::io::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
-                let mut batches: BTreeMap<i32, Vec<(u32, u64, Vec<u8>)>> = BTreeMap::new();
-                for _ in 0..due {
+                let mut batches: BTreeMap<i32, Vec<Outgoing>> = BTreeMap::new();
+                for index in sent..sent + due {
                     let key = keys[next_key % keys.len()];
                     next_key += 1;
                     let seq = seqs.entry(key).or_default();
                     *seq += 1;
                     let partition = crate::cli::produce::partition_for_key(&key_bytes(key), args.partitions);
-                    batches.entry(partition).or_default().push((
+                    let intended = intended_us(index);
+                    batches.entry(partition).or_default().push(Outgoing {
                         key,
-                        *seq,
-                        encode_value(args.message_size, key, *seq, id as u32),
-                    ));
+                        seq: *seq,
+                        intended_us: intended,
+                        value: encode_value(args.message_size, intended, key, *seq, id as u32),
+                    });
                 }
                 sent += due;
-                for (partition, records) in batches {
-                    for chunk in records.chunks(BATCH_RECORDS) {
-                        let mut builder =
-                            BatchBuilder::new(chunk.len() * (args.message_size + 32), crate::util::now_ms());
-                        for (key, _, value) in chunk {
-                            builder.push(Some(&key_bytes(*key)), value, crate::util::now_ms());
-                        }
-                        let batch = builder.finish();
-                        let sent_at = wall_clock_us();
-                        let mut repeats = 1;
-                        // The duplicate hook acts in producer 0 only, so the count is exact.
-                        if id == 0 && injected_dups < args.inject_duplicate {
-                            injected_dups += 1;
-                            repeats = 2;
-                        }
-                        for _ in 0..repeats {
-                            let base = send_until_acked(&client, &topic, partition, batch.clone(), &shared, end).await;
-                            let Some(base) = base else { continue };
-                            let now = wall_clock_us();
-                            let mut guard = shared.lock().expect("shared");
-                            let s = &mut *guard;
-                            for (i, (key, seq, _)) in chunk.iter().enumerate() {
-                                s.acked.push(Acked { partition, offset: base + i as i64, key: *key, seq: *seq });
+                // Partitions in parallel (one request in flight each), each partition's batches
+                // in order.
+                let sends = batches.into_iter().map(|(partition, records)| {
+                    let mut repeats_left = 0;
+                    // The duplicate hook acts in producer 0 only, so the count is exact.
+                    if id == 0 && injected_dups < args.inject_duplicate {
+                        injected_dups += 1;
+                        repeats_left = 1;
+                    }
+                    let (client, topic, shared, message_size) = (&client, &topic, &shared, args.message_size);
+                    async move {
+                        for chunk in records.chunks(BATCH_RECORDS) {
+                            let mut builder =
+                                BatchBuilder::new(chunk.len() * (message_size + 32), crate::util::now_ms());
+                            for record in chunk {
+                                builder.push(Some(&key_bytes(record.key)), &record.value, crate::util::now_ms());
                             }
-                            for h in [s.publish.as_mut(), s.period_publish.as_mut()].into_iter().flatten() {
-                                for _ in 0..chunk.len() {
-                                    record(h, now.saturating_sub(sent_at));
+                            let batch = builder.finish();
+                            let repeats = 1 + std::mem::take(&mut repeats_left);
+                            for _ in 0..repeats {
+                                let Some(base) =
+                                    send_until_acked(client, topic, partition, batch.clone(), shared, end).await
+                                else {
+                                    continue;
+                                };
+                                let now = wall_clock_us();
+                                let mut guard = shared.lock().expect("shared");
+                                let s = &mut *guard;
+                                for (i, sent) in chunk.iter().enumerate() {
+                                    let offset = base + i as i64;
+                                    s.acked.push(Acked { partition, offset, key: sent.key, seq: sent.seq });
+                                    for h in [s.publish.as_mut(), s.period_publish.as_mut()].into_iter().flatten() {
+                                        record(h, now.saturating_sub(sent.intended_us));
+                                    }
                                 }
                             }
                         }
                     }
-                }
+                });
+                futures_util::future::join_all(sends).await;
             }
         }));
     }
@@ -608,7 +640,7 @@ async fn consumers(
     group: usize,
 ) -> Vec<Seen> {
     let group_name = format!("{topic}-group-{group}");
-    let seen_log: Rc<RefCell<Vec<Seen>>> = Rc::new(RefCell::new(Vec::new()));
+    let seen_log: Rc<RefCell<Vec<Seen>>> = Rc::new(RefCell::new(Vec::with_capacity(expected_records(&args))));
     // Highest offset the group has seen per partition: anything at or below it is a redelivery.
     let high: Rc<RefCell<HashMap<i32, i64>>> = Rc::new(RefCell::new(HashMap::new()));
     let members = args.consumers.max(1);
@@ -930,9 +962,8 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_ranges_parse() {
-        let v = encode_value(64, 7, 42, 1);
-        let (_, key, seq) = decode_value(&v).unwrap();
-        assert_eq!((key, seq), (7, 42));
+        let v = encode_value(64, 1_700_000_000_000_000, 7, 42, 1);
+        assert_eq!(decode_value(&v), Some((1_700_000_000_000_000, 7, 42)));
         assert_eq!(parse_range("5-15"), Ok((5, 15)));
         assert_eq!(parse_range("10"), Ok((10, 10)));
         assert!(parse_range("15-5").is_err() && parse_range("x").is_err());

@@ -3,7 +3,6 @@
 //! `RangeAssignor` does for one topic. The load and soak tools use it so that their consumer
 //! groups are real Kafka groups, rebalanced by the broker's coordinator.
 
-
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;

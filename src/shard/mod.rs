@@ -304,13 +304,17 @@ async fn retention_loop(shard: Rc<Shard>) {
         for partition in partitions {
             partition.maybe_snapshot_producers(now_ms());
             match partition.log.enforce_retention(now_ms()).await {
-                Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
-                    partition = ?partition,
-                    segments = outcome.segments_deleted,
-                    bytes = outcome.bytes_deleted,
-                    log_start_offset = outcome.log_start_offset,
-                    "retention"
-                ),
+                Ok(outcome) if outcome.segments_deleted > 0 => {
+                    tracing::info!(
+                        partition = ?partition,
+                        segments = outcome.segments_deleted,
+                        bytes = outcome.bytes_deleted,
+                        log_start_offset = outcome.log_start_offset,
+                        "retention"
+                    );
+                    // The next partition's unlinks wait too (see `UNLINK_PACE`).
+                    io::sleep(crate::storage::UNLINK_PACE).await;
+                }
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(partition = ?partition, error = %err, "retention failed")

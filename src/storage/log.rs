@@ -33,6 +33,12 @@ use crate::util::{LocalSignal, now_ms};
 
 /// Segment files are preallocated ahead of the write position in steps that double with the
 /// file, from this much...
+/// Gap between two segment unlinks by retention. Unlinking a large file frees its extents in a
+/// journal transaction that every concurrent fdatasync on the filesystem then waits for (tens of
+/// milliseconds for 64 MiB with ext4's online `discard`); back to back, several of them stall
+/// durable appends for their sum. One at a time, they cost each sync at most one.
+pub const UNLINK_PACE: Duration = Duration::from_millis(50);
+
 const PREALLOCATE_MIN_STEP_BYTES: u64 = 64 << 10;
 /// ...up to this much: an idle partition costs almost no disk, a busy one few `fallocate`s.
 const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
@@ -712,7 +718,7 @@ impl Log {
 
     /// Deletes closed segments that retention (time, size, or a log start offset moved by
     /// DeleteRecords) no longer keeps. Appends are not held up: segments leave the log's state
-    /// at once and their files are unlinked afterwards.
+    /// at once and their files are unlinked afterwards, [`UNLINK_PACE`] apart.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
         let inner = &*self.inner;
         let expired = |retention_ms: i64, s: &Segment| {
@@ -750,22 +756,30 @@ impl Log {
         };
         let mut size = inner.state.borrow().size_bytes();
         Ok(self
-            .remove_leading_segments(|segment, log_start_offset| {
-                let by_time = expired(retention_ms, segment);
-                let by_size = retention_bytes >= 0 && size - segment.size >= retention_bytes as u64;
-                let by_start = segment.next_offset <= log_start_offset;
-                let remove = by_time || by_size || by_start;
-                if remove {
-                    size -= segment.size;
-                }
-                remove
-            })
+            .remove_leading_segments(
+                |segment, log_start_offset| {
+                    let by_time = expired(retention_ms, segment);
+                    let by_size = retention_bytes >= 0 && size - segment.size >= retention_bytes as u64;
+                    let by_start = segment.next_offset <= log_start_offset;
+                    let remove = by_time || by_size || by_start;
+                    if remove {
+                        size -= segment.size;
+                    }
+                    remove
+                },
+                UNLINK_PACE,
+            )
             .await)
     }
 
     /// Removes sealed segments from the front while `doomed` says so (it sees each segment and
-    /// the log start offset), moves the log start offset past them, then unlinks their files.
-    async fn remove_leading_segments(&self, mut doomed: impl FnMut(&Segment, i64) -> bool) -> RetentionOutcome {
+    /// the log start offset), moves the log start offset past them, then unlinks their files,
+    /// `pace` apart.
+    async fn remove_leading_segments(
+        &self,
+        mut doomed: impl FnMut(&Segment, i64) -> bool,
+        pace: Duration,
+    ) -> RetentionOutcome {
         let inner = &*self.inner;
         let removed = {
             let mut state = inner.state.borrow_mut();
@@ -783,7 +797,10 @@ impl Log {
             removed
         };
         let mut outcome = RetentionOutcome { log_start_offset: self.log_start_offset(), ..RetentionOutcome::default() };
-        for segment in removed {
+        for (i, segment) in removed.into_iter().enumerate() {
+            if i > 0 && !pace.is_zero() {
+                crate::io::sleep(pace).await;
+            }
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size;
             tracing::info!(path = %segment.path.display(), bytes = segment.size, "retention deleted segment");
@@ -808,7 +825,11 @@ impl Log {
             state.log_start_offset
         };
         write_log_start(&self.inner.dir, start).await?;
-        self.remove_leading_segments(|segment, log_start_offset| segment.next_offset <= log_start_offset).await;
+        self.remove_leading_segments(
+            |segment, log_start_offset| segment.next_offset <= log_start_offset,
+            Duration::ZERO,
+        )
+        .await;
         Ok(self.log_start_offset())
     }
 

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 
 pub use batch::{BatchError, BatchHeader};
 pub use cache::{CacheKey, CacheStats, ReadCache};
-pub use log::{AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, ReadResult, RetentionOutcome};
+pub use log::{
+    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, ReadResult, RetentionOutcome, UNLINK_PACE,
+};
 
 /// When appended data is made durable with fdatasync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
