@@ -31,16 +31,17 @@ use super::{FlushPolicy, LogConfig, StorageError, TimestampType};
 use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, round_down_to_page};
 use crate::util::{LocalSignal, now_ms};
 
-/// Segment files are preallocated ahead of the write position in steps that double with the
-/// file, from this much...
 /// Gap between two segment unlinks by retention. Unlinking a large file frees its extents in a
 /// journal transaction that every concurrent fdatasync on the filesystem then waits for (tens of
 /// milliseconds for 64 MiB with ext4's online `discard`); back to back, several of them stall
 /// durable appends for their sum. One at a time, they cost each sync at most one.
 pub const UNLINK_PACE: Duration = Duration::from_millis(50);
 
-const PREALLOCATE_MIN_STEP_BYTES: u64 = 64 << 10;
-/// ...up to this much: an idle partition costs almost no disk, a busy one few `fallocate`s.
+/// Segment files are preallocated ahead of the write position in steps of this much, from the
+/// first write on (a segment nobody writes to allocates nothing). Smaller steps were tried: on
+/// ext4 here, a file that began with 64 KiB, 1 MiB or 4 MiB steps made every later durable 4 KiB
+/// append about 60 us slower at p50 (265 vs 203 us) and pushed p99 past 1.5x fio's fdatasync
+/// p99, even once the steps had grown to this size.
 const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
 /// Under `flush = never`, unwritten data reaches the file at most this long after its append.
 const WRITE_BEHIND_MS: u64 = 200;
@@ -1103,7 +1104,7 @@ async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: WriteJob) -> Re
         (
             state.config.preallocate,
             segment.map_or(0, |s| s.allocated_bytes),
-            preallocate_step(segment.map_or(0, |s| s.allocated_bytes), state.config.segment_bytes),
+            preallocate_step(state.config.segment_bytes),
         )
     };
     let padded_end = position + io::round_up_to_page(buf.len()) as u64;
@@ -1355,8 +1356,8 @@ async fn create_segment_file(path: &Path, faults: &Faults) -> Result<DirectFile,
 }
 
 /// How far to preallocate past the write position of a segment file that has `allocated` bytes.
-fn preallocate_step(allocated: u64, segment_bytes: u64) -> u64 {
-    allocated.clamp(PREALLOCATE_MIN_STEP_BYTES, PREALLOCATE_STEP_BYTES).min(segment_bytes.max(io::PAGE_BYTES as u64))
+fn preallocate_step(segment_bytes: u64) -> u64 {
+    PREALLOCATE_STEP_BYTES.min(segment_bytes.max(io::PAGE_BYTES as u64))
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
