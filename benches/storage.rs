@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::Faults;
-use moldau::storage::batch::validate_all;
+use moldau::model::batch::validate_all;
+use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
 
 fn bench_dir(name: &str) -> PathBuf {
@@ -134,7 +134,7 @@ fn read_throughput(c: &mut Criterion) {
                         let result = log.read(offset, 1 << 20, i64::MAX).await.unwrap();
                         bytes += result.bytes();
                         let last = result.batches.last().unwrap();
-                        let header = moldau::storage::BatchHeader::parse(last).unwrap();
+                        let header = moldau::model::batch::BatchHeader::parse(last).unwrap();
                         offset = header.last_offset() + 1;
                     }
                     bytes

@@ -1,18 +1,37 @@
-//! Starting and stopping a broker process: the data directory, the metadata replay, the shard
-//! threads, and the optional metrics endpoint.
+//! A broker process: its data directory, the metadata it starts from, the shard threads and the
+//! services each of them runs, wired together here (and only here), and the metrics endpoint.
+//!
+//! Per shard: a `PartitionManager` (its partitions), a `LocalMetadata` (its view of the
+//! cluster), a `GroupCoordinator`, and the Kafka service (listener and connections). Shard 0 also
+//! runs the node's control plane: its metadata quorum member and controller (voters), the
+//! publisher that makes every committed change take effect on all shards, and the broker's
+//! registration. Clients are served once the broker is registered and caught up.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use futures_channel::oneshot;
-
-use crate::cluster::{ClusterMetadata, MetadataLog, MetadataRecord};
+use crate::cluster::{
+    ControlPlane, ControllerHandle, Endpoint, LocalMetadata, MetadataImage, MetadataView, PlaneStart, Publisher,
+    QuorumStart, Voter, apply_on_shard, opens_for_shard, read_cluster_id,
+};
 use crate::config::BrokerConfig;
-use crate::io::Faults;
-use crate::shard::{self, Router, ShardMessage, ShardStart, ShardStats};
-use crate::util::block_on_thread;
+use crate::group::{GroupCoordinator, run_group_ticker};
+use crate::http::ShardStats;
+use crate::io::{self, Faults};
+use crate::kafka::server::{KafkaContext, KafkaServices};
+use crate::model::TopicPartition;
+use crate::partition::{PartitionManager, run_retention};
+use crate::replication::Replication;
+use crate::shard::{ShardInit, ShardLimits, ShardSet, ShardThreads, Sharded, stop_current};
+use crate::storage::{LogContext, ReadCache};
+
+/// Calls the controller's queue holds before callers wait.
+const CONTROLLER_QUEUE_CAPACITY: usize = 1024;
+/// Control-lane jobs a shard's mailbox holds before senders wait.
+const CONTROL_QUEUE_CAPACITY: usize = 256;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,101 +44,125 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(String),
     /// A shard failed to start.
     #[error("{0}")]
     Shard(String),
 }
 
+/// The services of every shard.
+#[derive(Clone)]
+struct Services {
+    shards: ShardSet,
+    plane: Sharded<ControlPlane>,
+    replication: Sharded<Replication>,
+    partitions: Sharded<PartitionManager>,
+    metadata: Sharded<LocalMetadata>,
+    groups: Sharded<GroupCoordinator>,
+    kafka: Sharded<KafkaContext>,
+}
+
 /// A running broker.
 pub struct Broker {
     config: Arc<BrokerConfig>,
-    router: Router,
-    threads: Vec<JoinHandle<()>>,
-    _lock: std::fs::File,
+    services: Services,
+    threads: ShardThreads,
+    _lock: io::fs::DirLock,
 }
 
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> StartError {
     StartError::DataDir { path: path.to_owned(), reason: reason.to_string() }
 }
 
-/// Takes an exclusive lock on the data directory so two brokers never share one.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".lock"))
-        .map_err(|e| data_dir_error(dir, e))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(data_dir_error(dir, "in use by another broker (lock held)"));
-    }
-    Ok(file)
-}
-
-/// Replays (and compacts) the metadata log, creating the cluster identity on first start.
-fn load_metadata(config: &BrokerConfig, shard_count: usize) -> Result<(ClusterMetadata, MetadataLog), StartError> {
-    let log = MetadataLog::new(&config.data_dir);
-    let mut records = log.replay().map_err(|e| data_dir_error(&config.data_dir, e))?;
-    if records.is_empty() {
-        let id = uuid::Uuid::new_v4();
-        records.push(MetadataRecord::ClusterCreated { cluster_id: base64_url(id.as_bytes()) });
-    }
-    let metadata = records.iter().fold(ClusterMetadata::empty(config, shard_count), |m, r| m.apply(r, config));
-    log.rewrite(&metadata.to_records()).map_err(|e| data_dir_error(&config.data_dir, e))?;
-    Ok((metadata, log))
-}
-
-/// URL-safe base64 without padding (the form of Kafka cluster ids).
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    let mut bits = 0u32;
-    let mut count = 0;
-    for byte in bytes {
-        bits = (bits << 8) | u32::from(*byte);
-        count += 8;
-        while count >= 6 {
-            count -= 6;
-            out.push(ALPHABET[((bits >> count) & 63) as usize] as char);
-        }
-    }
-    if count > 0 {
-        out.push(ALPHABET[((bits << (6 - count)) & 63) as usize] as char);
-    }
-    out
-}
-
-/// Removes directories left by deletions that a crash interrupted: partitions of topics that no
-/// longer exist and directories already renamed for deletion.
-fn remove_orphans(config: &BrokerConfig, metadata: &ClusterMetadata) {
-    let Ok(entries) = std::fs::read_dir(&config.data_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !path.is_dir() || name == "__cluster" {
+/// Removes directories left by deletions that a crash interrupted: partitions this broker does not
+/// host in `view` (everything the node's metadata log holds, committed or not) and directories
+/// already renamed for deletion.
+async fn remove_orphans(config: &BrokerConfig, view: &MetadataView, faults: &Faults) {
+    let Ok(names) = io::fs::list_dir(&config.data_dir, faults).await else { return };
+    for name in names {
+        let path = config.data_dir.join(&name);
+        if name == "__cluster" || !io::fs::is_dir(&path, faults).await.unwrap_or(false) {
             continue;
         }
+        let hosted = |topic: &str, index: &str| {
+            let Some(topic) = view.topic(topic) else { return false };
+            index.parse::<i32>().is_ok_and(|i| view.placement.shard_of(&(topic.id, i)).is_some())
+        };
         let doomed = name.ends_with("-delete")
             || match name.rsplit_once('-') {
-                Some((topic, index)) => match (metadata.topic(topic), index.parse::<usize>()) {
-                    (Some(t), Ok(i)) => i >= t.partitions.len(),
-                    _ => true,
-                },
+                Some((topic, index)) => !hosted(topic, index),
                 None => false,
             };
         if doomed {
-            tracing::warn!(dir = %path.display(), "removing the directory of a deleted partition");
-            if let Err(err) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(dir = %path.display(), "removing the directory of a partition this broker does not host");
+            if let Err(err) = io::fs::remove_dir_all(&path, faults).await {
                 tracing::error!(dir = %path.display(), error = %err, "could not remove directory");
             }
         }
     }
 }
+
+/// What each shard's start needs, shared by all of them.
+struct Startup {
+    config: Arc<BrokerConfig>,
+    faults: Faults,
+    view: Arc<MetadataView>,
+    services: Services,
+    controller: ControllerHandle,
+    /// Partitions a shard could not open (a full disk, say): the publisher tries them again.
+    failed: std::sync::Mutex<BTreeSet<TopicPartition>>,
+}
+
+/// Builds the calling shard's services, opens its partitions, starts listening.
+async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> {
+    let Startup { config, faults, view, services, controller, failed } = &*startup;
+    let cache = Rc::new(RefCell::new(ReadCache::new(config.cache_bytes_per_shard)));
+    let partitions = Rc::new(PartitionManager::new(
+        config.data_dir.clone(),
+        config.broker_id,
+        LogContext { cache, faults: faults.clone() },
+    ));
+    services.partitions.install(partitions.clone());
+    let metadata = Rc::new(LocalMetadata::new(view.clone()));
+    services.metadata.install(metadata.clone());
+    let groups = GroupCoordinator::start(partitions.clone(), metadata.clone(), config.clone());
+    services.groups.install(groups.clone());
+    let replication =
+        Replication::start(shard, partitions.clone(), metadata.clone(), controller.clone(), config.clone());
+    services.replication.install(replication);
+    // Open this shard's partitions before anything is served (the group coordinator hears of
+    // the offsets partitions through the metadata it subscribed to).
+    let opens = opens_for_shard(view, None, shard);
+    // One that fails (logged) is served as unavailable and opened again later, so a broker
+    // starts on a full disk and its partitions come back once there is room.
+    if let Err(failures) = apply_on_shard(&metadata, &partitions, view.clone(), opens, Vec::new()).await {
+        failed.lock().map_err(|_| "poisoned")?.extend(failures);
+    }
+    let kafka_services = KafkaServices {
+        shards: services.shards.clone(),
+        partitions: services.partitions.clone(),
+        groups: services.groups.clone(),
+        controller: controller.clone(),
+        config: config.clone(),
+    };
+    let kafka = KafkaContext::new(shard, kafka_services, metadata.clone());
+    services.kafka.install(kafka.clone());
+    // Bound now (the port is taken and connections queue), served once the broker is ready.
+    let listener = io::net::reuseport_listener(config.listen, 1024)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    kafka.hold_listener(listener);
+    let retention_ms = config.log_retention_check_interval_ms.max(10);
+    io::spawn_detached(run_retention(partitions, std::time::Duration::from_millis(retention_ms)));
+    io::spawn_detached(run_group_ticker(groups));
+    tracing::debug!(shard, "shard ready");
+    Ok(())
+}
+
+/// How long a starting broker waits for a fixed port held by someone else: long enough for a
+/// crashed predecessor's sockets to go, short enough to say soon that another process has it.
+const PORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Broker {
     /// Starts a broker and returns once every shard is listening.
@@ -129,74 +172,144 @@ impl Broker {
 
     /// Starts a broker whose files use `faults` (tests).
     pub fn start_with_faults(config: BrokerConfig, faults: Faults) -> Result<Self, StartError> {
-        config.validate().map_err(|e| StartError::Shard(e.to_string()))?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| data_dir_error(&config.data_dir, e))?;
-        let lock = lock_data_dir(&config.data_dir)?;
+        config.validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let lock =
+            io::fs::DirLock::acquire(&config.data_dir, &faults).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let mut config = config;
         // Port 0: pick a free port once, so every shard binds the same one. The probe socket
         // stays open (in the same SO_REUSEPORT group) until the shards are listening.
         let probe = if config.listen.port() == 0 {
-            let probe = crate::io::net::reuseport_std_listener(config.listen)
+            let probe = io::net::reuseport_std_listener(config.listen)
                 .map_err(|e| StartError::Shard(format!("cannot listen on {}: {e}", config.listen)))?;
             let port = probe.local_addr().map_err(|e| StartError::Shard(e.to_string()))?.port();
             config.listen.set_port(port);
             Some(probe)
         } else {
+            // The shards share the port through SO_REUSEPORT, which would just as well let them
+            // join another broker's listener there: bind it alone first, to be sure it is free.
+            io::net::exclusive_std_listener_patient(config.listen, 1, PORT_PATIENCE).map_err(|e| {
+                StartError::Shard(format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))
+            })?;
             None
         };
-        let shard_count = config.shard_count();
-        let (metadata, metadata_log) = load_metadata(&config, shard_count)?;
-        remove_orphans(&config, &metadata);
-        let metadata = Arc::new(metadata);
         let config = Arc::new(config);
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let (router, inboxes) = shard::inboxes(shard_count, config.shard_queue_capacity);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut threads = Vec::new();
-        for (id, inbox) in inboxes.into_iter().enumerate() {
-            let start = ShardStart {
-                id,
-                core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
-                config: config.clone(),
-                router: router.clone(),
-                inbox,
-                metadata: metadata.clone(),
-                faults: faults.clone(),
-                ready: ready_tx.clone(),
-                controller: (id == 0).then(|| metadata_log.clone()),
+        let voters: Vec<Voter> = config
+            .parsed_voters()
+            .map_err(StartError::Config)?
+            .into_iter()
+            .map(|(id, addr)| Voter { id, addr })
+            .collect();
+        let is_voter = voters.iter().any(|v| v.id == config.broker_id);
+        let controller_listener = match config.controller_listener() {
+            Some(addr) => Some(
+                io::net::exclusive_std_listener_patient(addr, 128, PORT_PATIENCE)
+                    .map_err(|e| StartError::Shard(format!("cannot listen for controllers on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let (quorum_start, view, cluster_id) = io::block_on(async {
+            let recorded = read_cluster_id(&config.data_dir, &faults).await.map_err(|e| format!("cluster id: {e}"))?;
+            let (start, image) = if is_voter {
+                let start = QuorumStart::load(&config.data_dir, config.broker_id, &voters, faults.clone()).await?;
+                // Files of anything the node's log holds are kept, committed or not.
+                let held = MetadataView::build(Arc::new(start.held.clone()), None, &config);
+                remove_orphans(&config, &held, &faults).await;
+                let image = Arc::new(start.image.clone());
+                (Some(start), image)
+            } else {
+                // A broker that is not a voter learns the metadata from them; it removes no
+                // directory before it knows what it hosts.
+                (None, Arc::new(MetadataImage::empty()))
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("moldau-shard-{id}"))
-                .spawn(move || shard::run_shard_thread(start))
-                .map_err(|e| StartError::Shard(format!("cannot spawn shard thread: {e}")))?;
-            threads.push(thread);
-        }
-        let broker = Self { config, router, threads, _lock: lock };
-        for _ in 0..shard_count {
-            match ready_rx.recv_timeout(Duration::from_secs(600)) {
-                Ok(Ok(_)) => {}
-                Ok(Err(reason)) => {
-                    broker.stop();
-                    return Err(StartError::Shard(reason));
-                }
-                Err(_) => {
-                    broker.stop();
-                    return Err(StartError::Shard("a shard did not start".into()));
-                }
-            }
+            // The id recorded, else any the node's log holds (a cluster's id never changes).
+            let held_id = start.as_ref().map(|s| s.held.cluster_id.clone()).filter(|c| !c.is_empty());
+            let cluster_id = recorded.or(held_id);
+            Ok::<_, String>((start, Arc::new(MetadataView::build(image, None, &config)), cluster_id))
+        })
+        .map_err(|e| data_dir_error(&config.data_dir, e))?;
+        let limits = ShardLimits {
+            count: config.shard_count(),
+            data_capacity: config.shard_queue_capacity,
+            control_capacity: CONTROL_QUEUE_CAPACITY,
+        };
+        let (shards, inboxes) = ShardSet::new(limits);
+        let services = Services {
+            partitions: Sharded::new(&shards),
+            metadata: Sharded::new(&shards),
+            groups: Sharded::new(&shards),
+            kafka: Sharded::new(&shards),
+            plane: Sharded::new(&shards),
+            replication: Sharded::new(&shards),
+            shards: shards.clone(),
+        };
+        let (controller, calls) = ControllerHandle::new(CONTROLLER_QUEUE_CAPACITY);
+        let startup = Arc::new(Startup {
+            config: config.clone(),
+            faults: faults.clone(),
+            view: view.clone(),
+            services: services.clone(),
+            controller,
+            failed: std::sync::Mutex::new(BTreeSet::new()),
+        });
+        let init: ShardInit = {
+            let startup = startup.clone();
+            Arc::new(move |shard| Box::pin(start_shard(shard, startup.clone())))
+        };
+        let threads = ShardThreads::start(&shards, inboxes, init).map_err(StartError::Shard)?;
+        // The control plane starts once every shard has opened its partitions, so its first
+        // publish never races a shard's start (calls made meanwhile wait in its queue).
+        let (host, port) = config.advertised();
+        let kafka = services.kafka.clone();
+        let plane_start = PlaneStart {
+            config: config.clone(),
+            voters,
+            quorum: quorum_start,
+            image: view.image.clone(),
+            cluster_id,
+            faults: faults.clone(),
+            publisher: Publisher::new(
+                view.clone(),
+                config.clone(),
+                services.metadata.clone(),
+                services.partitions.clone(),
+                std::mem::take(&mut *startup.failed.lock().map_err(|_| StartError::Shard("poisoned".into()))?),
+            ),
+            calls,
+            listener: controller_listener,
+            endpoints: vec![Endpoint { listener: "PLAINTEXT".into(), host, port }],
+            on_ready: Box::new(move || open_for_clients(kafka)),
+        };
+        let planes = services.plane.clone();
+        let started = shards
+            .invoke_on_blocking(0, move || async move {
+                ControlPlane::start(plane_start).map(|plane| planes.install(plane))
+            })
+            .map_err(|e| StartError::Shard(e.to_string()))
+            .and_then(|started| started.map_err(StartError::Shard));
+        if let Err(err) = started {
+            drop(probe);
+            Self::stop_services(&services, threads);
+            return Err(err);
         }
         drop(probe);
+        let broker = Self { config, services, threads, _lock: lock };
         if let Some(addr) = broker.config.metrics_listen {
-            crate::http::spawn_metrics_server(addr, broker.router.clone())
-                .map_err(|e| StartError::Shard(format!("metrics endpoint {addr}: {e}")))?;
+            let services = broker.services.clone();
+            let stats = Arc::new(move || collect_stats(&services));
+            if let Err(err) = crate::http::spawn_metrics_server(addr, stats) {
+                let reason = format!("metrics endpoint {addr}: {err}");
+                broker.stop();
+                return Err(StartError::Shard(reason));
+            }
         }
         tracing::info!(
             listen = %broker.config.listen,
-            shards = shard_count,
+            shards = shards.count(),
             data_dir = %broker.config.data_dir.display(),
             flush = %broker.config.flush,
-            topics = metadata.topics.len(),
-            cluster_id = %metadata.cluster_id,
+            topics = view.image.topic_count(),
+            cluster_id = %view.image.cluster_id,
+            broker_id = broker.config.broker_id,
             "broker started"
         );
         Ok(broker)
@@ -207,55 +320,115 @@ impl Broker {
         &self.config
     }
 
-    /// Inboxes of the shards.
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
-
     /// Every shard's counters.
     pub fn stats(&self) -> Vec<ShardStats> {
-        collect_stats(&self.router)
+        collect_stats(&self.services)
     }
 
-    /// Stops accepting, finishes in-flight requests, flushes and closes every log, and joins the
-    /// shard threads.
+    /// Stops accepting on every shard and lets connections finish what they are doing (up to the
+    /// grace period), then flushes and closes every log, and joins the shard threads.
     pub fn stop(self) {
-        let mut acks = Vec::new();
-        for shard in 0..self.router.shard_count() {
-            let (tx, rx) = oneshot::channel();
-            self.router.send_blocking(shard, ShardMessage::Shutdown(tx));
-            acks.push(rx);
-        }
-        for ack in acks {
-            let _ = block_on_thread(ack);
-        }
-        for thread in self.threads {
-            let _ = thread.join();
-        }
+        let plane = self.services.plane.clone();
+        let _ = self.services.shards.invoke_on_blocking(0, move || async move {
+            if let Some(plane) = plane.try_local() {
+                plane.shutdown().await;
+            }
+        });
+        Self::stop_services(&self.services, self.threads);
         tracing::info!("broker stopped");
+    }
+
+    fn stop_services(services: &Services, threads: ShardThreads) {
+        // Every shard stops accepting and drains its connections at the same time; only then do
+        // the logs close (a request still being served on one shard may need another's).
+        let drained = (0..services.shards.count()).map(|shard| {
+            let (kafka, groups, replication) =
+                (services.kafka.clone(), services.groups.clone(), services.replication.clone());
+            services.shards.control_on(shard, move || async move {
+                if let Some(groups) = groups.try_local() {
+                    groups.stop();
+                }
+                if let Some(replication) = replication.try_local() {
+                    replication.stop();
+                }
+                if let Some(kafka) = kafka.try_local() {
+                    kafka.stop().await;
+                }
+            })
+        });
+        io::block_on_thread(futures_util::future::join_all(drained));
+        let closed = (0..services.shards.count()).map(|shard| {
+            let partitions = services.partitions.clone();
+            services.shards.control_on(shard, move || async move {
+                if let Some(partitions) = partitions.try_local() {
+                    partitions.close_all().await;
+                }
+                stop_current();
+            })
+        });
+        io::block_on_thread(futures_util::future::join_all(closed));
+        threads.join();
     }
 }
 
-/// Asks every shard for its counters (from a thread outside the shards).
-pub fn collect_stats(router: &Router) -> Vec<ShardStats> {
-    (0..router.shard_count())
+/// Asks every shard for its counters (from a thread that is not a shard).
+fn collect_stats(services: &Services) -> Vec<ShardStats> {
+    (0..services.shards.count())
         .filter_map(|shard| {
-            let (tx, rx) = oneshot::channel();
-            router.send_blocking(shard, ShardMessage::Stats(tx));
-            block_on_thread(rx).ok()
+            let (kafka, partitions) = (services.kafka.clone(), services.partitions.clone());
+            services
+                .shards
+                .invoke_on_blocking(shard, move || async move {
+                    let kafka = kafka.local();
+                    let partitions = partitions.local().stats();
+                    ShardStats {
+                        shard,
+                        core: core_of_current_thread(),
+                        // SAFETY: gettid has no preconditions.
+                        thread_id: unsafe { libc::gettid() },
+                        partitions: partitions.partitions,
+                        connections: kafka.metrics.connections.get(),
+                        requests: kafka.metrics.requests.get(),
+                        request_errors: kafka.metrics.request_errors.get(),
+                        partition_errors: kafka.metrics.partition_errors.get(),
+                        produce_bytes: partitions.appended_bytes,
+                        fetch_bytes: partitions.read_bytes,
+                        cache_bytes: partitions.cache.used_bytes,
+                        cache_hits: partitions.cache.hits,
+                        cache_misses: partitions.cache.misses,
+                    }
+                })
+                .ok()
         })
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Every shard starts accepting clients (the broker is registered and caught up).
+fn open_for_clients(kafka: Sharded<KafkaContext>) {
+    for shard in 0..kafka.shards().count() {
+        let kafka = kafka.clone();
+        io::spawn_detached(async move {
+            let shards = kafka.shards().clone();
+            let _ = shards
+                .control_on(shard, move || async move {
+                    if let Some(kafka) = kafka.try_local() {
+                        kafka.open_for_clients();
+                    }
+                })
+                .await;
+        });
+    }
+}
 
-    #[test]
-    fn cluster_ids_look_like_kafkas() {
-        let id = base64_url(&[0xff; 16]);
-        assert_eq!(id.len(), 22);
-        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(base64_url(b"Man"), "TWFu");
+/// The CPU the calling thread is pinned to, when it may run on exactly one.
+fn core_of_current_thread() -> Option<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+        (cpus.len() == 1).then(|| cpus[0])
     }
 }

@@ -25,7 +25,7 @@ pub struct BrokerConfig {
     /// Number of shards (pinned executors); 0 means one per available core.
     pub shards: usize,
     /// Durability policy: `always`, `interval:<ms>` or `never`.
-    pub flush: String,
+    pub flush: FlushPolicy,
     /// This broker's node id.
     pub broker_id: i32,
     /// Rack advertised in Metadata, if any.
@@ -47,6 +47,22 @@ pub struct BrokerConfig {
     pub max_connections_per_shard: usize,
     /// Requests a connection may have in flight before the broker stops reading from it.
     pub max_in_flight_requests_per_connection: usize,
+    /// Bytes of requests being read or served the broker holds at most, split evenly over the
+    /// shards (`queued.max.request.bytes`): a connection whose next bytes do not fit waits
+    /// (its socket fills, the client slows) until requests before it are done.
+    pub queued_max_request_bytes: usize,
+    /// A request whose frame has begun must arrive in full within this (ms), and a response
+    /// must be taken by the client within it, or the connection is closed: a client trickling
+    /// a frame, or not reading what it asked for, holds nothing for long.
+    pub request_read_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Largest Fetch response the broker builds, whatever the client asks (`fetch.max.bytes`);
+    /// each partition's share is capped by it too.
+    pub fetch_max_bytes: usize,
+    /// Bytes of record data the broker's fetches may hold at once between reading and writing
+    /// them, split evenly over the shards: a fetch that does not fit waits its turn.
+    pub fetch_read_budget_bytes: usize,
     /// Bytes each shard's read cache of recent batches may hold.
     pub cache_bytes_per_shard: u64,
     /// Capacity of each shard's inbox of cross-shard messages (back-pressure beyond it).
@@ -81,6 +97,36 @@ pub struct BrokerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
+    /// The metadata quorum's voters, `id@host:port,...` (their controller listeners), the same
+    /// on every node of the cluster. Unset: this broker is a cluster of its own (one voter, no
+    /// controller listener).
+    pub voters: Option<String>,
+    /// Address of this node's controller listener (Raft and controller requests from other
+    /// nodes); defaults to its own entry in `voters`. Only voters listen.
+    pub controller_listen: Option<SocketAddr>,
+    /// A broker whose heartbeats stop for this long is fenced: what it led moves to another
+    /// in-sync replica (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller (`broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// The controller moves leadership back to preferred replicas that are live and in sync
+    /// (`auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often it checks (`leader.imbalance.check.interval.seconds`, in ms here).
+    pub leader_imbalance_check_interval_ms: u64,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Bytes a follower asks for per partition and fetch (`replica.fetch.max.bytes`).
+    pub replica_fetch_max_bytes: usize,
+    /// Bytes a follower asks for per fetch (`replica.fetch.response.max.bytes`).
+    pub replica_fetch_response_max_bytes: usize,
+    /// Longest a follower's fetch waits at the leader for new data (`replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max_ms: u64,
+    /// Which replica a consumer reads from (KIP-392, `replica.selector.class`): empty for the
+    /// leader only, `rack-aware` (or Kafka's `RackAwareReplicaSelector` class name) for an
+    /// in-sync replica in the consumer's rack (`client.rack`).
+    pub replica_selector: String,
 }
 
 impl Default for BrokerConfig {
@@ -91,7 +137,7 @@ impl Default for BrokerConfig {
             advertised_port: None,
             data_dir: PathBuf::from("./moldau-data"),
             shards: 0,
-            flush: "always".into(),
+            flush: FlushPolicy::Always,
             broker_id: 0,
             rack: None,
             auto_create_topics: true,
@@ -102,6 +148,11 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             max_connections_per_shard: 10_000,
             max_in_flight_requests_per_connection: 64,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            request_read_timeout_ms: 30_000,
+            connections_max_idle_ms: 600_000,
+            fetch_max_bytes: 57_671_680,
+            fetch_read_budget_bytes: 512 * 1024 * 1024,
             cache_bytes_per_shard: 256 * 1024 * 1024,
             shard_queue_capacity: 4096,
             log_retention_ms: 7 * 24 * 3600 * 1000,
@@ -119,6 +170,17 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             metrics_listen: None,
             shutdown_grace_ms: 5000,
+            voters: None,
+            controller_listen: None,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_selector: String::new(),
         }
     }
 }
@@ -173,9 +235,6 @@ impl BrokerConfig {
     /// Checks values that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
-        if let Err(e) = FlushPolicy::parse(&self.flush) {
-            return bad(e);
-        }
         if self.num_partitions < 1 {
             return bad("num_partitions must be at least 1".into());
         }
@@ -185,18 +244,85 @@ impl BrokerConfig {
         if self.socket_request_max_bytes < 1024 || self.control_request_max_bytes < 1024 {
             return bad("request size limits must be at least 1024 bytes".into());
         }
+        if self.queued_max_request_bytes < 1024 * 1024 {
+            return bad("queued_max_request_bytes must be at least 1 MiB".into());
+        }
+        if self.fetch_max_bytes < 1024 || self.fetch_read_budget_bytes < 1024 * 1024 {
+            return bad("fetch_max_bytes must be at least 1024 and fetch_read_budget_bytes at least 1 MiB".into());
+        }
+        if self.request_read_timeout_ms == 0 || self.connections_max_idle_ms == 0 {
+            return bad("request_read_timeout_ms and connections_max_idle_ms must be positive".into());
+        }
         if self.max_in_flight_requests_per_connection == 0 || self.shard_queue_capacity == 0 {
             return bad("in-flight and queue bounds must be positive".into());
         }
         if self.log_segment_bytes < 4096 || self.log_segment_bytes > i32::MAX as u64 {
             return bad("log_segment_bytes must be between 4096 and 2147483647".into());
         }
+        if self.broker_heartbeat_interval_ms == 0 || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return bad("broker_session_timeout_ms must be larger than broker_heartbeat_interval_ms (> 0)".into());
+        }
+        if self.broker_id < 0 {
+            return bad("broker_id must not be negative".into());
+        }
+        if !matches!(
+            self.replica_selector.as_str(),
+            "" | "rack-aware" | "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+        ) {
+            return bad(format!(
+                "replica_selector must be empty (the leader) or rack-aware, not {:?}",
+                self.replica_selector
+            ));
+        }
+        let voters = self.parsed_voters().map_err(ConfigError::Invalid)?;
+        if self.voters.is_some() && self.controller_listen.is_some() && !voters.iter().any(|v| v.0 == self.broker_id) {
+            return bad(format!("controller_listen is set but broker {} is not among the voters", self.broker_id));
+        }
         Ok(())
     }
 
-    /// The flush policy, parsed.
-    pub fn flush_policy(&self) -> FlushPolicy {
-        FlushPolicy::parse(&self.flush).expect("validated")
+    /// The voters: node id and controller listener address; one (this broker, no listener
+    /// needed) when `voters` is unset.
+    pub fn parsed_voters(&self) -> Result<Vec<(i32, SocketAddr)>, String> {
+        let Some(list) = &self.voters else {
+            let addr = self.controller_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            return Ok(vec![(self.broker_id, addr)]);
+        };
+        let mut voters = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parsed = item.split_once('@').and_then(|(id, addr)| {
+                let id = id.trim().parse::<i32>().ok().filter(|id| *id >= 0)?;
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim()).ok()?.next()?;
+                Some((id, addr))
+            });
+            let Some((id, addr)) = parsed else {
+                return Err(format!("voters: {item:?} is not id@host:port"));
+            };
+            if voters.iter().any(|(other, _): &(i32, SocketAddr)| *other == id) {
+                return Err(format!("voters: node {id} is listed twice"));
+            }
+            voters.push((id, addr));
+        }
+        if voters.is_empty() {
+            return Err("voters: the list is empty".into());
+        }
+        voters.sort_unstable();
+        Ok(voters)
+    }
+
+    /// Whether consumers may be sent to an in-sync replica in their rack (KIP-392).
+    pub fn rack_aware_reads(&self) -> bool {
+        !self.replica_selector.is_empty()
+    }
+
+    /// Where this node's controller listener binds, when it is a voter of a cluster of several
+    /// nodes.
+    pub fn controller_listener(&self) -> Option<SocketAddr> {
+        self.voters.as_ref()?;
+        let voters = self.parsed_voters().ok()?;
+        let own = voters.iter().find(|v| v.0 == self.broker_id)?.1;
+        Some(self.controller_listen.unwrap_or(own))
     }
 
     /// Number of shards to run: the configured count, or one per available core.
@@ -222,7 +348,7 @@ mod tests {
     fn defaults_are_valid_and_listen_on_loopback_9092() {
         let config = BrokerConfig::load(None, &[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
-        assert_eq!(config.flush_policy(), FlushPolicy::Always);
+        assert_eq!(config.flush, FlushPolicy::Always);
         assert_eq!(config.data_dir, PathBuf::from("./moldau-data"));
     }
 
@@ -233,7 +359,7 @@ mod tests {
         std::fs::write(&path, "num_partitions = 3\nflush = \"never\"\n").unwrap();
         let config = BrokerConfig::load(Some(&path), &["num-partitions=5".into(), "data_dir=/x".into()]).unwrap();
         assert_eq!(config.num_partitions, 5);
-        assert_eq!(config.flush_policy(), FlushPolicy::Never);
+        assert_eq!(config.flush, FlushPolicy::Never);
         assert_eq!(config.data_dir, PathBuf::from("/x"));
     }
 
@@ -243,5 +369,26 @@ mod tests {
         assert!(BrokerConfig::load(None, &["flush=sometimes".into()]).is_err());
         assert!(BrokerConfig::load(None, &["num_partitions=0".into()]).is_err());
         assert!(BrokerConfig::load(None, &["num_partitions".into()]).is_err());
+    }
+
+    #[test]
+    fn voters_are_parsed_and_checked() {
+        let config =
+            BrokerConfig::load(None, &["voters=\"2@127.0.0.2:9093, 1@127.0.0.1:9093\"".into(), "broker_id=1".into()])
+                .unwrap();
+        let voters = config.parsed_voters().unwrap();
+        assert_eq!(voters, vec![(1, "127.0.0.1:9093".parse().unwrap()), (2, "127.0.0.2:9093".parse().unwrap())]);
+        assert_eq!(config.controller_listener(), Some("127.0.0.1:9093".parse().unwrap()));
+        let single = BrokerConfig::load(None, &[]).unwrap();
+        assert_eq!(single.parsed_voters().unwrap().len(), 1);
+        assert_eq!(single.controller_listener(), None, "a cluster of one listens for no one");
+        for bad in [
+            "voters=\"1@127.0.0.1:9093,1@127.0.0.2:9093\"",
+            "voters=\"x@127.0.0.1:1\"",
+            "voters=\"1@nowhere\"",
+            "voters=\"\"",
+        ] {
+            assert!(BrokerConfig::load(None, &[bad.into()]).is_err(), "{bad}");
+        }
     }
 }

@@ -4,10 +4,44 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 
-use crate::shard::{Router, ShardStats};
+use std::sync::Arc;
+
+/// A shard's counters, as the endpoint reports them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShardStats {
+    /// Shard id.
+    pub shard: usize,
+    /// CPU the shard thread is pinned to, if pinned.
+    pub core: Option<usize>,
+    /// Kernel thread id of the shard's thread.
+    pub thread_id: i32,
+    /// Partitions owned.
+    pub partitions: usize,
+    /// Open client connections.
+    pub connections: u64,
+    /// Requests handled (all APIs).
+    pub requests: u64,
+    /// Requests that ended in a connection-level error.
+    pub request_errors: u64,
+    /// Partition-level errors returned.
+    pub partition_errors: u64,
+    /// Record bytes appended to the shard's partitions.
+    pub produce_bytes: u64,
+    /// Record bytes read from the shard's partitions for fetches.
+    pub fetch_bytes: u64,
+    /// Read cache bytes held.
+    pub cache_bytes: u64,
+    /// Read cache hits.
+    pub cache_hits: u64,
+    /// Read cache misses.
+    pub cache_misses: u64,
+}
+
+/// Where the endpoint gets the counters it reports (called on the endpoint's own thread).
+pub type StatsSource = Arc<dyn Fn() -> Vec<ShardStats> + Send + Sync>;
 
 /// Starts the endpoint on `addr`; returns the bound address.
-pub fn spawn_metrics_server(addr: SocketAddr, router: Router) -> std::io::Result<SocketAddr> {
+pub fn spawn_metrics_server(addr: SocketAddr, stats: StatsSource) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "metrics endpoint listening");
@@ -27,7 +61,7 @@ pub fn spawn_metrics_server(addr: SocketAddr, router: Router) -> std::io::Result
                     line.clear();
                 }
                 let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                let stats = crate::broker::collect_stats(&router);
+                let stats = stats();
                 let (status, content_type, body) = match path {
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", prometheus(&stats)),
                     "/v1/shards" => (

@@ -16,9 +16,11 @@ pub mod group;
 pub mod http;
 pub mod io;
 pub mod kafka;
+pub mod model;
+pub mod partition;
+pub mod replication;
 pub mod shard;
 pub mod storage;
-pub mod util;
 
 /// Every binary linking Moldau (broker, tools, tests, benches) uses the guarded allocator.
 #[global_allocator]

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, ./moldau-data, one shard per core, flush=always).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     #[command(flatten)]
     Tool(Box<moldau::cli::ToolCommand>),
 }
@@ -40,6 +40,19 @@ struct ServeArgs {
     /// Durability: always, interval:MS or never.
     #[arg(long, value_name = "always|interval:MS|never")]
     flush: Option<String>,
+    /// This node's id (broker_id), unique in the cluster.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+    /// The metadata quorum's voters, the same list on every node: ID@HOST:PORT,... (their
+    /// controller listeners). Unset: a cluster of this broker alone.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// This voter's controller listener (default: its entry in --voters).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// What clients are told to connect to (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
     /// Any other setting, as KEY=VALUE (repeatable), e.g. --set num_partitions=3.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -87,6 +100,24 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(flush) = args.flush {
         overrides.push(format!("flush=\"{flush}\""));
     }
+    if let Some(advertised) = args.advertised_listener {
+        let Some((host, port)) = advertised.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        else {
+            eprintln!("moldau: --advertised-listener {advertised:?} is not HOST:PORT");
+            return ExitCode::from(2);
+        };
+        overrides.push(format!("advertised_host=\"{}\"", host.trim_matches(['[', ']'])));
+        overrides.push(format!("advertised_port={port}"));
+    }
+    if let Some(id) = args.node_id {
+        overrides.push(format!("broker_id={id}"));
+    }
+    if let Some(voters) = args.voters {
+        overrides.push(format!("voters=\"{voters}\""));
+    }
+    if let Some(addr) = args.controller_listen {
+        overrides.push(format!("controller_listen=\"{addr}\""));
+    }
     let config = match BrokerConfig::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(err) => {
@@ -114,7 +145,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Tool(tool) => {
             // Tools end quietly when their output pipe closes (`moldau consume | head`).
             // SAFETY: resetting a signal disposition before any other thread exists.

@@ -9,10 +9,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::Broker;
-use moldau::client::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
+use common::{Broker, SmallDisk, TempDir};
 use moldau::client::{ClientError, KafkaClient};
 use moldau::io::block_on;
+use moldau::model::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
 
 fn records(n: usize, tag: &str) -> Bytes {
     let values: Vec<KeyValue> =
@@ -534,4 +534,415 @@ fn large_and_pipelined_requests_arrive_intact() {
             }
         }
     });
+}
+
+#[test]
+fn offset_for_leader_epoch_answers_where_an_epoch_ended() {
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let broker = Broker::start("epochs", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("ep", 1, 1, &BTreeMap::new()).await.unwrap();
+        client.produce("ep", 0, records(4, "a"), -1, 5_000).await.unwrap();
+        let ask = |leader_epoch: i32, current_leader_epoch: i32| {
+            OffsetForLeaderEpochRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(
+                vec![OffsetForLeaderTopic::default().with_topic(moldau::client::topic_name("ep")).with_partitions(
+                    vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_leader_epoch(leader_epoch)
+                        .with_current_leader_epoch(current_leader_epoch),
+                ],
+                )],
+            )
+        };
+        let conn = client.any().await.unwrap();
+        let answer = |r: kafka_protocol::messages::OffsetForLeaderEpochResponse| {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        };
+        assert_eq!(answer(conn.send(ask(0, -1)).await.unwrap()), (0, 0, 4), "epoch 0 is current: the log end");
+        assert_eq!(answer(conn.send(ask(7, -1)).await.unwrap()), (0, -1, -1), "a future epoch is undefined");
+        let (code, _, _) = answer(conn.send(ask(0, 3)).await.unwrap());
+        assert_eq!(code, 75, "a newer current epoch than the leader's is UNKNOWN_LEADER_EPOCH");
+    });
+}
+
+#[test]
+fn a_clean_stop_does_not_wait_out_the_grace_period_for_idle_connections() {
+    // A long grace period: connections that finish at once must not make shutdown wait for it.
+    let mut broker = Broker::start("stop-fast", &["--set", "shutdown_grace_ms=60000"]);
+    let idle: Vec<TcpStream> = (0..4).map(|_| connect(&broker)).collect();
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.metadata(None, false).await.unwrap();
+    });
+    let started = Instant::now();
+    broker.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "stop took {took:?} with a 60 s grace period and idle connections");
+    drop(idle);
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_directory_refuses_to_start() {
+    let broker = Broker::start("lock", &[]);
+    let output = common::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_moldau"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&broker.data_dir),
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success(), "the second broker must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another broker"), "{stderr}");
+    still_serves(&broker);
+}
+
+#[test]
+fn a_second_broker_on_a_busy_port_refuses_to_start() {
+    let broker = Broker::start("busy-port", &[]);
+    let other = TempDir::new("busy-port-other");
+    let output = common::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_moldau"))
+            .args(["serve", "--listen", &broker.addr, "--data-dir"])
+            .arg(&other.0),
+        Duration::from_secs(60),
+    );
+    assert!(!output.status.success(), "the second broker must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Address already in use") && stderr.contains("another broker"), "{stderr}");
+    still_serves(&broker);
+}
+
+/// Kilobytes of a /proc/<pid>/status field (VmRSS, VmData).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether the broker closes `stream` (EOF or reset, not merely silence) within `limit`.
+fn closed_by_broker(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => panic!("the broker sent {n} bytes instead of closing"),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+/// A Produce frame that claims `size` bytes, of which only its header and `sent` bytes come.
+fn partial_produce(broker: &Broker, size: i32, sent: usize, id: i32) -> TcpStream {
+    let mut stream = connect(broker);
+    let mut start = size.to_be_bytes().to_vec();
+    start.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    start.extend_from_slice(&9i16.to_be_bytes());
+    start.extend_from_slice(&id.to_be_bytes());
+    start.resize(start.len() + sent, b'x');
+    stream.write_all(&start).unwrap();
+    stream
+}
+
+#[test]
+fn slowloris_connections_hold_only_what_they_sent_and_are_closed_when_too_slow() {
+    let broker = Broker::start("slowloris", &["--set", "request_read_timeout_ms=4000"]);
+    still_serves(&broker);
+    let pid = broker.pid();
+    let (rss_before, data_before) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmData"));
+    // 200 connections each claim a 100 MiB Produce and send 4 KiB of it, then a byte now and then.
+    let mut slow: Vec<TcpStream> = (0..200).map(|i| partial_produce(&broker, 100 << 20, 4096, i)).collect();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        for s in &mut slow {
+            let _ = s.write_all(b"y");
+        }
+    }
+    // Reserving the claimed sizes would be 20 GB; growing with what arrives stays in MiBs.
+    let (rss, data) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmData"));
+    println!("200 slowloris connections: RSS {rss_before} -> {rss} KiB, data {data_before} -> {data} KiB");
+    assert!(data.saturating_sub(data_before) < 200 << 10, "reserved {data_before} -> {data} KiB");
+    assert!(rss.saturating_sub(rss_before) < 100 << 10, "resident {rss_before} -> {rss} KiB");
+    // Everyone else is served meanwhile.
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "beside-slowloris").await.unwrap();
+        client.create_topic("beside", 1, 1, &BTreeMap::new()).await.unwrap();
+        let base = client.produce("beside", 0, records(10, "b"), -1, 10_000).await.unwrap();
+        let fetched = client.fetch("beside", 0, base, 1 << 20, 100).await.unwrap();
+        assert_eq!(decode_records(fetched.records.clone()).unwrap().len(), 10);
+    });
+    // Their frames never finish: each is closed after the read timeout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for s in &mut slow {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        assert!(closed_by_broker(s, left), "a trickling frame is closed after request_read_timeout_ms");
+    }
+    still_serves(&broker);
+}
+
+#[test]
+fn requests_beyond_the_memory_budget_wait_for_room() {
+    // One shard with a 1 MiB budget: a stalled 900 KiB frame holds most of it.
+    let broker = Broker::start("budget", &["--shards", "1", "--set", "queued_max_request_bytes=1048576"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "budget").await.unwrap();
+        client.create_topic("budget", 1, 1, &BTreeMap::new()).await.unwrap();
+    });
+    let stalled = partial_produce(&broker, 900 << 10, 800 << 10, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    // A 512 KiB produce does not fit beside it: it is not read (so not answered) until the
+    // stalled frame lets go.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = broker.addr.clone();
+    let writer = std::thread::spawn(move || {
+        let values: Vec<KeyValue> = (0..512).map(|_| (None, Some(Bytes::from(vec![b'v'; 1000])))).collect();
+        let batch = encode_batch(&values, &EncodeOptions::default()).freeze();
+        let result = block_on(async {
+            let client = KafkaClient::connect(&addr, "budget-big").await.unwrap();
+            client.produce("budget", 0, batch, -1, 30_000).await
+        });
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err(), "a request over the budget waits");
+    drop(stalled);
+    let result = rx.recv_timeout(Duration::from_secs(20)).expect("answered once the budget has room");
+    assert_eq!(result, Ok(0));
+    writer.join().unwrap();
+    still_serves(&broker);
+}
+
+#[test]
+fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let broker = Broker::start("idle", &["--set", "connections_max_idle_ms=1000"]);
+    let mut idle = connect(&broker);
+    let mut busy = connect(&broker);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert!(raw_request(&mut busy, 18, 0, &[]).is_some(), "a connection in use stays open");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(closed_by_broker(&mut idle, Duration::from_secs(10)), "closed after connections_max_idle_ms");
+    still_serves(&broker);
+}
+
+/// A raw Fetch v4 of partition 0 of `topic` from offset 0 asking for everything (max_bytes and
+/// partition_max_bytes 2^31-1), sent and never read.
+fn greedy_fetch(broker: &Broker, topic: &str) -> TcpStream {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let request =
+        FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(0).with_max_bytes(i32::MAX).with_topics(
+            vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_owned()))).with_partitions(
+                vec![
+                    FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(i32::MAX),
+                ],
+            )],
+        );
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 4).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i16(1);
+    frame.put_i16(4);
+    frame.put_i32(77);
+    frame.put_i16(6);
+    frame.put_slice(b"greedy");
+    frame.put_slice(&body);
+    let mut stream = connect(broker);
+    stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    stream.write_all(&frame).unwrap();
+    stream
+}
+
+#[test]
+fn huge_fetches_stay_within_the_fetch_budget_and_others_are_served() {
+    let broker = Broker::start(
+        "fetch-budget",
+        &[
+            "--shards",
+            "1",
+            "--flush",
+            "never",
+            "--set",
+            "fetch_read_budget_bytes=67108864",
+            "--set",
+            "cache_bytes_per_shard=1048576",
+            "--set",
+            "request_read_timeout_ms=5000",
+        ],
+    );
+    // 64 MiB in a partition, cold (the read cache holds 1 MiB).
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "fetch-budget").await.unwrap();
+        client.create_topic("cold", 1, 1, &BTreeMap::new()).await.unwrap();
+        client.create_topic("small", 1, 1, &BTreeMap::new()).await.unwrap();
+        let values: Vec<KeyValue> = (0..900).map(|_| (None, Some(Bytes::from(vec![b'c'; 1000])))).collect();
+        let batch = encode_batch(&values, &EncodeOptions::default()).freeze();
+        for _ in 0..72 {
+            client.produce("cold", 0, batch.clone(), -1, 30_000).await.unwrap();
+        }
+        client.produce("small", 0, records(5, "s"), -1, 10_000).await.unwrap();
+    });
+    let pid = broker.pid();
+    let rss_before = status_kib(pid, "VmRSS");
+    // 20 clients ask for all 64 MiB each and never read the answer.
+    let greedy: Vec<TcpStream> = (0..20).map(|_| greedy_fetch(&broker, "cold")).collect();
+    let mut peak = 0;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        peak = peak.max(status_kib(pid, "VmRSS"));
+    }
+    println!("20 greedy fetches: RSS {rss_before} -> peak {peak} KiB");
+    // Unbounded, each would read the 64 MiB (1.3 GB); the 64 MiB budget holds one 55 MiB response.
+    assert!(peak.saturating_sub(rss_before) < 160 << 10, "RSS {rss_before} -> {peak} KiB");
+    // Another consumer is served meanwhile.
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "fetch-budget-small").await.unwrap();
+        let fetched = client.fetch("small", 0, 0, 1 << 20, 100).await.unwrap();
+        assert_eq!(decode_records(fetched.records.clone()).unwrap().len(), 5);
+    });
+    drop(greedy);
+    still_serves(&broker);
+}
+
+/// Produces 64 KiB batches to `full-0` until one fails: (batches acknowledged, the error code).
+fn produce_until_refused(addr: &str, limit: usize) -> (usize, Option<i16>) {
+    block_on(async {
+        let client = KafkaClient::connect(addr, "filler").await.unwrap();
+        let values: Vec<KeyValue> = (0..64).map(|_| (None, Some(Bytes::from(vec![b'f'; 1000])))).collect();
+        let batch = encode_batch(&values, &EncodeOptions::default()).freeze();
+        for acked in 0..limit {
+            if let Err(err) = client.produce("full", 0, batch.clone(), -1, 10_000).await {
+                return (acked, err.code());
+            }
+        }
+        (limit, None)
+    })
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_everything_comes_back_once_there_is_room() {
+    let root = TempDir::new("full-disk");
+    let Some(disk) = SmallDisk::mount(root.0.join("disk.img"), &root.0.join("disk"), 128) else { return };
+    // The broker's data is the small disk itself; its log goes beside it, on the real disk, so
+    // it can be read when something fails.
+    let data = disk.at.clone();
+    let mut broker = Broker::start_at(&data, "127.0.0.1:0", vec!["--set".into(), "log_segment_bytes=8388608".into()]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "full").await.unwrap();
+        client.create_topic("full", 1, 1, &BTreeMap::new()).await.unwrap();
+    });
+    // Full: writes are refused with KAFKA_STORAGE_ERROR, nothing acknowledged is lost.
+    let filler = disk.fill_leaving(12 << 20);
+    let (first, code) = produce_until_refused(&broker.addr, 1000);
+    assert_eq!(code, Some(56), "KAFKA_STORAGE_ERROR once the disk is full ({first} batches went in)");
+    // Room again: the partition comes back without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = Instant::now();
+    let (more, code) = loop {
+        let (more, code) = produce_until_refused(&broker.addr, 5);
+        if more > 0 || resumed.elapsed() > Duration::from_secs(30) {
+            break (more, code);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!((more, code), (5, None), "writes resume once there is room, without a restart");
+    assert!(broker.log().contains("reopening a partition whose log went offline"), "{}", broker.log());
+    // The metadata log's reserve is in place again for the next time the disk fills.
+    let reserve = disk.at.join("__cluster").join("raft").join("reserve");
+    let since = Instant::now();
+    while std::fs::metadata(&reserve).map(|m| m.len()).unwrap_or(0) != 16 << 20 {
+        assert!(since.elapsed() < Duration::from_secs(15), "the reserve comes back once there is room");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Full again, and restarted while full: it starts, and comes back once there is room.
+    let filler = disk.fill_leaving(0);
+    let (again, _) = produce_until_refused(&broker.addr, 1000);
+    broker.kill();
+    broker.start_again();
+    still_serves(&broker);
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = Instant::now();
+    while produce_until_refused(&broker.addr, 1).0 == 0 {
+        assert!(resumed.elapsed() < Duration::from_secs(30), "writes resume after a restart on a full disk");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("full disk: {first} batches, then {more} after room came back, {again} before the restart");
+    // Every acknowledged batch is there, in order.
+    let acked = (first + more + again + 1) as i64 * 64;
+    let end = block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "full").await.unwrap();
+        client.list_offset("full", 0, -1).await.unwrap().0
+    });
+    // (A refused batch may have been stored whole before its neighbour failed: at most those two.)
+    assert!(end >= acked && end <= acked + 2 * 64, "{end}: {first} + {more} + {again} + 1 batches of 64");
+    broker.kill();
+    drop(disk);
+}
+
+#[test]
+fn connections_stay_within_the_open_files_limit_and_refusals_are_not_logged_in_a_flood() {
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("nofile");
+    let log_path = dir.0.with_extension("log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_moldau"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--data-dir"])
+        .arg(&dir.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    // SAFETY: setrlimit between fork and exec touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.trim().strip_prefix("moldau listening on ").expect("listening").to_owned();
+    // 300 connections against a limit of 192 (three quarters of 256 open files).
+    let mut conns: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(&addr).ok()).collect();
+    let mut answered = 0;
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if raw_request(c, 18, 0, &[]).is_some() {
+            answered += 1;
+        }
+    }
+    drop(conns);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let refusals = log.matches("connection refused").count();
+    println!("300 connections, limit 192: {answered} served, {refusals} refusal lines logged");
+    assert!(log.contains("connections limited by the open-files limit"), "{log}");
+    assert!(answered > 0 && answered <= 192, "{answered} served");
+    assert!(refusals <= 2, "refusals are logged once per 10 s: {refusals}\n{log}");
+    // The broker is alive and serves again once they are gone.
+    std::thread::sleep(Duration::from_millis(300));
+    block_on(async {
+        let client = KafkaClient::connect(&addr, "after").await.expect("serves again");
+        client.metadata(None, false).await.expect("metadata");
+    });
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
 }

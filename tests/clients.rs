@@ -68,7 +68,7 @@ fn kcat_metadata_produce_consume_and_offsets_for_times() {
     let text = stdout(&out);
     assert!(text.contains("offset 0"), "{text}");
     // And one in the future gives the end (-1).
-    let future = (moldau::util::now_ms() + 3_600_000).to_string();
+    let future = (moldau::io::now_ms() + 3_600_000).to_string();
     let out = run_ok(&mut kcat(&["-b", b, "-Q", "-t", &format!("kc:0:{future}")]), "kcat -Q future", CLIENT_TIMEOUT);
     assert!(stdout(&out).contains("offset -1"), "{}", stdout(&out));
 }
@@ -98,4 +98,78 @@ fn kafkajs_produce_consume_admin() {
     let out =
         run_ok(&mut node("kafkajs_basic.js", &[&broker.addr, "js-topic", "100"]), "kafkajs_basic.js", CLIENT_TIMEOUT);
     assert!(stdout(&out).contains("kafkajs ok"));
+}
+
+/// A batch of `n` keyed records, compressed with `codec`, as bytes to mangle.
+fn batch_bytes(codec: i16, keys: bool, tag: &str) -> Vec<u8> {
+    use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
+    let values: Vec<KeyValue> = (0..20)
+        .map(|i| {
+            (
+                keys.then(|| bytes::Bytes::from(format!("k{i}"))),
+                Some(bytes::Bytes::from(format!("{tag}-{i} ").repeat(10))),
+            )
+        })
+        .collect();
+    encode_batch(&values, &EncodeOptions { compression: codec, ..EncodeOptions::default() }).to_vec()
+}
+
+/// A batch whose CRC is right for whatever its records have become.
+fn with_crc(mut batch: Vec<u8>) -> bytes::Bytes {
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.into()
+}
+
+#[test]
+fn poison_pills_are_refused_and_consumers_read_the_next_record() {
+    let broker = Broker::start("poison", &[]);
+    let b = broker.addr.as_str();
+    let mut pills: Vec<(&str, bytes::Bytes)> = Vec::new();
+    let mut unknown = batch_bytes(0, true, "p");
+    unknown[22] |= 7;
+    pills.push(("unknown codec 7", with_crc(unknown)));
+    for (codec, name) in [(1, "gzip"), (2, "snappy"), (3, "lz4"), (4, "zstd")] {
+        let mut damaged = batch_bytes(codec, true, "p");
+        let mid = 61 + (damaged.len() - 61) / 2;
+        for byte in &mut damaged[mid..mid + 8] {
+            *byte ^= 0x5a;
+        }
+        pills.push((name, with_crc(damaged)));
+    }
+    let mut garbage = batch_bytes(0, true, "p");
+    garbage[61..].fill(0xff);
+    pills.push(("garbage records", with_crc(garbage)));
+    let mut long = batch_bytes(0, true, "p");
+    long[61..66].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x7f]);
+    pills.push(("record length out of range", with_crc(long)));
+    moldau::io::block_on(async {
+        let client = moldau::client::KafkaClient::connect(b, "poison").await.unwrap();
+        client.create_topic("pills", 1, 1, &std::collections::BTreeMap::new()).await.unwrap();
+        let compacted = [("cleanup.policy".to_owned(), "compact".to_owned())].into_iter().collect();
+        client.create_topic("compacted", 1, 1, &compacted).await.unwrap();
+        for (what, pill) in &pills {
+            let err = client.produce("pills", 0, pill.clone(), -1, 5000).await.expect_err(what);
+            assert_eq!(err.code(), Some(2), "{what}: CORRUPT_MESSAGE, got {err}");
+        }
+        let keyless = bytes::Bytes::from(batch_bytes(0, false, "nokey"));
+        let err = client.produce("compacted", 0, keyless, -1, 5000).await.expect_err("keyless");
+        assert_eq!(err.code(), Some(87), "INVALID_RECORD for a record without a key on a compacted topic");
+        // A good batch of each codec after them: stored from offset 0, nothing before it.
+        for codec in 0..=4 {
+            let good = bytes::Bytes::from(batch_bytes(codec, true, &format!("good{codec}")));
+            assert_eq!(client.produce("pills", 0, good, -1, 5000).await.unwrap(), i64::from(codec) * 20);
+        }
+    });
+    // A real consumer (librdkafka) reads every good record and nothing else, without stalling.
+    let out = run_ok(
+        &mut kcat(&["-b", b, "-C", "-t", "pills", "-o", "beginning", "-e", "-q", "-f", "%s\n"]),
+        "kcat consume",
+        Duration::from_secs(60),
+    );
+    let values: Vec<String> = stdout(&out).lines().map(|l| l.trim().to_owned()).collect();
+    assert_eq!(values.len(), 100, "{values:?}");
+    for codec in 0..5 {
+        assert!(values[codec * 20].starts_with(&format!("good{codec}-0")), "{values:?}");
+    }
 }

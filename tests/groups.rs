@@ -14,8 +14,8 @@ use bytes::Bytes;
 use common::{Broker, moldau, python, run_ok, stdout};
 use moldau::client::KafkaClient;
 use moldau::client::member::{GroupConsumer, needs_rejoin};
-use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::block_on;
+use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
 
 /// Broker settings that keep group tests quick: short sessions allowed, short initial delay.
 const GROUP_ARGS: &[&str] =
@@ -435,4 +435,38 @@ fn protocol_level_rebalance_of_three_members_and_after_a_leave() {
             "protocol-level rebalance: 3 members joined in {joined:?}; after a leave, 2 rejoined in {rebalanced:?}"
         );
     });
+}
+
+/// Bytes the files of every `__consumer_offsets` partition take on disk (allocated blocks).
+fn offsets_disk_bytes(broker: &Broker) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    for dir in std::fs::read_dir(&broker.data_dir).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.file_name().unwrap().to_string_lossy().starts_with("__consumer_offsets-") {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            bytes += file.unwrap().metadata().unwrap().blocks() * 512;
+        }
+    }
+    bytes
+}
+
+#[test]
+fn tiny_groups_take_little_disk() {
+    let broker = Broker::start("tiny-groups", &[]);
+    create_topic(&broker, "tiny", 1);
+    moldau::io::block_on(async {
+        let client = moldau::client::KafkaClient::connect(&broker.addr, "tiny").await.unwrap();
+        // Nine groups, one commit each, landing in (up to) nine offsets partitions.
+        for g in 0..9 {
+            client.commit_offsets(&format!("tiny-{g}"), &[("tiny".to_owned(), 0, 1)]).await.unwrap();
+        }
+    });
+    let used = offsets_disk_bytes(&broker);
+    println!("nine one-commit groups: {used} bytes of __consumer_offsets on disk");
+    // User partitions preallocate 16 MiB at a time; nine offsets partitions at that step
+    // would be 144 MiB.
+    assert!(used < 9 * (2 << 20), "{used} bytes");
 }

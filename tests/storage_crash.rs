@@ -11,9 +11,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::{Faults, block_on};
-use moldau::storage::batch::{self, validate_all};
+use moldau::model::batch::{self, validate_all};
+use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
 use rand::Rng;
 

@@ -7,41 +7,19 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use moldau::client::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::io::{FaultOp, Faults, block_on};
-use moldau::storage::batch::{self, validate_all};
+use moldau::model::batch::{self, validate_all};
+use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache, StorageError, TimestampType};
 use proptest::prelude::*;
 
-/// A test's log directory: removed when the test passes, kept for a look when it fails.
-struct TestDir(PathBuf);
+mod common;
+use common::TempDir;
 
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn test_dir(name: &str) -> TestDir {
-    // Under target/, which is on a real disk (O_DIRECT needs one; /tmp may be tmpfs).
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
-    std::fs::create_dir_all(&root).unwrap();
-    TestDir(tempfile::Builder::new().prefix(name).tempdir_in(root).unwrap().keep())
+/// A test's log directory (on a real disk: O_DIRECT needs one): removed when the test passes,
+/// kept for a look when it fails.
+fn test_dir(name: &str) -> TempDir {
+    TempDir::new(name)
 }
 
 fn context(cache_bytes: u64) -> LogContext {
@@ -72,10 +50,16 @@ fn append(log: &Log, batch: BytesMut, now: i64) -> moldau::storage::AppendInfo {
 
 /// Reads everything from `from` to the log end, batch by batch.
 async fn read_all(log: &Log, from: i64, max_bytes: usize) -> Vec<Bytes> {
+    read_below(log, from, max_bytes, i64::MAX).await
+}
+
+/// Every batch from `from` whose base offset is below `upper` (what the partition layer asks
+/// for when it serves only durable data).
+async fn read_below(log: &Log, from: i64, max_bytes: usize, upper: i64) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
-        let result = log.read(offset, max_bytes, i64::MAX).await.expect("read");
+        let result = log.read(offset, max_bytes, upper).await.expect("read");
         if result.batches.is_empty() {
             break;
         }
@@ -248,19 +232,26 @@ fn retention_by_size_time_and_delete_records() {
     });
 }
 
+/// Appends 40 batches of two records (about 1.4 KiB each) and flushes; returns each batch's
+/// base offset and stamped bytes.
+async fn forty_batches(log: &Log) -> Vec<(i64, Bytes)> {
+    let mut expected = Vec::new();
+    for seed in 0..40u64 {
+        let batch = make_batch(seed, 2, 700, seed as i64);
+        let info = append(log, batch.clone(), 0);
+        expected.push((info.base_offset, stamped(&batch, info.base_offset)));
+    }
+    log.flush().await.unwrap();
+    expected
+}
+
 #[test]
 fn truncate_to_removes_the_tail_and_new_appends_reuse_offsets() {
     let dir = test_dir("truncate");
     block_on(async {
         let cfg = config(8 * 1024, FlushPolicy::Always);
         let log = Log::open(&dir, cfg.clone(), &context(4 * 1024)).await.unwrap();
-        let mut expected = Vec::new();
-        for seed in 0..40u64 {
-            let batch = make_batch(seed, 2, 700, seed as i64);
-            let info = append(&log, batch.clone(), 0);
-            expected.push((info.base_offset, stamped(&batch, info.base_offset)));
-        }
-        log.flush().await.unwrap();
+        let mut expected = forty_batches(&log).await;
         // Offset 31 lies inside the batch based at 30: truncation cuts from 30.
         log.truncate_to(31).await.unwrap();
         assert_eq!(log.log_end_offset(), 30);
@@ -275,6 +266,64 @@ fn truncate_to_removes_the_tail_and_new_appends_reuse_offsets() {
         log.close().await.unwrap();
         let log = Log::open(&dir, cfg, &context(4 * 1024)).await.unwrap();
         assert_same_batches(&read_all(&log, 0, 4096).await, &want, "truncation is durable");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncating_at_a_segment_base_keeps_the_segment_before_it_whole() {
+    let dir = test_dir("truncate-at-base");
+    block_on(async {
+        let cfg = config(8 * 1024, FlushPolicy::Always);
+        let log = Log::open(&dir, cfg.clone(), &context(4 * 1024)).await.unwrap();
+        let expected = forty_batches(&log).await;
+        let segments = segment_files(&dir);
+        assert!(segments.len() >= 3, "{segments:?}");
+        // The third segment's base offset, from its file name.
+        let base: i64 = segments[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        log.truncate_to(base).await.unwrap();
+        assert_eq!(log.log_end_offset(), base);
+        let want: Vec<Bytes> = expected.iter().filter(|(o, _)| *o < base).map(|(_, b)| b.clone()).collect();
+        assert_same_batches(&read_all(&log, 0, 4096).await, &want, "everything before the cut");
+        assert_eq!(segment_files(&dir).len(), 2);
+        let batch = make_batch(999, 3, 100, 5);
+        let info = append(&log, batch.clone(), 0);
+        info.durable.wait().await.unwrap();
+        assert_eq!(info.base_offset, base);
+        let mut want = want;
+        want.push(stamped(&batch, base));
+        log.close().await.unwrap();
+        let log = Log::open(&dir, cfg, &context(4 * 1024)).await.unwrap();
+        assert_same_batches(&read_all(&log, 0, 4096).await, &want, "after a reopen");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn start_at_empties_the_log_and_replica_appends_go_on_from_there_across_a_reopen() {
+    let dir = test_dir("start-at");
+    block_on(async {
+        let cfg = config(8 * 1024, FlushPolicy::Always);
+        let log = Log::open(&dir, cfg.clone(), &context(4 * 1024)).await.unwrap();
+        for seed in 0..20u64 {
+            append(&log, make_batch(seed, 2, 700, seed as i64), 0);
+        }
+        log.flush().await.unwrap();
+        assert!(segment_files(&dir).len() > 1);
+        // A follower that ended at 40 while its leader's log starts at 500.
+        log.start_at(500).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+        assert!(log.read(40, 4096, i64::MAX).await.is_err(), "nothing below the new start");
+        assert_eq!(segment_files(&dir).len(), 1, "one empty segment left");
+        let batch = stamped(&make_batch(77, 3, 100, 5), 500);
+        let spans = validate_all(&batch, usize::MAX).unwrap();
+        let info = log.append_replica(batch.clone(), &spans, 0).unwrap();
+        info.durable.wait().await.unwrap();
+        assert_eq!(info.base_offset, 500);
+        log.close().await.unwrap();
+        let log = Log::open(&dir, cfg, &context(4 * 1024)).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 503));
+        assert_same_batches(&read_all(&log, 500, 4096).await, &[batch], "after a reopen");
         log.close().await.unwrap();
     });
 }
@@ -474,10 +523,11 @@ fn failed_write_fails_the_append_and_keeps_durable_data_readable() {
         let err = info.durable.wait().await.unwrap_err();
         assert!(matches!(err, StorageError::Offline(_)), "{err}");
         assert!(log.snapshot().offline);
-        // No more appends, but what was durable is still served, and nothing beyond it.
+        // No more appends, the durable offset stays where it was, and what is below it reads.
         let spans = validate_all(&good, usize::MAX).unwrap();
         assert!(matches!(log.append(good.clone(), &spans, 0, 0), Err(StorageError::Offline(_))));
-        let read = read_all(&log, 0, 1 << 20).await;
+        assert_eq!(log.durable_offset(), 2);
+        let read = read_below(&log, 0, 1 << 20, log.durable_offset()).await;
         assert_eq!(read, vec![stamped(&good, 0)]);
         let _ = log.close().await;
         // After a restart, the log is healthy again from its durable state.
@@ -496,8 +546,8 @@ fn failed_fdatasync_is_never_acknowledged() {
         ctx.faults.fail_next(FaultOp::Sync, libc::EIO);
         let info = append(&log, make_batch(1, 1, 10, 1), 0);
         assert!(info.durable.wait().await.is_err());
-        assert_eq!(log.snapshot().durable_offset, 0);
-        assert!(read_all(&log, 0, 1000).await.is_empty(), "data that never became durable is not served");
+        assert_eq!(log.snapshot().durable_offset, 0, "a failed sync never counts as durable");
+        assert!(log.is_offline());
         let _ = log.close().await;
     });
 }

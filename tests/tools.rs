@@ -101,6 +101,7 @@ fn bad_flags_get_a_clear_error() {
         (vec!["bench", "--compression", "brotli"], "compression"),
         (vec!["bench", "--workload", "/no/such/file.toml"], "/no/such/file.toml"),
         (vec!["soak", "--kill-every", "5-15"], "--spawn-broker"),
+        (vec!["soak", "--nodes", "3"], "--spawn-broker"),
         (vec!["soak", "--message-size", "4"], "message-size"),
         (vec!["bench", "--partitions", "lots"], "invalid value"),
     ] {
@@ -123,6 +124,15 @@ fn soak(args: &[&str], json: &std::path::Path) -> (std::process::Output, serde_j
     (output, report)
 }
 
+/// Every group of a soak report saw every acknowledged record, uncorrupted and in order.
+fn every_group_saw_everything(report: &serde_json::Value) {
+    for group in report["groups"].as_array().unwrap() {
+        assert_eq!(group["lost"], 0, "{group}");
+        assert_eq!(group["corrupted"], 0, "{group}");
+        assert_eq!(group["out_of_order"], 0, "{group}");
+    }
+}
+
 #[test]
 fn soak_with_broker_restarts_loses_nothing() {
     let dir = TempDir::new("soak");
@@ -134,11 +144,24 @@ fn soak_with_broker_restarts_loses_nothing() {
     assert_eq!(report["passed"], true);
     assert!(report["broker_kills"].as_u64().unwrap() >= 2, "{report}");
     assert!(report["acknowledged"].as_u64().unwrap() > 50_000, "{report}");
-    for group in report["groups"].as_array().unwrap() {
-        assert_eq!(group["lost"], 0);
-        assert_eq!(group["corrupted"], 0);
-        assert_eq!(group["out_of_order"], 0);
-    }
+    every_group_saw_everything(&report);
+}
+
+#[test]
+fn soak_on_three_nodes_with_leader_kills_loses_nothing() {
+    let dir = TempDir::new("soak-cluster");
+    let (output, report) = soak(
+        &["--nodes", "3", "--duration", "20", "--kill-every", "4-6", "--report-every", "5", "--rate", "1000"],
+        &dir.join("soak.json"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stderr}", stdout(&output));
+    assert!(stderr.contains("3 nodes, replication factor 3"), "{stderr}");
+    assert!(stderr.contains("(leader of partition"), "the soak kills partition leaders: {stderr}");
+    assert_eq!(report["passed"], true);
+    assert!(report["broker_kills"].as_u64().unwrap() >= 2, "{report}");
+    assert!(report["acknowledged"].as_u64().unwrap() > 10_000, "{report}");
+    every_group_saw_everything(&report);
 }
 
 #[test]

@@ -15,8 +15,8 @@ use rand::{Rng, SeedableRng};
 use super::stats::{latency_us, new_histogram, record, wall_clock_us};
 use super::workload::{KeyMode, Rate, Workload};
 use crate::client::KafkaClient;
-use crate::client::records::{BatchBuilder, EncodeOptions, compression_id, encode_batch, for_each_record};
-use crate::util::LocalSignal;
+use crate::io::LocalSignal;
+use crate::model::records::{BatchBuilder, EncodeOptions, compression_id, encode_batch, for_each_record};
 
 /// How long producers wait for outstanding acknowledgements after the run.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -332,7 +332,7 @@ async fn producer(
                 None => sticky,
                 Some(k) => {
                     let topic_index = (sent_messages as usize) % workload.topics.max(1);
-                    let partition = crate::cli::produce::partition_for_key(k, spec.partitions) as usize;
+                    let partition = crate::client::partition_for_key(k, spec.partitions) as usize;
                     (topic_index * spec.partitions as usize + partition) % spec.targets.len()
                 }
             };

@@ -20,7 +20,7 @@ use load::{ConsumerSpec, ProducerSpec, Report, Sample, ThreadPlan, Timeline};
 use stats::{LatencySummary, summarize};
 use workload::Workload;
 
-use crate::cli::DEFAULT_BOOTSTRAP;
+use crate::client::DEFAULT_BOOTSTRAP;
 use crate::client::KafkaClient;
 
 /// Arguments of `moldau bench`. Flags override the workload file.
@@ -80,6 +80,9 @@ pub struct BenchArgs {
     /// Produce requests in flight per producer.
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Replication factor of the topics created (default: the broker's).
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
     /// Warm-up seconds.
     #[arg(long)]
     pub warmup: Option<u64>,
@@ -92,6 +95,10 @@ pub struct BenchArgs {
     /// Render a latency-by-percentile plot (SVG) here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// After the run, run the same load again while this many partitions are created and deleted
+    /// through the protocol (topics of 10), and report publish p99 against the first run.
+    #[arg(long, value_name = "PARTITIONS")]
+    pub metadata_churn: Option<usize>,
 }
 
 impl BenchArgs {
@@ -113,7 +120,7 @@ impl BenchArgs {
             duration => duration_secs, topics => topics, partitions => partitions, producers => producers,
             consumers => consumers, consumer_groups => consumer_groups, message_size => message_size, keys => keys,
             rate => rate, acks => acks, compression => compression, batch_bytes => batch_bytes, linger_ms => linger_ms,
-            max_in_flight => max_in_flight, warmup => warmup_secs, threads => threads,
+            max_in_flight => max_in_flight, replication_factor => replication_factor, warmup => warmup_secs, threads => threads,
         );
         if self.topic.is_some() {
             w.topic = self.topic.clone();
@@ -173,7 +180,29 @@ pub struct BenchReport {
     pub errors: u64,
     /// Per-second series.
     pub intervals: Vec<IntervalPoint>,
+    /// The second run under metadata churn, when asked for.
+    pub churn: Option<ChurnReport>,
 }
+
+/// The same load again while partitions were created and deleted.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnReport {
+    /// Partitions created and then deleted during the measured window.
+    pub partitions_churned: usize,
+    /// Seconds the churn took (it stops at the end of the window if not done).
+    pub churn_secs: f64,
+    /// Produced throughput under churn.
+    pub produced: Throughput,
+    /// Publish latency under churn.
+    pub publish_latency: LatencySummary,
+    /// Publish p99 under churn over publish p99 of the run without it.
+    pub publish_p99_ratio: f64,
+    /// Failed produce requests under churn.
+    pub errors: u64,
+}
+
+/// Partitions of each topic the churn creates and deletes.
+const CHURN_PARTITIONS_PER_TOPIC: usize = 10;
 
 fn throughput(messages: u64, bytes: u64, secs: f64) -> Throughput {
     Throughput { messages, messages_per_sec: messages as f64 / secs, mb_per_sec: bytes as f64 / secs / 1e6 }
@@ -215,7 +244,7 @@ async fn prepare_topics(
     let mut topics = Vec::new();
     for name in names {
         if workload.create_topics {
-            match client.create_topic(name, workload.partitions, -1, &BTreeMap::new()).await {
+            match client.create_topic(name, workload.partitions, workload.replication_factor, &BTreeMap::new()).await {
                 Ok(()) => {}
                 Err(e) if e.code() == Some(36) => {}
                 Err(e) => return Err(e.to_string()),
@@ -227,6 +256,12 @@ async fn prepare_topics(
     Ok(topics)
 }
 
+/// One measured run over prepared topics.
+struct Run {
+    report: BenchReport,
+    measured: Sample,
+}
+
 /// Runs `moldau bench`.
 pub fn run(args: BenchArgs) -> Result<BenchReport, String> {
     let workload = Arc::new(args.workload()?);
@@ -236,7 +271,60 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, String> {
         let client = KafkaClient::connect(&args.bootstrap, "moldau-bench-admin").await.map_err(|e| e.to_string())?;
         prepare_topics(&client, &workload, &names).await
     })?;
-    let plans = plan(&workload, &topics);
+    let outcome = run_measured(&args, &workload, &topics, None).and_then(|first| match args.metadata_churn {
+        None => Ok(first),
+        Some(partitions) => {
+            eprintln!("bench: the same load again, creating and deleting {partitions} partitions meanwhile");
+            let churned = run_measured(&args, &workload, &topics, Some(partitions))?;
+            Ok(with_churn(first, churned))
+        }
+    });
+    if workload.create_topics {
+        crate::io::block_on(async {
+            if let Ok(client) = KafkaClient::connect(&args.bootstrap, "moldau-bench-admin").await {
+                for (name, _) in &topics {
+                    let _ = client.delete_topic(name).await;
+                }
+            }
+        });
+    }
+    let Run { report, measured } = outcome?;
+    print_summary(&report);
+    if let Some(path) = &args.json {
+        write_outputs(path, &report, &measured)?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{}: latency by percentile", workload.name);
+        let svg = plot::latency_plot(&title, &[("publish", &measured.publish), ("end-to-end", &measured.e2e)]);
+        std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("plot: {}", path.display());
+    }
+    Ok(report)
+}
+
+/// The first run's report with the churned run's numbers attached.
+fn with_churn(first: Run, churned: Run) -> Run {
+    let mut report = first.report;
+    let churn = churned.report.churn.expect("a churned run reports its churn");
+    let baseline = report.publish_latency.p99_us.max(1) as f64;
+    report.churn = Some(ChurnReport {
+        publish_p99_ratio: churned.report.publish_latency.p99_us as f64 / baseline,
+        produced: churned.report.produced,
+        publish_latency: churned.report.publish_latency,
+        errors: churned.report.errors,
+        ..churn
+    });
+    Run { report, measured: first.measured }
+}
+
+/// Runs the load once (with `churn` partitions created and deleted during the measured window).
+fn run_measured(
+    args: &BenchArgs,
+    workload: &Arc<Workload>,
+    topics: &[(String, i32)],
+    churn: Option<usize>,
+) -> Result<Run, String> {
+    let plans = plan(workload, topics);
     let threads = plans.len();
     eprintln!(
         "bench {}: {} topic(s) x {} partitions, {} producer(s), {} group(s) x {} consumer(s), {} B messages, rate {}, acks {}, {} thread(s); warm-up {} s, measuring {} s",
@@ -276,6 +364,10 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, String> {
         end: start + Duration::from_secs(workload.warmup_secs + workload.duration_secs),
     };
     *timeline_cell.lock().map_err(|_| "poisoned")? = Some(timeline);
+    let churner = churn.map(|partitions| {
+        let bootstrap = args.bootstrap.clone();
+        std::thread::spawn(move || churn_metadata(&bootstrap, partitions, timeline))
+    });
     ready.wait(); // go
     let mut measured = Sample::default();
     let mut finals = 0;
@@ -321,12 +413,17 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, String> {
     for h in handles {
         let _ = h.join();
     }
+    let churned = match churner.map(|c| c.join()) {
+        None => None,
+        Some(Ok(result)) => Some(result?),
+        Some(Err(_)) => return Err("the metadata churn thread panicked".into()),
+    };
     if let Some(e) = failure {
         return Err(e);
     }
     let secs = workload.duration_secs as f64;
     let report = BenchReport {
-        workload: (*workload).clone(),
+        workload: (**workload).clone(),
         bootstrap: args.bootstrap.clone(),
         measured_secs: secs,
         produced: throughput(measured.produced, measured.produced_bytes, secs),
@@ -335,27 +432,37 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, String> {
         end_to_end_latency: summarize(&measured.e2e),
         errors: measured.errors,
         intervals,
+        churn: churned.map(|(partitions_churned, churn_secs)| ChurnReport {
+            partitions_churned,
+            churn_secs,
+            produced: Throughput::default(),
+            publish_latency: LatencySummary::default(),
+            publish_p99_ratio: 0.0,
+            errors: 0,
+        }),
     };
-    print_summary(&report);
-    if let Some(path) = &args.json {
-        write_outputs(path, &report, &measured)?;
-    }
-    if let Some(path) = &args.plot {
-        let title = format!("{}: latency by percentile", workload.name);
-        let svg = plot::latency_plot(&title, &[("publish", &measured.publish), ("end-to-end", &measured.e2e)]);
-        std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("plot: {}", path.display());
-    }
-    if workload.create_topics {
-        crate::io::block_on(async {
-            if let Ok(client) = KafkaClient::connect(&args.bootstrap, "moldau-bench-admin").await {
-                for (name, _) in &topics {
-                    let _ = client.delete_topic(name).await;
-                }
-            }
-        });
-    }
-    Ok(report)
+    Ok(Run { report, measured })
+}
+
+/// Creates and deletes topics of [`CHURN_PARTITIONS_PER_TOPIC`] partitions until `partitions`
+/// were churned, starting with the measured window and stopping at its end at the latest.
+/// Returns the partitions churned and the seconds it took.
+fn churn_metadata(bootstrap: &str, partitions: usize, timeline: Timeline) -> Result<(usize, f64), String> {
+    std::thread::sleep(timeline.measure_from.saturating_duration_since(Instant::now()));
+    let started = Instant::now();
+    crate::io::block_on(async {
+        let client = KafkaClient::connect(bootstrap, "moldau-bench-churn").await.map_err(|e| e.to_string())?;
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let mut churned = 0;
+        while churned < partitions && Instant::now() < timeline.end {
+            let name = format!("moldau-churn-{}-{churned}", &run[..8]);
+            let count = CHURN_PARTITIONS_PER_TOPIC.min(partitions - churned);
+            client.create_topic(&name, count as i32, -1, &BTreeMap::new()).await.map_err(|e| e.to_string())?;
+            client.delete_topic(&name).await.map_err(|e| e.to_string())?;
+            churned += count;
+        }
+        Ok((churned, started.elapsed().as_secs_f64()))
+    })
 }
 
 fn print_summary(r: &BenchReport) {
@@ -370,6 +477,14 @@ fn print_summary(r: &BenchReport) {
     );
     println!("publish latency     {}", r.publish_latency.line());
     println!("end-to-end latency  {}", r.end_to_end_latency.line());
+    if let Some(c) = &r.churn {
+        println!(
+            "under churn of {} partitions ({:.1} s): produced {:.0} msg/s, errors {}",
+            c.partitions_churned, c.churn_secs, c.produced.messages_per_sec, c.errors
+        );
+        println!("publish latency     {}", c.publish_latency.line());
+        println!("publish p99 under churn / without: {:.2}", c.publish_p99_ratio);
+    }
 }
 
 /// Writes the JSON summary and the two `.hgrm` files next to it.

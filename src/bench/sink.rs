@@ -16,8 +16,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::io::net::{AsyncWriteExt, TcpStream};
-use crate::kafka::frame::{FrameLimits, FrameReader};
+use crate::io::net::{FrameRules, FramedReader, Stream};
+use crate::model::wire::parse_request_header;
 
 /// Arguments of `moldau bench-sink`.
 #[derive(clap::Args, Debug)]
@@ -45,7 +45,6 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
             crate::io::block_on(async move {
                 let listener = crate::io::net::reuseport_listener(addr, 1024).expect("sink listener");
                 while let Ok((stream, _)) = listener.accept().await {
-                    let _ = stream.set_nodelay(true);
                     crate::io::spawn_detached(serve(stream, addr, partitions));
                 }
             })
@@ -60,16 +59,20 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
 }
 
 fn topic_id(name: &str) -> uuid::Uuid {
-    uuid::Uuid::from_u128(u128::from(crate::cli::produce::murmur2(name.as_bytes())) + 1)
+    uuid::Uuid::from_u128(u128::from(crate::client::murmur2(name.as_bytes())) + 1)
 }
 
-async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
-    let mut reader =
-        FrameReader::new(stream.clone(), FrameLimits { produce_max_bytes: 100 << 20, control_max_bytes: 8 << 20 });
+/// Largest request the sink reads (what a broker allows a Produce by default).
+const MAX_REQUEST_BYTES: usize = 100 << 20;
+
+async fn serve(stream: Stream, addr: SocketAddr, partitions: i32) {
+    let mut reader = FramedReader::new(stream.clone());
     let mut writer = stream;
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
-    while let Ok(Some(frame)) = reader.next().await {
-        let h = frame.header.clone();
+    let rules = FrameRules { min_bytes: 8, peek_bytes: 0 };
+    while let Ok(Some(mut frame)) = reader.next(rules, |_| MAX_REQUEST_BYTES).await {
+        let Ok((h, header_len, _)) = parse_request_header(&frame) else { return };
+        let body_bytes = frame.split_off(header_len);
         let Ok(key) = ApiKey::try_from(h.api_key) else { return };
         let version = h.api_version;
         let mut body = bytes::BytesMut::new();
@@ -94,7 +97,7 @@ async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
                 )
                 .encode(&mut body, version),
             ApiKey::Metadata => {
-                let Ok(request) = MetadataRequest::decode(&mut frame.body.freeze(), version) else { return };
+                let Ok(request) = MetadataRequest::decode(&mut body_bytes.freeze(), version) else { return };
                 let names: Vec<String> = request
                     .topics
                     .unwrap_or_default()
@@ -134,7 +137,7 @@ async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
                     .encode(&mut body, version)
             }
             ApiKey::CreateTopics => {
-                let Ok(request) = CreateTopicsRequest::decode(&mut frame.body.freeze(), version) else { return };
+                let Ok(request) = CreateTopicsRequest::decode(&mut body_bytes.freeze(), version) else { return };
                 CreateTopicsResponse::default()
                     .with_topics(
                         request
@@ -147,7 +150,7 @@ async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
             }
             ApiKey::DeleteTopics => DeleteTopicsResponse::default().encode(&mut body, version),
             ApiKey::ListOffsets => {
-                let Ok(request) = ListOffsetsRequest::decode(&mut frame.body.freeze(), version) else { return };
+                let Ok(request) = ListOffsetsRequest::decode(&mut body_bytes.freeze(), version) else { return };
                 ListOffsetsResponse::default()
                     .with_topics(
                         request
@@ -169,20 +172,21 @@ async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
                     .encode(&mut body, version)
             }
             ApiKey::Produce => {
-                let Ok(view) = crate::kafka::produce_request::parse(&frame.body, version) else { return };
-                if view.acks == 0 {
+                let Ok(request) = ProduceRequest::decode(&mut body_bytes.freeze(), version) else { return };
+                if request.acks == 0 {
                     continue;
                 }
                 ProduceResponse::default()
                     .with_responses(
-                        view.topics
+                        request
+                            .topic_data
                             .iter()
                             .map(|t| {
-                                let name = t.name.clone().unwrap_or_default();
+                                let name = t.name.as_str().to_owned();
                                 TopicProduceResponse::default()
                                     .with_name(TopicName(StrBytes::from_string(name.clone())))
                                     .with_partition_responses(
-                                        t.partitions
+                                        t.partition_data
                                             .iter()
                                             .map(|p| {
                                                 let next = offsets.entry((name.clone(), p.index)).or_default();
@@ -216,7 +220,7 @@ async fn serve(stream: TcpStream, addr: SocketAddr, partitions: i32) {
             frame_out.extend_from_slice(&[0]);
         }
         frame_out.extend_from_slice(&body);
-        if writer.write_all(frame_out.freeze()).await.0.is_err() {
+        if writer.write_all(vec![frame_out.freeze()]).await.is_err() {
             return;
         }
     }

@@ -18,10 +18,10 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::stats::{LatencySummary, new_histogram, record, summarize, wall_clock_us};
-use crate::cli::DEFAULT_BOOTSTRAP;
+use crate::client::DEFAULT_BOOTSTRAP;
 use crate::client::member::{GroupConsumer, needs_rejoin};
-use crate::client::records::{BatchBuilder, for_each_record};
 use crate::client::{ClientError, KafkaClient};
+use crate::model::records::{BatchBuilder, for_each_record};
 
 /// Records per produced batch at most.
 const BATCH_RECORDS: usize = 100;
@@ -68,10 +68,16 @@ pub struct SoakArgs {
     /// --bootstrap.
     #[arg(long)]
     pub spawn_broker: bool,
-    /// Data directory of the spawned broker (default: a new temporary one).
+    /// With --spawn-broker: start this many nodes (a cluster on 127.0.0.1..=N, each a metadata
+    /// voter and a broker); the topic is replicated min(N, 3) times with min.insync.replicas=2.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Data directory of the spawned broker (default: a new temporary one); with --nodes N,
+    /// node i keeps its data in DIR/node-i.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// With --spawn-broker: SIGKILL and restart it every MIN-MAX seconds (random), e.g. 5-15.
+    /// With --spawn-broker: SIGKILL and restart it every MIN-MAX seconds (random), e.g. 5-15;
+    /// with --nodes N, the node leading a random partition.
     #[arg(long, value_name = "MIN-MAX")]
     pub kill_every: Option<String>,
     /// Write the final report here as JSON.
@@ -253,36 +259,48 @@ struct Shared {
     end: Option<Instant>,
 }
 
-/// The broker the soak started, if it did.
-struct SpawnedBroker {
+/// A node the soak started.
+struct SpawnedNode {
     child: Option<Child>,
-    port: u16,
+    /// Its Kafka listener (fixed, so a restart keeps the bootstrap list valid).
+    listen: String,
     data_dir: PathBuf,
+    /// `serve` arguments beyond the listener and data directory.
+    extra: Vec<String>,
 }
 
-impl SpawnedBroker {
-    fn start(data_dir: PathBuf, port: u16) -> Result<Self, String> {
-        let mut broker = Self { child: None, port, data_dir };
-        broker.launch()?;
-        Ok(broker)
+impl SpawnedNode {
+    fn start(data_dir: PathBuf, listen: String, extra: Vec<String>) -> Result<Self, String> {
+        let mut node = Self { child: None, listen, data_dir, extra };
+        node.launch()?;
+        Ok(node)
     }
 
     fn launch(&mut self) -> Result<(), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // The broker's log goes beside its data directory, so a failed run can be read.
+        let log_path = self.data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut child = Command::new(exe)
-            .args(["serve", "--flush", "always", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["serve", "--flush", "always", "--listen", &self.listen])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start a broker: {e}"))?;
         let stdout = child.stdout.take().expect("piped");
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map_err(|e| e.to_string())?;
         if !line.starts_with("moldau listening on") {
-            return Err(format!("spawned broker did not start: {line:?}"));
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("spawned broker did not start: {line:?} (see {})", log_path.display()));
         }
         self.child = Some(child);
         Ok(())
@@ -297,13 +315,65 @@ impl SpawnedBroker {
     }
 }
 
-impl Drop for SpawnedBroker {
+impl Drop for SpawnedNode {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
         }
+    }
+}
+
+/// A free port on `ip`.
+fn free_port(ip: &str) -> Result<u16, String> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("{ip}: {e}"))
+}
+
+/// The nodes the soak started: one broker (data in `dir`), or `count` nodes (in `dir/node-N`) on 127.0.0.1..=count, each a
+/// metadata voter and a broker with one shard (they share this machine's cores).
+fn spawn_nodes(dir: &std::path::Path, count: usize) -> Result<Vec<SpawnedNode>, String> {
+    if count == 1 {
+        let listen = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+        return Ok(vec![SpawnedNode::start(dir.to_path_buf(), listen, Vec::new())?]);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ips: Vec<String> = (1..=count).map(|i| format!("127.0.0.{i}")).collect();
+    let mut voters = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        voters.push(format!("{}@{ip}:{}", i + 1, free_port(ip)?));
+    }
+    let voters = voters.join(",");
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let extra = vec![
+            "--node-id".into(),
+            (i + 1).to_string(),
+            "--voters".into(),
+            voters.clone(),
+            "--shards".into(),
+            "1".into(),
+        ];
+        nodes.push(SpawnedNode::start(dir.join(format!("node-{}", i + 1)), format!("{ip}:{}", free_port(ip)?), extra)?);
+    }
+    Ok(nodes)
+}
+
+/// The node that leads a random partition of `topic` now (by the metadata of any node), as an
+/// index into the spawned nodes; a random node when no leader is known.
+fn leader_of_random_partition(bootstrap: &str, topic: &str, partitions: i32, nodes: usize) -> (usize, Option<i32>) {
+    let partition = rand::rng().random_range(0..partitions);
+    let leader = crate::io::block_on(async {
+        let client = KafkaClient::connect(bootstrap, "moldau-soak-admin").await.ok()?;
+        let info = client.topic(topic, false).await.ok()?;
+        info.partitions.iter().find(|p| p.0 == partition).map(|p| p.1).filter(|l| *l >= 1)
+    });
+    match leader {
+        Some(id) if (id as usize) <= nodes => (id as usize - 1, Some(partition)),
+        _ => (rand::rng().random_range(0..nodes), None),
     }
 }
 
@@ -327,43 +397,65 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
     if kill_range.is_some() && !args.spawn_broker {
         return Err("--kill-every needs --spawn-broker (the soak only kills a broker it started)".into());
     }
-    let mut spawned = if args.spawn_broker {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("moldau-soak-{}", uuid::Uuid::new_v4().simple())));
-        Some(SpawnedBroker::start(dir, port)?)
+    if args.nodes == 0 || (args.nodes > 1 && !args.spawn_broker) {
+        return Err("--nodes must be positive and needs --spawn-broker (the soak starts the nodes itself)".into());
+    }
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("moldau-soak-{}", uuid::Uuid::new_v4().simple())));
+    let mut spawned = if args.spawn_broker { spawn_nodes(&dir, args.nodes)? } else { Vec::new() };
+    let bootstrap = if spawned.is_empty() {
+        args.bootstrap.clone()
     } else {
-        None
-    };
-    let bootstrap = match &spawned {
-        Some(b) => format!("127.0.0.1:{}", b.port),
-        None => args.bootstrap.clone(),
+        spawned.iter().map(|n| n.listen.as_str()).collect::<Vec<_>>().join(",")
     };
     let topic = args
         .topic
         .clone()
         .unwrap_or_else(|| format!("moldau-soak-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    // Replicated over the spawned nodes; on a given cluster, its default factor.
+    let replication = if spawned.len() > 1 { spawned.len().min(3) as i16 } else { -1 };
+    let mut topic_configs = BTreeMap::new();
+    if replication >= 3 {
+        topic_configs.insert("min.insync.replicas".to_owned(), "2".to_owned());
+    }
     crate::io::block_on(async {
-        let client = KafkaClient::connect(&bootstrap, "moldau-soak-admin").await.map_err(|e| e.to_string())?;
-        match client.create_topic(&topic, args.partitions, -1, &BTreeMap::new()).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(36) => Ok(()),
-            Err(e) => Err(e.to_string()),
+        // A new cluster takes a moment to elect its controller and register its brokers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let outcome = match KafkaClient::connect(&bootstrap, "moldau-soak-admin").await {
+                Ok(client) => client.create_topic(&topic, args.partitions, replication, &topic_configs).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code() == Some(36) => return Ok(()),
+                Err(e) if Instant::now() < deadline && !spawned.is_empty() => {
+                    tracing::debug!(error = %e, "soak: topic not created yet; retrying");
+                    crate::io::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     })?;
     eprintln!(
-        "soak: topic {topic} ({} partitions), {} producers over {} keys at {} msg/s, {} groups x {} consumers, {} s{}",
+        "soak: topic {topic} ({} partitions{}), {} producers over {} keys at {} msg/s, {} groups x {} consumers, {} s{}",
         args.partitions,
+        if spawned.len() > 1 {
+            format!(", {} nodes, replication factor {replication}", spawned.len())
+        } else {
+            String::new()
+        },
         args.producers,
         args.keys,
         args.rate,
         args.consumer_groups,
         args.consumers,
         args.duration,
-        kill_range.map(|(a, b)| format!(", broker SIGKILL every {a}-{b} s")).unwrap_or_default()
+        kill_range
+            .map(|(a, b)| format!(", {} SIGKILL every {a}-{b} s", if spawned.len() > 1 { "leader" } else { "broker" }))
+            .unwrap_or_default()
     );
     let shared = Arc::new(Mutex::new(Shared {
         publish: Some(new_histogram()),
@@ -406,12 +498,24 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
     let mut periods = Vec::new();
     while Instant::now() < end + Duration::from_secs(1) && threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
-        if let (Some(at), Some(broker)) = (next_kill, spawned.as_mut())
+        if let Some(at) = next_kill
+            && !spawned.is_empty()
             && Instant::now() >= at
             && Instant::now() < end
         {
-            eprintln!("soak: SIGKILL broker (restart {})", kills + 1);
-            broker.kill_and_restart()?;
+            if spawned.len() == 1 {
+                eprintln!("soak: SIGKILL broker (restart {})", kills + 1);
+                spawned[0].kill_and_restart()?;
+            } else {
+                let (node, partition) = leader_of_random_partition(&bootstrap, &topic, args.partitions, spawned.len());
+                match partition {
+                    Some(p) => {
+                        eprintln!("soak: SIGKILL node {} (leader of partition {p}; restart {})", node + 1, kills + 1)
+                    }
+                    None => eprintln!("soak: SIGKILL node {} (no leader known; restart {})", node + 1, kills + 1),
+                }
+                spawned[node].kill_and_restart()?;
+            }
             kills += 1;
             let (a, b) = kill_range.expect("set");
             next_kill = Some(Instant::now() + Duration::from_secs(rand::rng().random_range(a..=b)));
@@ -485,12 +589,20 @@ pub fn run(args: SoakArgs) -> Result<SoakReport, String> {
         std::fs::write(path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    if let Some(b) = spawned.as_ref()
-        && args.data_dir.is_none()
-    {
-        let dir = b.data_dir.clone();
+    if !spawned.is_empty() && args.data_dir.is_none() {
+        let logs: Vec<PathBuf> = spawned.iter().map(|n| n.data_dir.with_extension("log")).collect();
         drop(spawned);
-        let _ = std::fs::remove_dir_all(dir);
+        if report.passed {
+            let _ = std::fs::remove_dir_all(&dir);
+            for log in logs {
+                let _ = std::fs::remove_file(log);
+            }
+        } else {
+            eprintln!(
+                "soak: the nodes' data and logs are kept: {}",
+                logs.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(" ")
+            );
+        }
     }
     Ok(report)
 }
@@ -539,7 +651,7 @@ async fn producers(args: SoakArgs, bootstrap: String, topic: String, shared: Arc
                     next_key += 1;
                     let seq = seqs.entry(key).or_default();
                     *seq += 1;
-                    let partition = crate::cli::produce::partition_for_key(&key_bytes(key), args.partitions);
+                    let partition = crate::client::partition_for_key(&key_bytes(key), args.partitions);
                     let intended = intended_us(index);
                     batches.entry(partition).or_default().push(Outgoing {
                         key,
@@ -561,10 +673,9 @@ async fn producers(args: SoakArgs, bootstrap: String, topic: String, shared: Arc
                     let (client, topic, shared, message_size) = (&client, &topic, &shared, args.message_size);
                     async move {
                         for chunk in records.chunks(BATCH_RECORDS) {
-                            let mut builder =
-                                BatchBuilder::new(chunk.len() * (message_size + 32), crate::util::now_ms());
+                            let mut builder = BatchBuilder::new(chunk.len() * (message_size + 32), crate::io::now_ms());
                             for record in chunk {
-                                builder.push(Some(&key_bytes(record.key)), &record.value, crate::util::now_ms());
+                                builder.push(Some(&key_bytes(record.key)), &record.value, crate::io::now_ms());
                             }
                             let batch = builder.finish();
                             let repeats = 1 + std::mem::take(&mut repeats_left);
@@ -777,13 +888,16 @@ impl Member {
         if self.membership.is_none() {
             match GroupConsumer::join(client, &self.group, &self.topic, self.partitions, SESSION_TIMEOUT_MS).await {
                 Ok(joined) => {
+                    tracing::debug!(member = %self.client_id, assignment = ?joined.assignment, "soak member joined");
                     self.membership = Some(joined);
-                    if self.load_positions().await.is_err() {
+                    if let Err(e) = self.load_positions().await {
+                        tracing::debug!(member = %self.client_id, error = %e, "soak member could not load positions");
                         self.reset();
                         return false;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(member = %self.client_id, error = %e, "soak member could not join");
                     self.reset();
                     return false;
                 }
@@ -828,7 +942,7 @@ impl Member {
     async fn poll(&mut self) -> Option<Vec<(i32, i64, Bytes)>> {
         if self.last_commit.elapsed() >= COMMIT_EVERY {
             self.last_commit = Instant::now();
-            let offsets: Vec<(i32, i64)> = self.positions.iter().map(|(_, p, o)| (*p, *o)).collect();
+            let offsets = self.committable();
             let membership = self.membership.as_mut().expect("joined");
             let outcome = match membership.commit(&offsets).await {
                 Ok(()) => membership.heartbeat().await,
@@ -837,13 +951,16 @@ impl Member {
             match outcome {
                 Ok(()) => {}
                 Err(e) if needs_rejoin(&e) => {
+                    tracing::debug!(member = %self.client_id, error = %e, "soak member rejoins");
                     let rejoined = membership.rejoin(self.partitions).await;
+                    tracing::debug!(member = %self.client_id, result = ?rejoined.as_ref().map(|()| &membership.assignment), "soak member rejoined");
                     if rejoined.is_err() || self.load_positions().await.is_err() {
                         self.reset();
                     }
                     return None;
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(member = %self.client_id, error = %e, "soak member lost its membership");
                     self.reset();
                     return None;
                 }
@@ -856,7 +973,8 @@ impl Member {
         let client = self.client.as_ref().expect("connected");
         let results = match client.fetch_many(&self.positions, 1 << 20, 200).await {
             Ok(r) => r,
-            Err(_) => {
+            Err(e) => {
+                tracing::debug!(member = %self.client_id, error = %e, "soak member fetch failed");
                 self.reset();
                 crate::io::sleep(Duration::from_millis(100)).await;
                 return None;
@@ -882,9 +1000,13 @@ impl Member {
 
     async fn commit_now(&mut self) {
         if let Some(membership) = self.membership.as_ref() {
-            let offsets: Vec<(i32, i64)> = self.positions.iter().map(|(_, p, o)| (*p, *o)).collect();
-            let _ = membership.commit(&offsets).await;
+            let _ = membership.commit(&self.committable()).await;
         }
+    }
+
+    /// (partition, next offset to read) of every assigned partition: what a commit stores.
+    fn committable(&self) -> Vec<(i32, i64)> {
+        self.positions.iter().map(|(_, p, o)| (*p, *o)).collect()
     }
 
     async fn leave(&mut self) {

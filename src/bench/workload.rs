@@ -86,6 +86,8 @@ pub struct Workload {
     pub linger_ms: u64,
     /// Produce requests in flight per producer.
     pub max_in_flight: usize,
+    /// Replication factor of the topics created (-1: the broker's default).
+    pub replication_factor: i16,
     /// Seconds of warm-up (reported live, left out of the summary).
     pub warmup_secs: u64,
     /// Seconds measured.
@@ -113,6 +115,7 @@ impl Default for Workload {
             batch_bytes: 64 * 1024,
             linger_ms: 1,
             max_in_flight: 5,
+            replication_factor: -1,
             warmup_secs: 5,
             duration_secs: 30,
             threads: 0,
@@ -132,7 +135,7 @@ impl Workload {
     pub fn validate(&self) -> Result<(), String> {
         KeyMode::parse(&self.keys)?;
         Rate::parse(&self.rate)?;
-        if crate::client::records::compression_id(&self.compression).is_none() {
+        if crate::model::records::compression_id(&self.compression).is_none() {
             return Err(format!("compression {:?}: expected none, gzip, snappy, lz4 or zstd", self.compression));
         }
         if !matches!(self.acks, -1..=1) {

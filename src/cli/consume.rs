@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::{DEFAULT_BOOTSTRAP, connect};
 use crate::client::ClientError;
-use crate::client::records::decode_records;
+use crate::model::records::decode_records;
 
 /// Arguments of `moldau consume`.
 #[derive(clap::Args, Debug)]

@@ -12,8 +12,7 @@ use clap::Subcommand;
 
 use crate::client::{ClientError, KafkaClient};
 
-/// Default bootstrap address of every tool.
-pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+pub use crate::client::DEFAULT_BOOTSTRAP;
 
 /// The tools.
 #[derive(Subcommand, Debug)]

@@ -10,13 +10,11 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use compio::BufResult;
-use compio::buf::{IntoInner, IoBufMut};
 use futures_channel::oneshot;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
-use crate::io::net::{AsyncRead, AsyncWriteExt, TcpStream};
+use crate::io::net::{FrameRules, FramedReader, Stream};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +60,16 @@ impl ClientError {
         Some(Self::Kafka { context: context.into(), error: error.to_string(), code, message })
     }
 
+    /// Whether asking again (after fresh metadata) may succeed: no leader yet, a leader that
+    /// moved, metadata not yet everywhere, a timeout (what Kafka clients retry).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Kafka { code, .. } => matches!(code, 3 | 5 | 6 | 7 | 13 | 74 | 75),
+            Self::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
     /// The Kafka error code, if this is one.
     pub fn code(&self) -> Option<i16> {
         match self {
@@ -101,12 +109,22 @@ const MAX_QUEUED_WRITES: usize = 1024;
 impl BrokerConnection {
     /// Connects and negotiates API versions.
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+        Self::connect_from(addr, client_id, None).await
+    }
+
+    /// [`BrokerConnection::connect`] from the local address `source` (a broker's own address,
+    /// when several share a host).
+    pub async fn connect_from(
+        addr: &str,
+        client_id: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
         let io_err = |source| ClientError::Io { addr: addr.to_owned(), source };
         let resolved: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
             .map_err(io_err)?
             .next()
             .ok_or_else(|| ClientError::Unavailable(format!("cannot resolve {addr}")))?;
-        let stream = crate::io::net::connect(resolved)
+        let stream = crate::io::net::connect_from(resolved, source)
             .await
             .map_err(|source| ClientError::Io { addr: addr.to_owned(), source })?;
         let (writes, queue) = flume::bounded::<Bytes>(MAX_QUEUED_WRITES);
@@ -227,51 +245,24 @@ impl BrokerConnection {
     }
 }
 
-async fn write_loop(mut stream: TcpStream, queue: flume::Receiver<Bytes>) {
-    while let Ok(first) = queue.recv_async().await {
-        let mut batch = vec![first];
-        while batch.len() < 256 {
-            match queue.try_recv() {
-                Ok(frame) => batch.push(frame),
-                Err(_) => break,
-            }
-        }
-        let BufResult(result, _) = stream.write_vectored_all(batch).await;
-        if result.is_err() {
-            break;
-        }
-    }
+async fn write_loop(mut stream: Stream, queue: flume::Receiver<Bytes>) {
+    crate::io::net::write_queued(&mut stream, &queue).await;
 }
 
-async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+/// Largest response accepted from a broker (a fetch answers at most its `max_bytes`, which the
+/// tools keep far below this).
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
+
+async fn read_loop(stream: Stream, inner: std::rc::Weak<Inner>) {
+    let mut frames = FramedReader::new(stream);
+    let rules = FrameRules { min_bytes: 4, peek_bytes: 0 };
     let outcome: Result<(), ClientError> = async {
         loop {
-            while buf.len() < 4 || buf.len() < 4 + (i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize) {
-                if buf.capacity() - buf.len() < 64 * 1024 {
-                    let need = if buf.len() >= 4 {
-                        (4 + i32::from_be_bytes(buf[..4].try_into().expect("4")).max(0) as usize)
-                            .saturating_sub(buf.len())
-                    } else {
-                        4
-                    };
-                    buf.reserve(need.max(64 * 1024));
-                }
-                // `read` fills a buffer from its start; `uninit()` aims it past what is there.
-                let BufResult(result, returned) = stream.read(std::mem::take(&mut buf).uninit()).await;
-                buf = returned.into_inner();
-                match result {
-                    Ok(0) => return Err(ClientError::Unavailable("closed".into())),
-                    Ok(_) => {}
-                    Err(e) => return Err(ClientError::Unavailable(e.to_string())),
-                }
-            }
-            let size = i32::from_be_bytes(buf[..4].try_into().expect("4")) as usize;
-            let mut frame = buf.split_to(4 + size).freeze();
-            frame.advance(4);
-            if frame.len() < 4 {
-                return Err(ClientError::Protocol("short response".into()));
-            }
+            let mut frame = match frames.next(rules, |_| MAX_RESPONSE_BYTES).await {
+                Ok(Some(frame)) => frame.freeze(),
+                Ok(None) => return Err(ClientError::Unavailable("closed".into())),
+                Err(e) => return Err(ClientError::Unavailable(e.to_string())),
+            };
             let correlation_id = frame.get_i32();
             let Some(inner) = inner.upgrade() else {
                 return Ok(());
@@ -280,7 +271,7 @@ async fn read_loop(mut stream: TcpStream, inner: std::rc::Weak<Inner>) {
             if let Some(pending) = pending {
                 if pending.header_version >= 1 {
                     // Skip the response header's tagged fields.
-                    let mut reader = crate::kafka::wire::Reader::new(&frame);
+                    let mut reader = crate::model::wire::Reader::new(&frame);
                     reader.skip_tagged_fields().map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let skip = reader.position();
                     frame.advance(skip);

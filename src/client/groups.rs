@@ -40,15 +40,56 @@ pub struct GroupInfo {
     pub members: Vec<GroupMember>,
 }
 
-fn group_id(id: &str) -> GroupId {
+pub(super) fn group_id(id: &str) -> GroupId {
     GroupId(StrBytes::from_string(id.to_owned()))
+}
+
+/// Commits `offsets` (topic, partition, next offset to read) to `group` through its coordinator
+/// `conn`, as member `member_id` of `generation` (-1 and "" for a group without members).
+pub(super) async fn commit_on(
+    conn: &BrokerConnection,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    offsets: &[(String, i32, i64)],
+) -> Result<(), ClientError> {
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for (topic, partition, offset) in offsets {
+        let entry = OffsetCommitRequestPartition::default()
+            .with_partition_index(*partition)
+            .with_committed_offset(*offset)
+            .with_committed_leader_epoch(-1);
+        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.partitions.push(entry),
+            None => topics
+                .push(OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![entry])),
+        }
+    }
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(StrBytes::from_string(member_id.to_owned()))
+        .with_topics(topics);
+    let response = conn.send(request).await?;
+    for t in response.topics {
+        for p in t.partitions {
+            if let Some(err) = ClientError::from_code(
+                format!("commit {}-{} for {group}", t.name.as_str(), p.partition_index),
+                p.error_code,
+                None,
+            ) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a consumer protocol assignment: version, then (topic, [partition]) pairs.
 pub fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
-    let mut r = crate::kafka::wire::Reader::new(bytes);
+    let mut r = crate::model::wire::Reader::new(bytes);
     let mut out = Vec::new();
-    let parse = |r: &mut crate::kafka::wire::Reader<'_>, out: &mut Vec<(String, i32)>| -> Option<()> {
+    let parse = |r: &mut crate::model::wire::Reader<'_>, out: &mut Vec<(String, i32)>| -> Option<()> {
         r.i16().ok()?;
         let topics = r.array_len().ok()?;
         for _ in 0..topics.min(r.remaining()) {
@@ -178,37 +219,7 @@ impl KafkaClient {
 
     /// Commits offsets for a group that has no active members.
     pub async fn commit_offsets(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<(), ClientError> {
-        let conn = self.coordinator(group).await?;
-        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-        for (topic, partition, offset) in offsets {
-            let entry = OffsetCommitRequestPartition::default()
-                .with_partition_index(*partition)
-                .with_committed_offset(*offset)
-                .with_committed_leader_epoch(-1);
-            match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-                Some(t) => t.partitions.push(entry),
-                None => topics.push(
-                    OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![entry]),
-                ),
-            }
-        }
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group_id(group))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(topics);
-        let response = conn.send(request).await?;
-        for t in response.topics {
-            for p in t.partitions {
-                if let Some(err) = ClientError::from_code(
-                    format!("commit {}-{} for {group}", t.name.as_str(), p.partition_index),
-                    p.error_code,
-                    None,
-                ) {
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+        commit_on(&self.coordinator(group).await?, group, -1, "", offsets).await
     }
 
     /// Deletes a group (it must have no members).

@@ -6,24 +6,25 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest,
-};
+use kafka_protocol::messages::{HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use super::groups::decode_assignment;
-use super::{BrokerConnection, ClientError, KafkaClient, topic_name};
+use super::groups::{commit_on, decode_assignment, group_id};
+use super::{BrokerConnection, ClientError, KafkaClient};
 
 /// MEMBER_ID_REQUIRED (KIP-394): join again with the member id the coordinator gave.
 const MEMBER_ID_REQUIRED: i16 = 79;
+/// UNKNOWN_MEMBER_ID: the coordinator forgot this member; join with a new id.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+/// REBALANCE_IN_PROGRESS: a new rebalance began; join it.
+const REBALANCE_IN_PROGRESS: i16 = 27;
+/// Join-and-sync rounds tried before giving up on a group that keeps rebalancing.
+const MAX_JOIN_ROUNDS: usize = 5;
+/// ILLEGAL_GENERATION: the member's generation is over; join again.
+const ILLEGAL_GENERATION: i16 = 22;
 /// Errors after which a member must join again.
-const REJOIN_CODES: [i16; 3] = [
-    27, // REBALANCE_IN_PROGRESS
-    22, // ILLEGAL_GENERATION
-    25, // UNKNOWN_MEMBER_ID
-];
+const REJOIN_CODES: [i16; 3] = [REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID];
 
 /// One member of a consumer group subscribed to one topic.
 pub struct GroupConsumer {
@@ -83,10 +84,6 @@ pub fn range_assign(members: &[String], partitions: i32) -> Vec<(String, Vec<i32
         .collect()
 }
 
-fn group_id(group: &str) -> GroupId {
-    GroupId(StrBytes::from_string(group.to_owned()))
-}
-
 fn check(context: &str, code: i16) -> Result<(), ClientError> {
     match ClientError::from_code(context, code, None) {
         Some(err) => Err(err),
@@ -124,8 +121,31 @@ impl GroupConsumer {
     }
 
     /// Joins again (after a rebalance began, or after being fenced), keeping the member id the
-    /// coordinator knows when it still does.
+    /// coordinator knows when it still does. A rebalance that starts again between the join and
+    /// the sync is joined again with the same id, as Kafka's clients do (a new id would leave
+    /// the old one to time out and hold up every later rebalance).
     pub async fn rejoin(&mut self, partitions: i32) -> Result<(), ClientError> {
+        for _ in 0..MAX_JOIN_ROUNDS {
+            let request = self.join_once(partitions).await?;
+            let response = self.coordinator.send(request).await?;
+            if response.error_code == REBALANCE_IN_PROGRESS {
+                continue;
+            }
+            check(&format!("sync group {}", self.group), response.error_code)?;
+            self.assignment = decode_assignment(&response.assignment)
+                .into_iter()
+                .filter(|(t, _)| *t == self.topic)
+                .map(|(_, p)| p)
+                .collect();
+            self.assignment.sort_unstable();
+            return Ok(());
+        }
+        check(&format!("sync group {}", self.group), REBALANCE_IN_PROGRESS)
+    }
+
+    /// One JoinGroup round (with the KIP-394 member-id round trip); returns the SyncGroup to send
+    /// next (carrying the assignment when this member leads).
+    async fn join_once(&mut self, partitions: i32) -> Result<SyncGroupRequest, ClientError> {
         let context = format!("join group {}", self.group);
         let joined = loop {
             let request = JoinGroupRequest::default()
@@ -142,7 +162,7 @@ impl GroupConsumer {
             let response = self.coordinator.send(request).await?;
             match response.error_code {
                 MEMBER_ID_REQUIRED => self.member_id = response.member_id.as_str().to_owned(),
-                25 => self.member_id.clear(), // UNKNOWN_MEMBER_ID: start over with a new id
+                UNKNOWN_MEMBER_ID => self.member_id.clear(), // start over with a new id
                 code => {
                     check(&context, code)?;
                     break response;
@@ -164,22 +184,13 @@ impl GroupConsumer {
         } else {
             Vec::new()
         };
-        let request = SyncGroupRequest::default()
+        Ok(SyncGroupRequest::default()
             .with_group_id(group_id(&self.group))
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()))
             .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
             .with_protocol_name(Some(StrBytes::from_static_str("range")))
-            .with_assignments(assignments);
-        let response = self.coordinator.send(request).await?;
-        check(&format!("sync group {}", self.group), response.error_code)?;
-        self.assignment = decode_assignment(&response.assignment)
-            .into_iter()
-            .filter(|(t, _)| *t == self.topic)
-            .map(|(_, p)| p)
-            .collect();
-        self.assignment.sort_unstable();
-        Ok(())
+            .with_assignments(assignments))
     }
 
     /// Tells the coordinator this member is alive; an error for which [`needs_rejoin`] holds
@@ -198,29 +209,8 @@ impl GroupConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let partitions = offsets
-            .iter()
-            .map(|(p, o)| {
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*p)
-                    .with_committed_offset(*o)
-                    .with_committed_leader_epoch(-1)
-            })
-            .collect();
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group_id(&self.group))
-            .with_generation_id_or_member_epoch(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default().with_name(topic_name(&self.topic)).with_partitions(partitions),
-            ]);
-        let response = self.coordinator.send(request).await?;
-        for t in response.topics {
-            for p in t.partitions {
-                check(&format!("commit {}-{} for {}", self.topic, p.partition_index, self.group), p.error_code)?;
-            }
-        }
-        Ok(())
+        let offsets: Vec<(String, i32, i64)> = offsets.iter().map(|(p, o)| (self.topic.clone(), *p, *o)).collect();
+        commit_on(&self.coordinator, &self.group, self.generation, &self.member_id, &offsets).await
     }
 
     /// Leaves the group, so the others rebalance at once instead of after the session timeout.

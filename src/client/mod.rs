@@ -5,7 +5,7 @@ pub mod admin;
 pub mod connection;
 pub mod groups;
 pub mod member;
-pub mod records;
+pub mod partitioner;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,21 +16,21 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
 };
-use kafka_protocol::protocol::StrBytes;
+
+/// Where the tools look for a broker unless told otherwise (the broker's default listener).
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
 pub use connection::{BrokerConnection, ClientError};
+pub use partitioner::{murmur2, partition_for_key};
 
 /// Highest Produce version used (v13 names topics by id).
 const PRODUCE_MAX_VERSION: i16 = 12;
 /// Highest Fetch version used (v13 names topics by id).
 const FETCH_MAX_VERSION: i16 = 12;
 
-/// Converts a string into the protocol's topic name type.
-pub fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_owned()))
-}
+pub use crate::model::wire::topic_name;
 
 /// A topic as described by Metadata.
 #[derive(Clone, Debug)]
@@ -55,6 +55,9 @@ pub struct FetchedPartition {
     /// Log start offset.
     pub log_start_offset: i64,
 }
+
+/// How often [`KafkaClient::list_offset`] asks again after a retriable error (200 ms apart).
+const LIST_OFFSET_ATTEMPTS: usize = 50;
 
 /// A client for a cluster reached through bootstrap addresses.
 pub struct KafkaClient {
@@ -175,7 +178,14 @@ impl KafkaClient {
             leader = self.leaders.borrow().get(&key).copied();
         }
         match leader {
-            Some(id) if id >= 0 => self.broker(id).await,
+            Some(id) if id >= 0 => {
+                let conn = self.broker(id).await;
+                if conn.is_err() {
+                    // Unreachable: it may have died and led over; ask again next time.
+                    self.forget_leaders();
+                }
+                conn
+            }
             _ => Err(ClientError::Unavailable(format!("no leader for {topic}-{partition}"))),
         }
     }
@@ -218,7 +228,7 @@ impl KafkaClient {
             conn.send_without_response(request, version).await?;
             return Ok(-1);
         }
-        let response = conn.send_version(request, version).await?;
+        let response = conn.send_version(request, version).await.inspect_err(|_| self.forget_leaders())?;
         let p = response
             .responses
             .first()
@@ -354,6 +364,22 @@ impl KafkaClient {
     /// ListOffsets for one partition: `timestamp` or -1 (latest) / -2 (earliest) / -3 (max
     /// timestamp). Returns (offset, timestamp).
     pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ClientError> {
+        // In a cluster a new topic reaches every broker a moment apart, and leaders move:
+        // retriable errors are asked again with fresh metadata for a while.
+        let mut attempts = 0;
+        loop {
+            match self.list_offset_once(topic, partition, timestamp).await {
+                Err(err) if err.is_retriable() && attempts < LIST_OFFSET_ATTEMPTS => {
+                    attempts += 1;
+                    self.forget_leaders();
+                    crate::io::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_offset_once(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ClientError> {
         let conn = self.leader(topic, partition).await?;
         let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
             ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![

@@ -1,124 +1,145 @@
-//! The metadata log: an append-only file of framed, checksummed metadata records, fsync'd on
-//! every change and replayed at start (KRaft style, with this broker as the single voter until a
-//! Raft library replicates it).
+//! The metadata log of Moldau before the metadata quorum (a single broker's framed, checksummed
+//! records in `__cluster/metadata.log`): read once, at the first start of a newer broker, to seed
+//! the quorum's first snapshot, then set aside.
 //!
-//! Frame: u32 length (big-endian) | u32 CRC-32C of the payload | JSON payload.
+//! Frame: u32 length (big-endian) | u32 CRC-32C of the payload | JSON payload. A payload in the
+//! first format of this log (`LegacyRecord`) is upgraded as it is read.
+//!
+//! Every file operation goes through `io::fs`, so fault injection reaches it.
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::metadata::MetadataRecord;
+use super::records::{LegacyRecord, MetadataRecord};
+use crate::io::{self, Faults};
+use crate::model::BrokerId;
 
 /// Largest record accepted when replaying (a damaged length beyond it ends the log).
 const MAX_RECORD_BYTES: usize = 64 << 20;
 
-/// Location of the metadata log of a data directory.
+/// The metadata log of a data directory.
 #[derive(Clone, Debug)]
 pub struct MetadataLog {
     path: PathBuf,
+    faults: Faults,
 }
 
-fn encode(record: &MetadataRecord) -> Vec<u8> {
+/// What replaying the log found.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Every intact record, in order (legacy ones upgraded).
+    pub records: Vec<MetadataRecord>,
+    /// Frames that were in the legacy format.
+    pub legacy_frames: usize,
+    /// Bytes of a torn or corrupt tail that were ignored.
+    pub ignored_bytes: usize,
+}
+
+#[cfg(test)]
+fn encode(record: &MetadataRecord, out: &mut Vec<u8>) {
     let payload = serde_json::to_vec(record).expect("metadata records serialize");
-    let mut frame = Vec::with_capacity(payload.len() + 8);
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+/// Parses frames until the first damaged one; `broker` owns the partitions of legacy records.
+fn parse(bytes: &[u8], broker: BrokerId) -> Replayed {
+    let mut replayed = Replayed::default();
+    let mut partitions = BTreeMap::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let end = at + 8 + len;
+        if len > MAX_RECORD_BYTES || end > bytes.len() || crc32c::crc32c(&bytes[at + 8..end]) != crc {
+            break;
+        }
+        let payload = &bytes[at + 8..end];
+        if let Ok(record) = serde_json::from_slice::<MetadataRecord>(payload) {
+            replayed.records.push(record);
+        } else if let Ok(legacy) = serde_json::from_slice::<LegacyRecord>(payload) {
+            replayed.legacy_frames += 1;
+            replayed.records.extend(legacy.upgrade(broker, &mut partitions));
+        } else {
+            break;
+        }
+        at = end;
     }
-    Ok(())
+    replayed.ignored_bytes = bytes.len() - at;
+    replayed
 }
 
 impl MetadataLog {
     /// The metadata log under `data_dir`.
-    pub fn new(data_dir: &Path) -> Self {
-        Self { path: data_dir.join("__cluster").join("metadata.log") }
+    pub fn new(data_dir: &Path, faults: Faults) -> Self {
+        Self { path: data_dir.join("__cluster").join("metadata.log"), faults }
     }
 
-    /// Reads every intact record; a torn or corrupt tail is reported and ignored (it was never
-    /// acknowledged: appends are fsync'd before the change is answered).
-    pub fn replay(&self) -> std::io::Result<Vec<MetadataRecord>> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
+    /// Whether there is such a log.
+    pub async fn exists(&self) -> std::io::Result<bool> {
+        Ok(io::fs::read(&self.path, &self.faults).await?.is_some())
+    }
+
+    /// Reads every intact record (a torn or corrupt tail was never acknowledged: appends were
+    /// synced before a change was answered).
+    pub async fn replay(&self, broker: BrokerId) -> std::io::Result<Replayed> {
+        let Some(bytes) = io::fs::read(&self.path, &self.faults).await? else {
+            return Ok(Replayed::default());
         };
-        let mut records = Vec::new();
-        let mut at = 0;
-        while at + 8 <= bytes.len() {
-            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-            let end = at + 8 + len;
-            if len > MAX_RECORD_BYTES || end > bytes.len() || crc32c::crc32c(&bytes[at + 8..end]) != crc {
-                break;
-            }
-            match serde_json::from_slice(&bytes[at + 8..end]) {
-                Ok(record) => records.push(record),
-                Err(_) => break,
-            }
-            at = end;
-        }
-        if at < bytes.len() {
+        let replayed = parse(&bytes, broker);
+        if replayed.ignored_bytes > 0 {
             tracing::warn!(
                 path = %self.path.display(),
-                ignored_bytes = bytes.len() - at,
-                "metadata log ends in a torn or corrupt record; ignoring it"
+                ignored_bytes = replayed.ignored_bytes,
+                "old metadata log ends in a torn or corrupt record; ignoring it"
             );
         }
-        Ok(records)
+        Ok(replayed)
     }
 
-    /// Appends a record and fsyncs it.
-    pub fn append(&self, record: &MetadataRecord) -> std::io::Result<()> {
-        let frame = encode(record);
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-        file.write_all(&frame)?;
-        file.sync_data()
-    }
-
-    /// Replaces the log with `records` (a compacted snapshot), atomically.
-    pub fn rewrite(&self, records: &[MetadataRecord]) -> std::io::Result<()> {
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = self.path.with_extension("log.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        for record in records {
-            file.write_all(&encode(record))?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        sync_parent(&self.path)
+    /// Sets the log aside once the quorum holds what it had (renamed, kept for inspection).
+    pub async fn retire(&self) -> std::io::Result<()> {
+        io::fs::rename(&self.path, &self.path.with_extension("log.pre-quorum"), &self.faults).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
-    fn replays_intact_records_and_ignores_a_torn_tail() {
+    fn old_logs_replay_their_intact_records_and_upgrade_legacy_frames() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetadataLog::new(dir.path());
-        log.rewrite(&[MetadataRecord::ClusterCreated { cluster_id: "c".into() }]).unwrap();
-        let topic = MetadataRecord::TopicCreated {
-            name: "t".into(),
-            id: uuid::Uuid::new_v4(),
-            shards: vec![0, 1],
-            configs: BTreeMap::new(),
-            internal: false,
-        };
-        log.append(&topic).unwrap();
-        assert_eq!(log.replay().unwrap().len(), 2);
-        let path = dir.path().join("__cluster/metadata.log");
-        let len = std::fs::metadata(&path).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
-        assert_eq!(log.replay().unwrap(), vec![MetadataRecord::ClusterCreated { cluster_id: "c".into() }]);
+        let log = MetadataLog::new(dir.path(), Faults::none());
+        io::block_on(async {
+            let id = uuid::Uuid::new_v4();
+            let path = dir.path().join("__cluster/metadata.log");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut frames = Vec::new();
+            encode(&MetadataRecord::ClusterId { cluster_id: "c".into() }, &mut frames);
+            encode(&MetadataRecord::Topic { name: "t".into(), id, internal: false }, &mut frames);
+            std::fs::write(&path, &frames).unwrap();
+            assert_eq!(log.replay(0).await.unwrap().records.len(), 2);
+            std::fs::write(&path, &frames[..frames.len() - 3]).unwrap();
+            let replayed = log.replay(0).await.unwrap();
+            assert_eq!(replayed.records, vec![MetadataRecord::ClusterId { cluster_id: "c".into() }]);
+            // A log in the first format: a topic of two partitions placed on shards.
+            let legacy = format!(
+                r#"{{"TopicCreated":{{"name":"old","id":"{id}","shards":[0,1],"configs":{{"retention.ms":"9"}},"internal":false}}}}"#
+            );
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&(legacy.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(legacy.as_bytes()).to_be_bytes());
+            bytes.extend_from_slice(legacy.as_bytes());
+            std::fs::write(&path, bytes).unwrap();
+            let replayed = log.replay(7).await.unwrap();
+            assert_eq!(replayed.legacy_frames, 1);
+            let image = super::super::MetadataImage::empty().apply_all(&replayed.records);
+            let topic = image.topic("old").unwrap();
+            assert_eq!(topic.partitions.len(), 2);
+            assert_eq!((topic.partitions[1].leader, topic.partitions[1].replicas.clone()), (7, vec![7]));
+            assert_eq!(topic.configs["retention.ms"], "9");
+        });
     }
 }

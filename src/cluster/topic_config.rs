@@ -2,9 +2,11 @@
 //! validation, and the resolved per-log settings.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::BrokerConfig;
-use crate::storage::{LogConfig, TimestampType};
+use crate::partition::PartitionConfig;
+use crate::storage::{LogConfig, PREALLOCATE_STEP_BYTES, TimestampType};
 
 /// Kafka's config value types, as reported by DescribeConfigs v3+.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,22 +221,28 @@ pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
     (key.check)(value).map_err(|e| format!("invalid value {value:?} for {name}: {e}"))
 }
 
-/// A topic's configuration: the values set on the topic, over the broker's defaults.
+/// A topic's configuration on this broker: the values set on the topic, over this broker's
+/// defaults, parsed once into the typed settings its partitions use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicConfig {
     /// Values set explicitly on the topic.
     pub overrides: BTreeMap<String, String>,
-    /// Settings for the topic's partition logs.
-    pub log: LogConfig,
-    /// `min.insync.replicas`.
-    pub min_insync_replicas: i32,
+    /// Settings of the topic's partitions on this broker.
+    pub partition: Arc<PartitionConfig>,
     /// `cleanup.policy` includes compact.
     pub compact: bool,
+    /// `unclean.leader.election.enable`: a replica outside the ISR may lead when no in-sync one
+    /// is left (losing what only the ISR had).
+    pub unclean_leader_election: bool,
 }
 
+/// Preallocation step of internal topics' segments.
+const INTERNAL_PREALLOCATE_STEP_BYTES: u64 = 1 << 20;
+
 impl TopicConfig {
-    /// Resolves `overrides` (already validated) against the broker defaults.
-    pub fn resolve(overrides: BTreeMap<String, String>, broker: &BrokerConfig) -> Self {
+    /// Resolves `overrides` (already validated) against this broker's defaults, for an
+    /// `internal` topic (`__consumer_offsets`) or a user's.
+    pub fn resolve(overrides: BTreeMap<String, String>, broker: &BrokerConfig, internal: bool) -> Self {
         let get = |name: &str| -> String {
             overrides.get(name).cloned().unwrap_or_else(|| config_key(name).expect("known key").default_value(broker))
         };
@@ -246,7 +254,7 @@ impl TopicConfig {
             retention_bytes: long("retention.bytes"),
             max_message_bytes: long("max.message.bytes") as usize,
             index_interval_bytes: long("index.interval.bytes") as usize,
-            flush: broker.flush_policy(),
+            flush: broker.flush,
             timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
                 TimestampType::LogAppendTime
             } else {
@@ -254,19 +262,27 @@ impl TopicConfig {
             },
             preallocate: get("preallocate") == "true",
             delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
+            // An offsets partition holds a few small records per group: 1 MiB steps.
+            preallocate_step_bytes: if internal { INTERNAL_PREALLOCATE_STEP_BYTES } else { PREALLOCATE_STEP_BYTES },
             ..LogConfig::default()
         };
+        let min_insync_replicas = long("min.insync.replicas").max(1) as usize;
         Self {
-            min_insync_replicas: long("min.insync.replicas") as i32,
+            partition: Arc::new(PartitionConfig { log, min_insync_replicas }),
             compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+            unclean_leader_election: get("unclean.leader.election.enable") == "true",
             overrides,
-            log,
         }
+    }
+
+    /// Settings of the topic's partition logs.
+    pub fn log(&self) -> &LogConfig {
+        &self.partition.log
     }
 
     /// True when retention by time and size deletes old segments (`cleanup.policy` has delete).
     pub fn retention_enabled(&self) -> bool {
-        self.log.delete_retention
+        self.partition.log.delete_retention
     }
 
     /// Every key with its effective value and whether it is the default.
@@ -328,9 +344,10 @@ mod tests {
         let broker = BrokerConfig::default();
         let mut overrides = BTreeMap::new();
         overrides.insert("retention.bytes".to_string(), "1000".to_string());
-        let config = TopicConfig::resolve(overrides, &broker);
-        assert_eq!(config.log.retention_bytes, 1000);
-        assert_eq!(config.log.retention_ms, broker.log_retention_ms);
+        let config = TopicConfig::resolve(overrides, &broker, false);
+        assert_eq!(config.log().retention_bytes, 1000);
+        assert_eq!(config.log().retention_ms, broker.log_retention_ms);
+        assert_eq!(config.log().flush, broker.flush, "the flush policy is this broker's");
         let described = config.describe(&broker);
         let retention = described.iter().find(|(k, _, _)| k.name == "retention.bytes").unwrap();
         assert_eq!((retention.1.as_str(), retention.2), ("1000", false));

@@ -3,8 +3,10 @@
 //! it (offset commits and group metadata as keyed records; a checkpoint now and then lets the
 //! records before it be deleted, so the partition stays small without general compaction).
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::{Group, GroupLimits, GroupState};
@@ -12,17 +14,24 @@ use super::store::{GroupKey, StoredOffset};
 use super::{
     GroupCall, GroupDescription, GroupError, GroupListing, MemberDescription, OffsetCommitEntry, offsets_partition_for,
 };
-use crate::client::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
 use crate::cluster::CONSUMER_OFFSETS_TOPIC;
+use crate::cluster::{LocalMetadata, MetadataView};
+use crate::config::BrokerConfig;
 use crate::io;
-use crate::shard::{Shard, TopicPartition};
-use crate::storage::{FlushPolicy, batch};
-use crate::util::now_ms;
+use crate::io::now_ms;
+use crate::model::TopicPartition;
+use crate::model::batch;
+use crate::model::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
+use crate::partition::PartitionManager;
+use crate::partition::{Acks, Isolation};
+use crate::shard::ShardId;
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK_MS: u64 = 100;
 /// How often offsets retention is checked.
 const RETENTION_CHECK_MS: i64 = 60_000;
+/// Group records per batch the coordinator writes.
+const RECORDS_PER_BATCH: usize = 1000;
 /// Bytes of group records written to a partition before a checkpoint.
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
@@ -34,43 +43,111 @@ struct PartitionState {
     bytes_since_checkpoint: u64,
 }
 
-/// The groups coordinated by one shard.
+/// The groups coordinated by one shard, and its offsets partitions' bookkeeping.
 #[derive(Default)]
-pub struct GroupCoordinator {
+struct Groups {
     groups: HashMap<String, Group>,
     partitions: HashMap<i32, PartitionState>,
     last_retention_check_ms: i64,
 }
 
-fn limits(shard: &Shard) -> GroupLimits {
-    GroupLimits {
-        min_session_timeout_ms: shard.config.group_min_session_timeout_ms,
-        max_session_timeout_ms: shard.config.group_max_session_timeout_ms,
-        initial_rebalance_delay_ms: shard.config.group_initial_rebalance_delay_ms as i64,
-        max_size: shard.config.group_max_size,
-    }
+/// The group coordinator of one shard: the groups whose `__consumer_offsets` partition this shard
+/// hosts.
+///
+/// Ownership: one per shard, installed in a `Sharded<GroupCoordinator>`; `!Send`. Calls from
+/// other shards arrive as [`GroupCall`]s run on this shard.
+pub struct GroupCoordinator {
+    state: RefCell<Groups>,
+    partitions: Rc<PartitionManager>,
+    metadata: Rc<LocalMetadata>,
+    config: Arc<BrokerConfig>,
+    stopping: Cell<bool>,
 }
 
-/// The `__consumer_offsets` partition of a group and its key, if the topic exists.
-fn offsets_partition(shard: &Shard, group_id: &str) -> Option<(TopicPartition, usize)> {
-    let metadata = shard.metadata();
-    let topic = metadata.topic(CONSUMER_OFFSETS_TOPIC)?;
+/// The `__consumer_offsets` partition of a group and the shard hosting it here, if the topic
+/// exists and this broker hosts that partition.
+fn offsets_partition(view: &MetadataView, group_id: &str) -> Option<(TopicPartition, ShardId)> {
+    let topic = view.topic(CONSUMER_OFFSETS_TOPIC)?;
     let index = offsets_partition_for(group_id, topic.partitions.len() as i32);
-    let owner = topic.partitions.get(index as usize)?.shard;
-    Some(((topic.id, index), owner))
+    let key = (topic.id, index);
+    Some((key, view.placement.shard_of(&key)?))
 }
 
-/// The shard coordinating `group_id`, if the offsets topic exists.
-pub fn coordinator_shard(shard: &Shard, group_id: &str) -> Option<usize> {
-    offsets_partition(shard, group_id).map(|(_, owner)| owner)
+/// The shard of this broker coordinating `group_id`, if the offsets topic exists and this broker
+/// hosts the group's partition of it.
+pub fn coordinator_shard(view: &MetadataView, group_id: &str) -> Option<ShardId> {
+    offsets_partition(view, group_id).map(|(_, owner)| owner)
 }
 
 impl GroupCoordinator {
-    /// Marks an offsets partition as being loaded.
-    pub fn begin_load(&mut self, partition: i32) {
-        self.partitions.entry(partition).or_default().loaded = false;
+    /// The coordinator of the calling shard, over its partitions and view; it loads the groups
+    /// of every offsets partition the shard leads (from the first view published on the shard).
+    pub fn start(partitions: Rc<PartitionManager>, metadata: Rc<LocalMetadata>, config: Arc<BrokerConfig>) -> Rc<Self> {
+        let coordinator = Rc::new(Self {
+            state: RefCell::new(Groups::default()),
+            partitions,
+            metadata: metadata.clone(),
+            config,
+            stopping: Cell::new(false),
+        });
+        let weak = Rc::downgrade(&coordinator);
+        metadata.subscribe(move |view, _change| {
+            let Some(coordinator) = weak.upgrade() else { return };
+            coordinator.follow_leadership(view);
+        });
+        coordinator
     }
 
+    /// Coordinates the groups of exactly the offsets partitions this shard leads: loads those it
+    /// now leads, and lets go of those it no longer does (a follower, or fenced, answers
+    /// NOT_COORDINATOR, and clients find the new leader).
+    fn follow_leadership(self: &Rc<Self>, view: &MetadataView) {
+        let Some(topic) = view.topic(CONSUMER_OFFSETS_TOPIC) else { return };
+        let here = crate::shard::ShardSet::current();
+        let led: Vec<i32> = topic
+            .partitions
+            .iter()
+            .filter(|p| view.leader_shard(topic, p.index).is_ok_and(|(_, shard)| Some(shard) == here))
+            .map(|p| p.index)
+            .collect();
+        let (gained, lost): (Vec<i32>, Vec<i32>) = {
+            let state = self.state.borrow();
+            let gained = led.iter().copied().filter(|p| !state.partitions.contains_key(p)).collect();
+            let lost = state.partitions.keys().copied().filter(|p| !led.contains(p)).collect();
+            (gained, lost)
+        };
+        for index in lost {
+            tracing::info!(partition = index, "no longer leading this offsets partition: its groups move");
+            self.state.borrow_mut().partitions.remove(&index);
+        }
+        for index in gained {
+            self.begin_load((topic.id, index));
+        }
+    }
+
+    /// Starts loading the groups of an offsets partition this shard now hosts; they answer
+    /// COORDINATOR_LOAD_IN_PROGRESS until it is done.
+    pub fn begin_load(self: &Rc<Self>, key: TopicPartition) {
+        self.state.borrow_mut().partitions.entry(key.1).or_default().loaded = false;
+        io::spawn_detached(load_partition(self.clone(), key));
+    }
+
+    /// Stops the session ticker (at shutdown).
+    pub fn stop(&self) {
+        self.stopping.set(true);
+    }
+
+    fn limits(&self) -> GroupLimits {
+        GroupLimits {
+            min_session_timeout_ms: self.config.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms as i64,
+            max_size: self.config.group_max_size,
+        }
+    }
+}
+
+impl Groups {
     fn ready(&self, partition: i32) -> Result<(), GroupError> {
         match self.partitions.get(&partition) {
             Some(state) if state.loaded => Ok(()),
@@ -81,47 +158,61 @@ impl GroupCoordinator {
 }
 
 /// Checks that this shard coordinates `group_id` now; returns its offsets partition.
-fn locate(shard: &Shard, group_id: &str) -> Result<TopicPartition, GroupError> {
+fn locate(gc: &GroupCoordinator, group_id: &str) -> Result<TopicPartition, GroupError> {
     if group_id.is_empty() {
         return Err(GroupError::InvalidGroupId);
     }
-    let (key, owner) = offsets_partition(shard, group_id).ok_or(GroupError::CoordinatorNotAvailable)?;
-    if owner != shard.id {
+    let view = gc.metadata.view();
+    if view.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        return Err(GroupError::CoordinatorNotAvailable);
+    }
+    let (key, _) = offsets_partition(&view, group_id).ok_or(GroupError::NotCoordinator)?;
+    if gc.partitions.get(&key).is_none() {
         return Err(GroupError::NotCoordinator);
     }
-    shard.groups.borrow().ready(key.1)?;
+    gc.state.borrow().ready(key.1)?;
     Ok(key)
 }
 
-/// Appends group records to an offsets partition and waits until they are durable (under
-/// `flush = always`), as an acks=all produce would.
-async fn write_records(shard: &Rc<Shard>, key: TopicPartition, records: Vec<KeyValue>) -> Result<i64, GroupError> {
-    let partition = shard.partition(&key).ok_or(GroupError::NotCoordinator)?;
-    let batch = encode_batch(&records, &EncodeOptions::default());
+/// Appends group records to an offsets partition and waits until they are committed.
+async fn write_records(gc: &GroupCoordinator, key: TopicPartition, records: Vec<KeyValue>) -> Result<i64, GroupError> {
+    write_batches(gc, key, records.chunks(RECORDS_PER_BATCH)).await
+}
+
+/// Appends `chunks` (one batch each) as one append, so no other write lands between them, and
+/// waits until they are committed. Returns the offset of the first.
+async fn write_batches<'a>(
+    gc: &GroupCoordinator,
+    key: TopicPartition,
+    chunks: impl Iterator<Item = &'a [KeyValue]>,
+) -> Result<i64, GroupError> {
+    let partition = gc.partitions.get(&key).ok_or(GroupError::NotCoordinator)?;
+    let mut batch = bytes::BytesMut::new();
+    for chunk in chunks {
+        batch.extend_from_slice(&encode_batch(chunk, &EncodeOptions::default()));
+    }
     let bytes = batch.len() as u64;
     let spans = batch::validate_all(&batch, usize::MAX).map_err(|_| GroupError::Storage)?;
     {
-        let mut coordinator = shard.groups.borrow_mut();
-        let state = coordinator.partitions.entry(key.1).or_default();
+        // A partition this shard let go of meanwhile is not brought back to life by a write
+        // (its state would then claim to be loading for ever when leadership returns).
+        let mut coordinator = gc.state.borrow_mut();
+        let state = coordinator.partitions.get_mut(&key.1).ok_or(GroupError::NotCoordinator)?;
         state.writes_in_flight += 1;
         state.bytes_since_checkpoint += bytes;
     }
-    let outcome = partition.append(batch, &spans, now_ms());
-    let result = match outcome {
-        Ok(outcome) => {
-            let base = outcome.appended.base_offset;
-            if shard.flush_policy() == FlushPolicy::Always {
-                outcome.durable.wait().await.map(|()| base).map_err(|_| GroupError::Storage)
-            } else {
-                Ok(base)
-            }
-        }
+    // The coordinator's own records are committed as an acks=all produce would be.
+    let result = match partition.replicate(batch, &spans, Acks::All, now_ms()) {
+        Ok(replicated) => replicated.committed.wait().await.map(|()| replicated.appended.base_offset).map_err(|err| {
+            tracing::error!(error = %err, "group records were not committed");
+            GroupError::Storage
+        }),
         Err(err) => {
             tracing::error!(error = %err, "writing group records failed");
             Err(GroupError::Storage)
         }
     };
-    if let Some(state) = shard.groups.borrow_mut().partitions.get_mut(&key.1) {
+    if let Some(state) = gc.state.borrow_mut().partitions.get_mut(&key.1) {
         state.writes_in_flight -= 1;
     }
     result
@@ -132,26 +223,39 @@ fn group_record(group: &Group) -> KeyValue {
 }
 
 /// Loads an offsets partition this shard just opened: every group and committed offset in it.
-pub async fn load_partition(shard: Rc<Shard>, key: TopicPartition) {
-    let Some(partition) = shard.partition(&key) else { return };
+async fn load_partition(gc: Rc<GroupCoordinator>, key: TopicPartition) {
     let started = std::time::Instant::now();
+    // The metadata change that makes this shard the leader reaches the coordinator and the
+    // opening of the partition in either order (a node restarted before its session expired
+    // leads at once, while its logs are still being recovered): wait for the partition as long
+    // as it is still ours to load. Returning early would leave its groups loading for ever.
+    let partition = loop {
+        if let Some(partition) = gc.partitions.get(&key) {
+            break partition;
+        }
+        let wanted = gc.state.borrow().partitions.get(&key.1).is_some_and(|s| !s.loaded);
+        if !wanted || gc.stopping.get() {
+            return;
+        }
+        io::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let mut groups: HashMap<String, Group> = HashMap::new();
-    let mut offset = partition.log.log_start_offset();
+    let mut offset = partition.status().log_start_offset;
     let now = now_ms();
     let mut records = 0usize;
     loop {
-        let read = match partition.log.read(offset, 1 << 20, i64::MAX).await {
+        let read = match partition.read(offset, 1 << 20, Isolation::LogEnd, -1).await {
             Ok(read) => read,
             Err(err) => {
                 tracing::error!(partition = key.1, error = %err, "loading group records failed");
                 break;
             }
         };
-        if read.batches.is_empty() {
+        if read.records.is_empty() {
             break;
         }
-        for batch in read.batches {
-            if let Ok(header) = crate::storage::BatchHeader::parse(&batch) {
+        for batch in read.records {
+            if let Ok(header) = crate::model::batch::BatchHeader::parse(&batch) {
                 offset = header.last_offset() + 1;
             }
             let Ok(decoded) = decode_records(batch) else { continue };
@@ -184,10 +288,13 @@ pub async fn load_partition(shard: Rc<Shard>, key: TopicPartition) {
         }
     }
     let count = groups.len();
-    let mut coordinator = shard.groups.borrow_mut();
-    coordinator.groups.retain(|id, _| offsets_partition(&shard, id).map(|(k, _)| k) != Some(key));
+    let view = gc.metadata.view();
+    let mut coordinator = gc.state.borrow_mut();
+    // Lost while loading: forget what was read (a later gain loads again).
+    let Some(state) = coordinator.partitions.get_mut(&key.1) else { return };
+    state.loaded = true;
+    coordinator.groups.retain(|id, _| offsets_partition(&view, id).map(|(k, _)| k) != Some(key));
     coordinator.groups.extend(groups);
-    coordinator.partitions.entry(key.1).or_default().loaded = true;
     tracing::debug!(
         partition = key.1,
         groups = count,
@@ -197,21 +304,15 @@ pub async fn load_partition(shard: Rc<Shard>, key: TopicPartition) {
     );
 }
 
-/// Forgets the groups of an offsets partition this shard no longer owns.
-pub fn unload_partition(shard: &Shard, index: i32) {
-    let mut coordinator = shard.groups.borrow_mut();
-    coordinator.partitions.remove(&index);
-}
-
 /// Handles one group call on the coordinator shard.
-pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
+pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
     let now = now_ms();
     match call {
         GroupCall::Join(request, reply) => {
-            let error = match locate(&shard, &request.group_id) {
+            let error = match locate(&gc, &request.group_id) {
                 Err(error) => Some(error),
                 Ok(_) => {
-                    let mut coordinator = shard.groups.borrow_mut();
+                    let mut coordinator = gc.state.borrow_mut();
                     if !request.member_id.is_empty() && !coordinator.groups.contains_key(&request.group_id) {
                         Some(GroupError::UnknownMemberId)
                     } else {
@@ -219,7 +320,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                             .groups
                             .entry(request.group_id.clone())
                             .or_insert_with(|| Group::new(&request.group_id, now));
-                        group.join(request.clone(), reply, &limits(&shard), now);
+                        group.join(request.clone(), reply, &gc.limits(), now);
                         return;
                     }
                 }
@@ -232,7 +333,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
             });
         }
         GroupCall::Sync(request, reply) => {
-            let key = match locate(&shard, &request.group_id) {
+            let key = match locate(&gc, &request.group_id) {
                 Ok(key) => key,
                 Err(error) => {
                     let _ = reply.send(super::SyncResponse { error: Some(error), ..Default::default() });
@@ -240,7 +341,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             };
             let (store, generation) = {
-                let mut coordinator = shard.groups.borrow_mut();
+                let mut coordinator = gc.state.borrow_mut();
                 let Some(group) = coordinator.groups.get_mut(&request.group_id) else {
                     let _ = reply
                         .send(super::SyncResponse { error: Some(GroupError::UnknownMemberId), ..Default::default() });
@@ -250,15 +351,15 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 (leader.then(|| group_record(group)), group.generation)
             };
             if let Some(record) = store {
-                let stored = write_records(&shard, key, vec![record]).await.is_ok();
-                if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&request.group_id) {
+                let stored = write_records(&gc, key, vec![record]).await.is_ok();
+                if let Some(group) = gc.state.borrow_mut().groups.get_mut(&request.group_id) {
                     group.complete_sync(generation, stored, now_ms());
                 }
             }
         }
         GroupCall::Heartbeat { group_id, generation_id, member_id, group_instance_id, reply } => {
-            let result = locate(&shard, &group_id).err().or_else(|| {
-                let mut coordinator = shard.groups.borrow_mut();
+            let result = locate(&gc, &group_id).err().or_else(|| {
+                let mut coordinator = gc.state.borrow_mut();
                 match coordinator.groups.get_mut(&group_id) {
                     Some(group) => group.heartbeat(&member_id, group_instance_id.as_deref(), generation_id, now),
                     None => Some(GroupError::UnknownMemberId),
@@ -267,7 +368,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
             let _ = reply.send(result);
         }
         GroupCall::Leave { group_id, members, reply } => {
-            let key = match locate(&shard, &group_id) {
+            let key = match locate(&gc, &group_id) {
                 Ok(key) => key,
                 Err(error) => {
                     let _ = reply.send((Some(error), Vec::new()));
@@ -275,7 +376,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             };
             let (results, store) = {
-                let mut coordinator = shard.groups.borrow_mut();
+                let mut coordinator = gc.state.borrow_mut();
                 match coordinator.groups.get_mut(&group_id) {
                     None => (vec![Some(GroupError::UnknownMemberId); members.len()], None),
                     Some(group) => {
@@ -294,11 +395,11 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
             };
             let _ = reply.send((None, results));
             if let Some(record) = store {
-                let _ = write_records(&shard, key, vec![record]).await;
+                let _ = write_records(&gc, key, vec![record]).await;
             }
         }
         GroupCall::Commit { group_id, generation_id, member_id, group_instance_id, offsets, reply } => {
-            let key = match locate(&shard, &group_id) {
+            let key = match locate(&gc, &group_id) {
                 Ok(key) => key,
                 Err(error) => {
                     let _ = reply.send(vec![Some(error); offsets.len()]);
@@ -306,7 +407,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             };
             let check = {
-                let mut coordinator = shard.groups.borrow_mut();
+                let mut coordinator = gc.state.borrow_mut();
                 let group = coordinator.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id, now));
                 group.check_commit(&member_id, group_instance_id.as_deref(), generation_id, now)
             };
@@ -314,7 +415,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 let _ = reply.send(vec![Some(error); offsets.len()]);
                 return;
             }
-            let max_metadata = shard.config.offset_metadata_max_bytes;
+            let max_metadata = gc.config.offset_metadata_max_bytes;
             let mut results: Vec<Option<GroupError>> = Vec::with_capacity(offsets.len());
             let mut records = Vec::new();
             let mut accepted = Vec::new();
@@ -344,9 +445,9 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 accepted.push(((entry.topic.clone(), entry.partition), stored));
             }
             if !records.is_empty() {
-                match write_records(&shard, key, records).await {
+                match write_records(&gc, key, records).await {
                     Ok(_) => {
-                        if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&group_id) {
+                        if let Some(group) = gc.state.borrow_mut().groups.get_mut(&group_id) {
                             group.offsets.extend(accepted);
                         }
                     }
@@ -358,14 +459,14 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             }
             let _ = reply.send(results);
-            maybe_checkpoint(&shard, key).await;
+            maybe_checkpoint(&gc, key).await;
         }
         GroupCall::FetchOffsets { group_id, topics, reply } => {
-            if let Err(error) = locate(&shard, &group_id) {
+            if let Err(error) = locate(&gc, &group_id) {
                 let _ = reply.send((Some(error), Vec::new()));
                 return;
             }
-            let coordinator = shard.groups.borrow();
+            let coordinator = gc.state.borrow();
             let offsets = coordinator.groups.get(&group_id).map(|g| &g.offsets);
             let entry = |topic: &str, partition: i32| {
                 let stored = offsets.and_then(|o| o.get(&(topic.to_owned(), partition)));
@@ -393,17 +494,17 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
             let _ = reply.send((None, result));
         }
         GroupCall::Describe { group_id, reply } => {
-            let description = match locate(&shard, &group_id) {
+            let description = match locate(&gc, &group_id) {
                 Err(error) => GroupDescription { error: Some(error), group_id, ..Default::default() },
                 Ok(_) => {
-                    let coordinator = shard.groups.borrow();
+                    let coordinator = gc.state.borrow();
                     describe(coordinator.groups.get(&group_id), &group_id)
                 }
             };
             let _ = reply.send(description);
         }
         GroupCall::List { states, reply } => {
-            let coordinator = shard.groups.borrow();
+            let coordinator = gc.state.borrow();
             let listing = coordinator
                 .groups
                 .values()
@@ -418,7 +519,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
             let _ = reply.send(listing);
         }
         GroupCall::Delete { group_id, reply } => {
-            let key = match locate(&shard, &group_id) {
+            let key = match locate(&gc, &group_id) {
                 Ok(key) => key,
                 Err(error) => {
                     let _ = reply.send(Some(error));
@@ -426,7 +527,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             };
             let tombstones = {
-                let coordinator = shard.groups.borrow();
+                let coordinator = gc.state.borrow();
                 match coordinator.groups.get(&group_id) {
                     None => Err(GroupError::GroupIdNotFound),
                     Some(group) if group.state == GroupState::Dead => Err(GroupError::GroupIdNotFound),
@@ -447,16 +548,16 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                     let _ = reply.send(Some(error));
                 }
                 Ok(records) => {
-                    let result = write_records(&shard, key, records).await;
+                    let result = write_records(&gc, key, records).await;
                     if result.is_ok() {
-                        shard.groups.borrow_mut().groups.remove(&group_id);
+                        gc.state.borrow_mut().groups.remove(&group_id);
                     }
                     let _ = reply.send(result.err());
                 }
             }
         }
         GroupCall::DeleteOffsets { group_id, partitions, reply } => {
-            let key = match locate(&shard, &group_id) {
+            let key = match locate(&gc, &group_id) {
                 Ok(key) => key,
                 Err(error) => {
                     let _ = reply.send((Some(error), Vec::new()));
@@ -464,7 +565,7 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                 }
             };
             let plan = {
-                let coordinator = shard.groups.borrow();
+                let coordinator = gc.state.borrow();
                 match coordinator.groups.get(&group_id) {
                     None => Err(GroupError::GroupIdNotFound),
                     Some(group) => {
@@ -487,11 +588,11 @@ pub async fn handle(shard: Rc<Shard>, call: GroupCall) {
                         .iter()
                         .map(|(topic, partition)| offset_tombstone(&group_id, topic, *partition))
                         .collect::<Vec<_>>();
-                    if !records.is_empty() && write_records(&shard, key, records).await.is_err() {
+                    if !records.is_empty() && write_records(&gc, key, records).await.is_err() {
                         let _ = reply.send((Some(GroupError::Storage), Vec::new()));
                         return;
                     }
-                    if let Some(group) = shard.groups.borrow_mut().groups.get_mut(&group_id) {
+                    if let Some(group) = gc.state.borrow_mut().groups.get_mut(&group_id) {
                         for p in &doomed {
                             group.offsets.remove(p);
                         }
@@ -536,9 +637,10 @@ fn describe(group: Option<&Group>, group_id: &str) -> GroupDescription {
 
 /// Writes a checkpoint of every group of the partition once enough has been written since the
 /// last one, then deletes the records before it.
-async fn maybe_checkpoint(shard: &Rc<Shard>, key: TopicPartition) {
+async fn maybe_checkpoint(gc: &GroupCoordinator, key: TopicPartition) {
+    let view = gc.metadata.view();
     let records = {
-        let mut coordinator = shard.groups.borrow_mut();
+        let mut coordinator = gc.state.borrow_mut();
         let Some(state) = coordinator.partitions.get_mut(&key.1) else { return };
         // Only when nothing else is being written: the checkpoint must hold every record
         // before it, including ones whose write has not completed yet.
@@ -548,7 +650,7 @@ async fn maybe_checkpoint(shard: &Rc<Shard>, key: TopicPartition) {
         state.bytes_since_checkpoint = 0;
         let mut records = Vec::new();
         for group in coordinator.groups.values() {
-            if offsets_partition(shard, &group.id).map(|(k, _)| k) != Some(key) {
+            if offsets_partition(&view, &group.id).map(|(k, _)| k) != Some(key) {
                 continue;
             }
             for ((topic, partition), stored) in &group.offsets {
@@ -564,44 +666,39 @@ async fn maybe_checkpoint(shard: &Rc<Shard>, key: TopicPartition) {
     if records.is_empty() {
         return;
     }
-    let mut first_offset = None;
-    for chunk in records.chunks(1000) {
-        match write_records(shard, key, chunk.to_vec()).await {
-            Ok(base) => {
-                first_offset.get_or_insert(base);
-            }
-            Err(_) => return,
-        }
-    }
-    let (Some(start), Some(partition)) = (first_offset, shard.partition(&key)) else { return };
-    partition.log.flush().await.ok();
-    match partition.log.delete_records_before(start).await {
+    // One append: a commit made while the checkpoint is written lands after all of it, so the
+    // checkpoint can never bring an older offset back on the next load.
+    let Ok(start) = write_batches(gc, key, records.chunks(RECORDS_PER_BATCH)).await else { return };
+    let Some(partition) = gc.partitions.get(&key) else { return };
+    partition.flush().await.ok();
+    match partition.delete_records(start).await {
         Ok(low) => tracing::debug!(partition = key.1, low, "checkpointed consumer group partition"),
         Err(err) => tracing::warn!(partition = key.1, error = %err, "checkpoint cleanup failed"),
     }
 }
 
 /// Session and rebalance timers, and offsets retention, for one shard's groups.
-pub async fn run_group_ticker(shard: Rc<Shard>) {
+pub async fn run_group_ticker(gc: Rc<GroupCoordinator>) {
     loop {
         io::sleep(Duration::from_millis(TICK_MS)).await;
-        if shard.is_stopping() {
+        if gc.stopping.get() {
             return;
         }
         let now = now_ms();
+        let view = gc.metadata.view();
         let mut writes: Vec<(TopicPartition, Vec<KeyValue>)> = Vec::new();
         {
-            let mut coordinator = shard.groups.borrow_mut();
+            let mut coordinator = gc.state.borrow_mut();
             for group in coordinator.groups.values_mut() {
                 if group.tick(now).is_some()
-                    && let Some((key, _)) = offsets_partition(&shard, &group.id)
+                    && let Some((key, _)) = offsets_partition(&view, &group.id)
                 {
                     writes.push((key, vec![group_record(group)]));
                 }
             }
             if now - coordinator.last_retention_check_ms >= RETENTION_CHECK_MS {
                 coordinator.last_retention_check_ms = now;
-                let retention_ms = shard.config.offsets_retention_minutes * 60_000;
+                let retention_ms = gc.config.offsets_retention_minutes * 60_000;
                 let mut emptied = Vec::new();
                 for group in coordinator.groups.values_mut() {
                     if group.state != GroupState::Empty || group.offsets.is_empty() {
@@ -616,7 +713,7 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
                     if expired.is_empty() {
                         continue;
                     }
-                    let Some((key, _)) = offsets_partition(&shard, &group.id) else { continue };
+                    let Some((key, _)) = offsets_partition(&view, &group.id) else { continue };
                     let mut records = Vec::new();
                     for (topic, partition) in expired {
                         group.offsets.remove(&(topic.clone(), partition));
@@ -635,7 +732,7 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
             }
         }
         for (key, records) in writes {
-            if let Err(error) = write_records(&shard, key, records).await {
+            if let Err(error) = write_records(&gc, key, records).await {
                 tracing::warn!(partition = key.1, %error, "storing group state failed");
             }
         }
@@ -643,8 +740,8 @@ pub async fn run_group_ticker(shard: Rc<Shard>) {
 }
 
 /// Offsets partitions this shard has loaded (for tests and diagnostics).
-pub fn loaded_partitions(shard: &Shard) -> HashSet<i32> {
-    shard.groups.borrow().partitions.iter().filter(|(_, s)| s.loaded).map(|(p, _)| *p).collect()
+pub fn loaded_partitions(gc: &GroupCoordinator) -> HashSet<i32> {
+    gc.state.borrow().partitions.iter().filter(|(_, s)| s.loaded).map(|(p, _)| *p).collect()
 }
 
 /// The record that deletes a committed offset (a tombstone under its key).

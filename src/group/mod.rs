@@ -13,8 +13,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 pub use coordinator::{
-    GroupCoordinator, coordinator_shard, handle as handle_call, load_partition, loaded_partitions, run_group_ticker,
-    unload_partition,
+    GroupCoordinator, coordinator_shard, handle as handle_call, loaded_partitions, run_group_ticker,
 };
 pub use state::GroupState;
 
@@ -323,6 +322,18 @@ impl GroupCall {
             | GroupCall::DeleteOffsets { group_id, .. } => Some(group_id),
             GroupCall::List { .. } => None,
         }
+    }
+
+    /// True for administration (listing, describing, deleting groups or their offsets), which is
+    /// control-plane work; members' calls and offset commits and fetches are data-plane work.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            GroupCall::Describe { .. }
+                | GroupCall::List { .. }
+                | GroupCall::Delete { .. }
+                | GroupCall::DeleteOffsets { .. }
+        )
     }
 }
 

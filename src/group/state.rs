@@ -596,8 +596,13 @@ impl Group {
     }
 
     /// Removes a member (left or expired) and rebalances what remains. Returns whether the
-    /// group's metadata must be stored (it became empty).
+    /// group's metadata must be stored (it became empty). A member already gone changes nothing:
+    /// when several sessions expire in one tick, the first removal may complete the join and
+    /// drop the others, which must not start another rebalance.
     pub fn remove_member(&mut self, member_id: &str, now_ms: i64) -> Option<Persist> {
+        if !self.members.contains_key(member_id) {
+            return None;
+        }
         self.forget_member(member_id);
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
@@ -853,7 +858,7 @@ impl Group {
 
 /// Topics named in consumer protocol subscription metadata (version, then an array of topics).
 pub fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut r = crate::kafka::wire::Reader::new(metadata);
+    let mut r = crate::model::wire::Reader::new(metadata);
     let _version = r.i16().ok()?;
     let count = r.array_len().ok()?;
     if count > r.remaining() {
@@ -935,6 +940,47 @@ mod tests {
         let first = answer(join(group, "", None, now)).expect("answered at once");
         assert_eq!(first.error, Some(GroupError::MemberIdRequired));
         first.member_id
+    }
+
+    /// After a coordinator restart the group comes back with members that will never return
+    /// (their consumers joined anew under new ids). Their sessions expire in the same tick; the
+    /// new members' join must then complete once, and their sync succeed.
+    #[test]
+    fn stale_members_restored_after_a_restart_expire_without_a_rebalance_loop() {
+        let mut g = Group::new("g", 0);
+        let (a, b) = (member_id_for(&mut g, 0), member_id_for(&mut g, 0));
+        let ja = join(&mut g, &a, None, 1);
+        let jb = join(&mut g, &b, None, 1);
+        let generation = answer(ja).unwrap().generation_id;
+        let _ = answer(jb);
+        let leader = g.leader.clone().unwrap();
+        let follower = if leader == a { b.clone() } else { a.clone() };
+        answer(sync(&mut g, &leader, generation, vec![(a.clone(), Bytes::new()), (b.clone(), Bytes::new())], 2))
+            .unwrap();
+        answer(sync(&mut g, &follower, generation, Vec::new(), 2)).unwrap();
+        assert_eq!(g.state, GroupState::Stable);
+        // The coordinator restarts: the group is restored from its stored record.
+        let mut g2 = Group::new("g", 100);
+        g2.restore(g.to_stored(), 100);
+        let (c, d) = (member_id_for(&mut g2, 101), member_id_for(&mut g2, 101));
+        let jc = join(&mut g2, &c, None, 102);
+        let jd = join(&mut g2, &d, None, 102);
+        assert_eq!(g2.state, GroupState::PreparingRebalance, "waiting for the restored members");
+        // a and b never come back: their sessions (10 s) expire together.
+        g2.tick(100 + 10_001);
+        let (rc, rd) = (answer(jc).expect("c's join answered"), answer(jd).expect("d's join answered"));
+        assert_eq!((rc.error, rd.error), (None, None));
+        assert_eq!(g2.state, GroupState::CompletingRebalance);
+        let leader = rc.leader.clone();
+        let follower = if leader == c { d.clone() } else { c.clone() };
+        let now = 100 + 10_002;
+        g2.tick(now);
+        let assignments = vec![(c.clone(), Bytes::new()), (d.clone(), Bytes::new())];
+        let synced = answer(sync(&mut g2, &leader, rc.generation_id, assignments, now)).unwrap();
+        assert_eq!(synced.error, None, "the leader's sync succeeds");
+        let synced = answer(sync(&mut g2, &follower, rc.generation_id, Vec::new(), now)).unwrap();
+        assert_eq!(synced.error, None, "the follower's sync succeeds");
+        assert_eq!(g2.state, GroupState::Stable);
     }
 
     #[test]

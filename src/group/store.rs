@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::kafka::wire::Reader;
+use crate::model::wire::Reader;
 
 /// What a key names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

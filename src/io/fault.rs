@@ -21,16 +21,22 @@ pub enum FaultOp {
     Allocate,
     /// A data read.
     Read,
+    /// Any operation on a side file or directory through `io::fs` (metadata log, snapshots,
+    /// checkpoints, markers, indexes).
+    SideFile,
 }
+
+/// Number of [`FaultOp`] kinds.
+const OPS: usize = 5;
 
 #[derive(Default)]
 struct FaultState {
-    /// errno for the next write/sync/allocate/read, 0 when not armed.
-    next_errno: [AtomicI32; 4],
+    /// errno for the next operation of each kind, 0 when not armed.
+    next_errno: [AtomicI32; OPS],
     /// errno for every operation of the kind from now on, 0 when not armed.
-    sticky_errno: [AtomicI32; 4],
+    sticky_errno: [AtomicI32; OPS],
     /// Operations of each kind performed so far (for assertions in tests).
-    performed: [AtomicU64; 4],
+    performed: [AtomicU64; OPS],
     /// Extra delay added to every fdatasync, in milliseconds.
     sync_delay_ms: AtomicU32,
 }
@@ -53,6 +59,7 @@ fn slot(op: FaultOp) -> usize {
         FaultOp::Sync => 1,
         FaultOp::Allocate => 2,
         FaultOp::Read => 3,
+        FaultOp::SideFile => 4,
     }
 }
 
@@ -74,7 +81,7 @@ impl Faults {
 
     /// Disarms every fault.
     pub fn heal(&self) {
-        for i in 0..4 {
+        for i in 0..OPS {
             self.state.next_errno[i].store(0, Ordering::SeqCst);
             self.state.sticky_errno[i].store(0, Ordering::SeqCst);
         }

@@ -4,16 +4,21 @@
 //! runtime can be replaced, or a simulated disk and clock slipped in for tests, in one place.
 
 mod aligned;
+pub mod budget;
 mod fault;
 mod file;
+pub mod fs;
 pub mod net;
+mod signal;
 
 use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub use aligned::{AlignedBuf, PAGE_BYTES, round_down_to_page, round_up_to_page};
 pub use fault::{FaultOp, Faults};
 pub use file::{DirectFile, OpenMode};
+pub use signal::{LocalSignal, Notified};
 
 /// A handle to a task running on the current shard; dropping it cancels the task, so
 /// fire-and-forget tasks call [`Task::detach`].
@@ -84,4 +89,51 @@ pub fn runtime_uses_io_uring() -> bool {
 pub fn runtime_ring_fd() -> Option<i32> {
     use std::os::fd::AsRawFd;
     compio::runtime::Runtime::try_with_current(|rt| rt.as_raw_fd()).ok()
+}
+
+/// Current wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs a future to completion on the calling (non-shard) thread, parking between polls. For
+/// the broker's main thread and helper threads that wait on shard replies.
+pub fn block_on_thread<F: Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (a broker holds a socket
+/// per connection and several files per partition) and returns the soft limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    }
 }

@@ -11,22 +11,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use compio::BufResult;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 use kafka_protocol::messages::ApiKey;
 
 use super::fetch_response::EncodedBody;
-use super::frame::{FrameError, FrameLimits, FrameReader};
+use super::frame::{FrameLimits, RequestFrameError, RequestReader};
 use super::handlers;
-use crate::io::net::{AsyncWrite, AsyncWriteExt, TcpStream};
-use crate::shard::{Shard, ShardMetrics};
-use crate::util::LocalSignal;
+use super::server::{KafkaContext, KafkaMetrics};
+use crate::io::LocalSignal;
+use crate::io::budget::Permit;
+use crate::io::net::Stream;
 
-/// Most buffers handed to one vectored write (IOV_MAX is 1024).
-const MAX_IOVECS_PER_WRITE: usize = 512;
 /// Responses gathered into one write at most.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
@@ -46,6 +45,8 @@ pub struct Response {
     pub header_version: i16,
     /// Body.
     pub body: ResponseBody,
+    /// Memory the body's bytes count against (a fetch's read budget), given back once written.
+    pub held: Option<Permit>,
 }
 
 impl Response {
@@ -56,8 +57,10 @@ impl Response {
         }
     }
 
-    /// Appends the framed response (size, header, body) to `out`; returns its length.
-    fn append_to(self, out: &mut Vec<Bytes>) -> usize {
+    /// Appends the framed response (size, header, body) to `out`, and what it holds to `held`;
+    /// returns its length.
+    fn append_to(mut self, out: &mut Vec<Bytes>, held: &mut Vec<Permit>) -> usize {
+        held.extend(self.held.take());
         let header_len = if self.header_version >= 1 { 5 } else { 4 };
         let size = header_len + self.body_len();
         let mut head = BytesMut::with_capacity(4 + header_len);
@@ -78,10 +81,28 @@ impl Response {
 /// A response that will be ready later (or `None`: no response, as for acks=0).
 pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Response>>>>;
 
+/// Who is asking: what every handler knows of the connection a request came on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    /// Name of the listener the connection came in on.
+    pub listener: &'static str,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Client id of the latest request.
+    pub client_id: Option<String>,
+    /// Authenticated principal (`User:ANONYMOUS` until authentication exists).
+    pub principal: &'static str,
+}
+
+/// Name of the only listener so far.
+pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+/// The principal of an unauthenticated connection, as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
 /// State shared by a connection's tasks.
 pub struct Connection {
-    /// The shard the connection lives on.
-    pub shard: Rc<Shard>,
+    /// The Kafka service of the shard the connection lives on.
+    pub ctx: Rc<KafkaContext>,
     /// Peer address.
     pub peer: SocketAddr,
     /// Client id of the latest request.
@@ -91,6 +112,16 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The request context of this connection's latest request.
+    pub fn request_context(&self) -> RequestContext {
+        RequestContext {
+            listener: PLAINTEXT_LISTENER,
+            peer: self.peer,
+            client_id: self.client_id.borrow().clone(),
+            principal: ANONYMOUS,
+        }
+    }
+
     /// Marks a pipelined Produce as started; returns a guard to drop when it completes.
     pub fn produce_started(self: &Rc<Self>) -> ProduceGuard {
         self.produces_in_flight.set(self.produces_in_flight.get() + 1);
@@ -120,28 +151,34 @@ impl Drop for ProduceGuard {
 }
 
 /// Serves one connection until the peer closes, a request is malformed, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, stop: oneshot::Receiver<()>) {
+pub async fn serve(ctx: Rc<KafkaContext>, stream: Stream, peer: SocketAddr, stop: oneshot::Receiver<()>) {
     let limits = FrameLimits {
-        produce_max_bytes: shard.config.socket_request_max_bytes,
-        control_max_bytes: shard.config.control_request_max_bytes,
+        produce_max_bytes: ctx.config.socket_request_max_bytes,
+        control_max_bytes: ctx.config.control_request_max_bytes,
+        read_timeout: Duration::from_millis(ctx.config.request_read_timeout_ms),
+        idle_timeout: Duration::from_millis(ctx.config.connections_max_idle_ms),
     };
-    let (queue, responses) = flume::bounded::<PendingResponse>(shard.config.max_in_flight_requests_per_connection);
-    let writer = crate::io::spawn(write_loop(stream.clone(), responses));
+    let budget = ctx.request_memory.clone();
+    let (queue, responses) = flume::bounded::<Queued>(ctx.config.max_in_flight_requests_per_connection);
+    let writer = crate::io::spawn(write_loop(stream.clone(), responses, limits.read_timeout));
     let conn = Rc::new(Connection {
-        shard,
+        ctx,
         peer,
         client_id: RefCell::new(None),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });
-    read_loop(&conn, FrameReader::new(stream, limits), queue, stop).await;
+    read_loop(&conn, RequestReader::new(stream, limits, budget), queue, stop).await;
     let _ = writer.await;
 }
 
+/// A response on its way, and the request memory its request holds until it is done.
+type Queued = (PendingResponse, Permit);
+
 async fn read_loop(
     conn: &Rc<Connection>,
-    mut reader: FrameReader,
-    queue: flume::Sender<PendingResponse>,
+    mut reader: RequestReader,
+    queue: flume::Sender<Queued>,
     stop: oneshot::Receiver<()>,
 ) {
     let mut stop = stop.fuse();
@@ -150,19 +187,21 @@ async fn read_loop(
             _ = stop => return,
             frame = reader.next().fuse() => frame,
         };
-        let frame = match next {
-            Ok(Some(frame)) => frame,
+        let (frame, permit) = match next {
+            Ok(Some(read)) => read,
             Ok(None) => return,
             Err(err) => {
-                let quiet = matches!(&err, FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+                // A reset or an idle connection is a client's way of leaving, not a fault.
+                let quiet = matches!(&err, RequestFrameError::Frame(e) if e.is_reset())
+                    || matches!(err, RequestFrameError::Idle(_));
                 if !quiet {
                     tracing::warn!(peer = %conn.peer, error = %err, "closing connection");
-                    ShardMetrics::add(&conn.shard.metrics.request_errors, 1);
+                    KafkaMetrics::add(&conn.ctx.metrics.request_errors, 1);
                 }
                 return;
             }
         };
-        ShardMetrics::add(&conn.shard.metrics.requests, 1);
+        KafkaMetrics::add(&conn.ctx.metrics.requests, 1);
         if frame.header.api_key != ApiKey::Produce as i16 {
             conn.wait_for_produces().await;
         }
@@ -181,41 +220,49 @@ async fn read_loop(
                     error = %err,
                     "closing connection"
                 );
-                ShardMetrics::add(&conn.shard.metrics.request_errors, 1);
+                KafkaMetrics::add(&conn.ctx.metrics.request_errors, 1);
                 return;
             }
         };
-        if queue.send_async(pending).await.is_err() {
+        if queue.send_async((pending, permit)).await.is_err() {
             return; // the writer is gone (socket error)
         }
     }
 }
 
-async fn write_loop(mut stream: TcpStream, responses: flume::Receiver<PendingResponse>) {
-    let mut next: Option<PendingResponse> = None;
+/// Writes the responses in order. A write that cannot finish within `stall` (the client does
+/// not read what it asked for) closes the connection, so no client pins the memory its
+/// responses hold.
+async fn write_loop(mut stream: Stream, responses: flume::Receiver<Queued>, stall: Duration) {
+    let mut next: Option<Queued> = None;
     loop {
-        let first = match next.take() {
-            Some(pending) => pending,
+        let (first, permit) = match next.take() {
+            Some(queued) => queued,
             None => match responses.recv_async().await {
-                Ok(pending) => pending,
+                Ok(queued) => queued,
                 Err(_) => break,
             },
         };
         let mut out = Vec::new();
+        // The memory of the requests and responses in this write, given back once written.
+        let mut held = vec![permit];
         let mut bytes = 0usize;
         if let Some(response) = first.await {
-            bytes += response.append_to(&mut out);
+            bytes += response.append_to(&mut out, &mut held);
         }
         // Gather whatever else is already complete into the same write.
         while bytes < MAX_BATCH_BYTES {
-            let Ok(mut pending) = responses.try_recv() else {
+            let Ok((mut pending, permit)) = responses.try_recv() else {
                 break;
             };
             match (&mut pending).now_or_never() {
-                Some(Some(response)) => bytes += response.append_to(&mut out),
+                Some(Some(response)) => {
+                    held.push(permit);
+                    bytes += response.append_to(&mut out, &mut held);
+                }
                 Some(None) => {}
                 None => {
-                    next = Some(pending);
+                    next = Some((pending, permit));
                     break;
                 }
             }
@@ -223,19 +270,14 @@ async fn write_loop(mut stream: TcpStream, responses: flume::Receiver<PendingRes
         if out.is_empty() {
             continue;
         }
-        if write_all(&mut stream, out).await.is_err() {
-            break;
+        match crate::io::timeout(stall, stream.write_all(out)).await {
+            Some(Ok(())) => drop(held),
+            Some(Err(_)) => break,
+            None => {
+                tracing::warn!(?stall, "closing a connection whose client does not read its responses");
+                break;
+            }
         }
     }
-    let _ = stream.shutdown().await;
-}
-
-async fn write_all(stream: &mut TcpStream, mut out: Vec<Bytes>) -> std::io::Result<()> {
-    while !out.is_empty() {
-        let rest = if out.len() > MAX_IOVECS_PER_WRITE { out.split_off(MAX_IOVECS_PER_WRITE) } else { Vec::new() };
-        let BufResult(result, _) = stream.write_vectored_all(out).await;
-        result?;
-        out = rest;
-    }
-    Ok(())
+    stream.shutdown().await;
 }

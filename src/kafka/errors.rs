@@ -5,32 +5,22 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::ControllerError;
 use crate::group::GroupError;
-use crate::shard::PartitionError;
-use crate::storage::{BatchError, StorageError};
+use crate::model::BatchError;
+use crate::partition::PartitionError;
 
 /// Kafka error code for a batch refused at produce time.
 pub fn batch_error(err: &BatchError) -> ResponseError {
     match err {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::CountMismatch { .. } | BatchError::Empty | BatchError::OffsetGap { .. } => {
-            ResponseError::InvalidRecord
-        }
-        BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::CrcMismatch { .. } => {
-            ResponseError::CorruptMessage
-        }
-    }
-}
-
-/// Kafka error code for a storage failure.
-pub fn storage_error(err: &StorageError) -> ResponseError {
-    match err {
-        StorageError::Batch(batch) => batch_error(batch),
-        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
-            ResponseError::KafkaStorageError
-        }
-        StorageError::Closed => ResponseError::NotLeaderOrFollower,
+        BatchError::CountMismatch { .. }
+        | BatchError::Empty
+        | BatchError::OffsetGap { .. }
+        | BatchError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BatchError::Truncated { .. }
+        | BatchError::BadLength(_)
+        | BatchError::CrcMismatch { .. }
+        | BatchError::Corrupt(_) => ResponseError::CorruptMessage,
     }
 }
 
@@ -38,13 +28,17 @@ pub fn storage_error(err: &StorageError) -> ResponseError {
 pub fn partition_error(err: &PartitionError) -> ResponseError {
     match err {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        PartitionError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
         PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         PartitionError::Timeout => ResponseError::RequestTimedOut,
-        PartitionError::OffsetBeyondHighWatermark(_) => ResponseError::OffsetOutOfRange,
+        PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
+        PartitionError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         PartitionError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-        PartitionError::Storage(storage) => storage_error(storage),
+        PartitionError::InvalidBatch(batch) => batch_error(batch),
+        PartitionError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
 
@@ -61,7 +55,19 @@ pub fn controller_error(err: &ControllerError) -> ResponseError {
         ControllerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
         ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
-        ControllerError::Storage(_) => ResponseError::UnknownServerError,
+        ControllerError::NotController(_) => ResponseError::NotController,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        ControllerError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        ControllerError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        ControllerError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+        ControllerError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+        ControllerError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+        ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
+        ControllerError::StaleBrokerEpoch(_)
+        | ControllerError::InconsistentClusterId(_)
+        | ControllerError::Storage(_) => ResponseError::UnknownServerError,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::wire::{put_array_len, put_bytes_len, put_string, put_uvarint};
+use crate::model::wire::{put_array_len, put_bytes_len, put_string, put_uvarint};
 
 /// One partition of a Fetch response.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +22,8 @@ pub struct PartitionOut {
     pub log_start_offset: i64,
     /// Whole record batches, in order.
     pub records: Vec<Bytes>,
+    /// The replica the consumer should fetch from instead (KIP-392; v11+).
+    pub preferred_read_replica: Option<i32>,
 }
 
 impl PartitionOut {
@@ -112,7 +114,7 @@ pub fn encode(
             // aborted_transactions: empty (no transactions are aborted here)
             put_array_len(&mut b.current, 0, flexible);
             if version >= 11 {
-                b.current.put_i32(-1); // preferred_read_replica
+                b.current.put_i32(partition.preferred_read_replica.unwrap_or(-1));
             }
             put_bytes_len(&mut b.current, Some(partition.records_bytes()), flexible);
             for batch in &partition.records {
@@ -158,6 +160,7 @@ mod tests {
                     last_stable_offset: 99,
                     log_start_offset: 7,
                     records: batches.iter().map(|b| Bytes::from(b.clone())).collect(),
+                    preferred_read_replica: (*index % 3 == 0).then_some(*index / 3),
                 }).collect(),
             }).collect();
             let body = encode(version, 3, 0, 0, &input);
@@ -178,6 +181,7 @@ mod tests {
                     prop_assert_eq!(gp.high_watermark, wp.high_watermark);
                     prop_assert_eq!(gp.last_stable_offset, wp.last_stable_offset);
                     if version >= 5 { prop_assert_eq!(gp.log_start_offset, wp.log_start_offset); }
+                    if version >= 11 { prop_assert_eq!(gp.preferred_read_replica.0, wp.preferred_read_replica.unwrap_or(-1)); }
                     let want_records: Vec<u8> = wp.records.iter().flat_map(|b| b.to_vec()).collect();
                     prop_assert_eq!(gp.records.as_deref().unwrap_or(&[]), &want_records[..]);
                 }

@@ -1,5 +1,6 @@
 //! The Kafka protocol edge: framing, connections, and one handler per API. Handlers reach
-//! partitions only through the shard layer (messages to the owning shard), never storage.
+//! partitions by running work on the shard that owns them (through the partition layer), groups
+//! through their coordinators, and metadata through the controller; never storage.
 
 pub mod connection;
 pub mod errors;
@@ -7,4 +8,4 @@ pub mod fetch_response;
 pub mod frame;
 pub mod handlers;
 pub mod produce_request;
-pub mod wire;
+pub mod server;

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::wire::{Reader, WireError};
+use crate::model::wire::{Reader, WireError};
 
 /// One partition's data in a Produce request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 //! It knows nothing of Kafka requests or sockets; it talks only to the io layer. See
 //! `docs/ARCHITECTURE.md` (Storage) for the write path, the durability policy and recovery.
 
-pub mod batch;
 pub mod cache;
 pub mod index;
 mod log;
@@ -12,14 +11,15 @@ mod segment;
 use std::io;
 use std::path::PathBuf;
 
-pub use batch::{BatchError, BatchHeader};
 pub use cache::{CacheKey, CacheStats, ReadCache};
 pub use log::{
-    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, ReadResult, RetentionOutcome, UNLINK_PACE,
+    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, ReadResult,
+    RetentionOutcome,
 };
 
-/// When appended data is made durable with fdatasync.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// When appended data is made durable with fdatasync. Written `always`, `interval:<ms>` or
+/// `never` in configuration files and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
     /// Every append is written and fdatasync'd before it is reported durable; concurrent appends
     /// share one fdatasync (group commit). Produce acks (1 / all) wait for it.
@@ -44,6 +44,19 @@ impl FlushPolicy {
                 }
             },
         }
+    }
+}
+
+impl serde::Serialize for FlushPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FlushPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -89,6 +102,10 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// Preallocate segment files (fallocate) so appends need no block allocation.
     pub preallocate: bool,
+    /// How far ahead of the write position a segment is preallocated at a time (capped by the
+    /// segment size): 16 MiB for user topics, less for internal ones whose partitions stay
+    /// small (a group's first commit need not take 16 MiB of disk).
+    pub preallocate_step_bytes: u64,
     /// Write unwritten data once this much has accumulated, whatever the flush policy.
     pub write_behind_bytes: usize,
     /// Produce acknowledgements are held back while more than this much appended data is not yet
@@ -109,6 +126,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::Always,
             timestamp_type: TimestampType::CreateTime,
             preallocate: true,
+            preallocate_step_bytes: PREALLOCATE_STEP_BYTES,
             write_behind_bytes: 1 << 20,
             max_unwritten_bytes: 64 << 20,
         }
@@ -120,7 +138,7 @@ impl Default for LogConfig {
 pub enum StorageError {
     /// The batch was refused before anything was written.
     #[error(transparent)]
-    Batch(#[from] BatchError),
+    Batch(#[from] crate::model::BatchError),
     /// A disk operation failed.
     #[error("I/O error on {path}: {message}")]
     Io {
@@ -140,6 +158,14 @@ pub enum StorageError {
         log_start_offset: i64,
         /// Next offset to be written.
         log_end_offset: i64,
+    },
+    /// Replicated batches that do not start where the log ends.
+    #[error("replicated batch at offset {found}, but the log ends at {expected}")]
+    OutOfOrder {
+        /// The log end.
+        expected: i64,
+        /// The batch's base offset.
+        found: i64,
     },
     /// A previous write or fdatasync failed; the log accepts no more appends until reopened.
     #[error("log is offline after an I/O failure: {0}")]

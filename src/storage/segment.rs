@@ -10,9 +10,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BATCH_HEADER_BYTES, BatchError, BatchHeader};
 use super::index::{OffsetIndex, TimeIndex};
 use crate::io::{AlignedBuf, DirectFile, PAGE_BYTES, round_down_to_page, round_up_to_page};
+use crate::model::batch::{self, BATCH_HEADER_BYTES, BatchError, BatchHeader};
 
 /// Bytes read per window when scanning a segment.
 const SCAN_WINDOW_BYTES: usize = 1 << 20;

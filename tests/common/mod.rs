@@ -16,6 +16,8 @@ pub struct Broker {
     pub data_dir: PathBuf,
     /// Extra arguments it was started with.
     pub args: Vec<String>,
+    /// What it was told to listen on (a port of 0 picks a free one at every start).
+    pub listen: String,
     /// Where its log goes.
     pub log_path: PathBuf,
     /// Whether dropping this broker removes its data directory and log (when the test did not
@@ -48,6 +50,12 @@ impl std::ops::Deref for TempDir {
     }
 }
 
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if !std::thread::panicking() {
@@ -67,12 +75,17 @@ impl Broker {
 
     /// Starts a broker on an existing data directory (which it leaves in place).
     pub fn start_in(data_dir: &Path, args: Vec<String>) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// Starts a broker listening on `listen` on an existing data directory.
+    pub fn start_at(data_dir: &Path, listen: &str, args: Vec<String>) -> Self {
         let log_path = data_dir.with_extension(format!("log.{}", std::process::id()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_moldau"))
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(&args)
@@ -94,7 +107,15 @@ impl Broker {
             panic!("broker did not start; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
         });
         let addr = line.strip_prefix("moldau listening on ").expect("listening line").trim().to_owned();
-        Self { child: Some(child), addr, data_dir: data_dir.to_owned(), args, log_path, owns_dir: false }
+        Self {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_owned(),
+            args,
+            listen: listen.to_owned(),
+            log_path,
+            owns_dir: false,
+        }
     }
 
     /// Stops with SIGTERM (clean shutdown) and waits.
@@ -136,10 +157,16 @@ impl Broker {
         self.start_again();
     }
 
-    fn start_again(&mut self) {
+    /// Starts the broker again on the same data directory (new port), after a stop or a kill.
+    pub fn start_again(&mut self) {
         let owns_dir = std::mem::replace(&mut self.owns_dir, false);
-        *self = Self::start_in(&self.data_dir.clone(), self.args.clone());
+        *self = Self::start_at(&self.data_dir.clone(), &self.listen.clone(), self.args.clone());
         self.owns_dir = owns_dir;
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The process id.
@@ -220,4 +247,61 @@ pub fn moldau(args: &[&str]) -> Command {
 /// stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A small ext4 filesystem in the file `image`, loop-mounted on `at` (root only; its
+/// lost+found removed, so `at` starts empty): a disk that fills up. Unmounted when dropped, even
+/// while something still uses it.
+pub struct SmallDisk {
+    pub at: PathBuf,
+    image: PathBuf,
+}
+
+impl SmallDisk {
+    /// The disk, or `None` (said on stderr, so the test can skip) where mounting one is not
+    /// permitted (not root, or no loop devices).
+    pub fn mount(image: PathBuf, at: &Path, mib: u64) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(mib << 20).unwrap();
+        let formatted = Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image).status();
+        assert!(formatted.as_ref().is_ok_and(|s| s.success()), "mkfs.ext4 (Debian e2fsprogs): {formatted:?}");
+        let mounted = Command::new("mount").args(["-o", "loop"]).arg(&image).arg(at).output();
+        match mounted {
+            Ok(out) if out.status.success() => {}
+            other => {
+                let _ = std::fs::remove_file(&image);
+                eprintln!("SKIPPED: cannot loop-mount a small disk here (root and loop devices are needed): {other:?}");
+                return None;
+            }
+        }
+        let disk = Self { at: at.to_owned(), image };
+        std::fs::remove_dir(at.join("lost+found")).unwrap();
+        Some(disk)
+    }
+
+    /// Fills it with a file until about `leave` bytes are left; returns the file.
+    pub fn fill_leaving(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.at.join(format!("filler-{}", std::process::id()));
+        let free = moldau::io::fs::space(&self.at).unwrap().1;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xabu8; 1 << 20];
+        let mut left = free.saturating_sub(leave);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if file.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
 }

@@ -7,9 +7,9 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
+use super::controller_items;
 use super::describe_configs::RESOURCE_TOPIC;
-use crate::cluster::{ConfigChange, ControllerCall, ControllerError};
+use crate::cluster::{ConfigChange, ControllerError, ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 
@@ -25,11 +25,14 @@ pub async fn apply(
         .filter(|(kind, _, _)| *kind == RESOURCE_TOPIC)
         .map(|(_, name, change)| (name.as_str().to_owned(), change.clone()))
         .collect();
-    let mut outcomes =
-        ask_controller(&conn.shard, |reply| ControllerCall::AlterTopicConfigs { changes, validate_only, reply })
-            .await
-            .unwrap_or_default()
-            .into_iter();
+    let count = changes.len();
+    let ask = ControllerRequest::AlterTopicConfigs { changes, validate_only };
+    let mut outcomes = controller_items(conn, ask, count, |r| match r {
+        ControllerResponse::Done(results) => Some(results),
+        _ => None,
+    })
+    .await
+    .into_iter();
     resources
         .into_iter()
         .map(|(kind, name, _)| {

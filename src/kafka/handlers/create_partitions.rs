@@ -7,8 +7,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
-use crate::cluster::ControllerCall;
+use super::controller_items;
+use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 
@@ -18,36 +18,21 @@ pub async fn handle(
     request: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
-    let broker_id = conn.shard.metadata().broker.id;
     let mut results = Vec::new();
     let mut asked = Vec::new();
     for topic in &request.topics {
-        // Manual assignments may only name this broker.
-        let bad_assignment = topic
-            .assignments
-            .iter()
-            .flatten()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker_id) || a.broker_ids.len() != 1);
-        if bad_assignment {
-            results.push((
-                topic.name.clone(),
-                Some((
-                    ResponseError::InvalidReplicaAssignment.code(),
-                    "assignments may only name this broker".to_owned(),
-                )),
-            ));
-        } else {
-            asked.push((topic.name.as_str().to_owned(), topic.count));
-            results.push((topic.name.clone(), None));
-        }
+        let assignments: Vec<Vec<i32>> =
+            topic.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+        asked.push((topic.name.as_str().to_owned(), topic.count, assignments));
+        results.push((topic.name.clone(), None::<(i16, String)>));
     }
-    let outcomes = ask_controller(&conn.shard, |reply| ControllerCall::CreatePartitions {
-        topics: asked.clone(),
-        validate_only: request.validate_only,
-        reply,
+    let count = asked.len();
+    let ask = ControllerRequest::CreatePartitions { topics: asked, validate_only: request.validate_only };
+    let outcomes = controller_items(conn, ask, count, |r| match r {
+        ControllerResponse::Done(results) => Some(results),
+        _ => None,
     })
-    .await
-    .unwrap_or_default();
+    .await;
     let mut outcomes = outcomes.into_iter();
     let results = results
         .into_iter()

@@ -7,8 +7,8 @@ use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, Cr
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
-use crate::cluster::{ControllerCall, NewTopic};
+use super::controller_items;
+use crate::cluster::{ControllerRequest, ControllerResponse, NewTopic, TopicConfig};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 
@@ -44,15 +44,18 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
     let dupes: std::collections::HashSet<String> =
         topics.iter().filter(|t| !duplicate.insert(t.name.clone())).map(|t| t.name.clone()).collect();
     let (unique, _): (Vec<NewTopic>, Vec<NewTopic>) = topics.into_iter().partition(|t| !dupes.contains(&t.name));
-    let results = ask_controller(&conn.shard, |reply| ControllerCall::CreateTopics {
+    let count = unique.len();
+    let ask = ControllerRequest::CreateTopics {
         topics: unique.clone(),
         validate_only: request.validate_only,
         internal: false,
-        reply,
+    };
+    let results = controller_items(conn, ask, count, |r| match r {
+        ControllerResponse::CreatedTopics(results) => Some(results),
+        _ => None,
     })
-    .await
-    .unwrap_or_default();
-    let broker = conn.shard.config.clone();
+    .await;
+    let broker = conn.ctx.config.clone();
     let mut results = unique.iter().map(|t| t.name.clone()).zip(results).collect::<std::collections::HashMap<_, _>>();
     let topics = names
         .into_iter()
@@ -69,9 +72,8 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
             let (code, message) = controller_result(&outcome);
             let result = result.with_error_code(code).with_error_message(message.map(StrBytes::from_string));
             match outcome {
-                Ok(topic) if version >= 5 => {
-                    let configs = topic
-                        .config
+                Ok(created) if version >= 5 => {
+                    let configs = TopicConfig::resolve(created.configs.clone(), &broker, false)
                         .describe(&broker)
                         .into_iter()
                         .map(|(key, value, is_default)| {
@@ -82,9 +84,9 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
                         })
                         .collect();
                     result
-                        .with_topic_id(if version >= 7 { topic.id } else { uuid::Uuid::nil() })
-                        .with_num_partitions(topic.partitions.len() as i32)
-                        .with_replication_factor(1)
+                        .with_topic_id(if version >= 7 { created.id } else { uuid::Uuid::nil() })
+                        .with_num_partitions(created.partitions)
+                        .with_replication_factor(created.replication_factor)
                         .with_configs(Some(configs))
                 }
                 Ok(_) => result,

@@ -15,9 +15,8 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteGroupsRequest, _versio
     let mut results = Vec::new();
     for group_id in &request.groups_names {
         let id = group_id.as_str().to_owned();
-        let error = call_group(&conn.shard, &id, |reply| GroupCall::Delete { group_id: id.clone(), reply })
-            .await
-            .unwrap_or_else(Some);
+        let error =
+            call_group(conn, &id, |reply| GroupCall::Delete { group_id: id.clone(), reply }).await.unwrap_or_else(Some);
         results
             .push(DeletableGroupResult::default().with_group_id(group_id.clone()).with_error_code(group_code(error)));
     }

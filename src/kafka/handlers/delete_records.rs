@@ -1,26 +1,31 @@
 //! DeleteRecords: move partitions' log start offsets forward.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{locate, scatter};
+use crate::io;
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
-use crate::shard::{DeleteRecordsCall, ShardMessage};
+use crate::model::TopicPartition;
+use crate::partition::{PartitionError, PartitionManager};
 
 /// Answers DeleteRecords.
 pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
-    let metadata = conn.shard.metadata();
+    let metadata = conn.ctx.view();
     let mut slots: Vec<DeleteRecordsPartitionResult> = Vec::new();
     let mut shape = Vec::new();
     let mut routed = Vec::new();
     for topic in &request.topics {
         shape.push((topic.name.clone(), topic.partitions.len()));
-        let compacted_only =
-            metadata.topic(topic.name.as_str()).is_some_and(|t| t.config.compact && !t.config.retention_enabled());
+        let compacted_only = metadata
+            .topic(topic.name.as_str())
+            .and_then(|t| metadata.config_of(&t.id))
+            .is_some_and(|c| c.compact && !c.retention_enabled());
         for p in &topic.partitions {
             let slot = slots.len();
             slots.push(
@@ -36,8 +41,24 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _versi
             }
         }
     }
-    let message = |parts, reply| ShardMessage::DeleteRecords(DeleteRecordsCall { parts, reply });
-    for (slot, answer) in scatter(&conn.shard.router, routed, message).await.answers().await {
+    // Deleted here first, then the answer waits (within the request's timeout) until the
+    // in-sync followers have deleted too.
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let work = move |partitions: Rc<PartitionManager>, parts: Vec<(TopicPartition, i64)>| async move {
+        let mut deleted = Vec::with_capacity(parts.len());
+        for (key, offset) in parts {
+            deleted.push(match partitions.get(&key) {
+                None => Err(PartitionError::UnknownTopicOrPartition),
+                Some(partition) => partition.delete_records(offset).await.map(|low| (partition, low)),
+            });
+        }
+        let waits = deleted.into_iter().map(|d| async move {
+            let (partition, low) = d?;
+            io::timeout(timeout, partition.low_watermark_reached(low)).await.unwrap_or(Err(PartitionError::Timeout))
+        });
+        futures_util::future::join_all(waits).await
+    };
+    for (slot, answer) in scatter(&conn.ctx.partitions, routed, work).await.answers().await {
         match answer {
             Some(Ok(low)) => slots[slot].low_watermark = low,
             Some(Err(err)) => slots[slot].error_code = partition_error(&err).code(),

@@ -6,8 +6,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
-use crate::cluster::{ControllerCall, TopicRef};
+use super::controller_items;
+use crate::cluster::{ControllerRequest, ControllerResponse, TopicRef};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 
@@ -25,9 +25,12 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteTopicsRequest, version
     } else {
         request.topic_names.iter().map(|n| TopicRef::Name(n.as_str().to_owned())).collect()
     };
-    let results = ask_controller(&conn.shard, |reply| ControllerCall::DeleteTopics { topics: refs.clone(), reply })
-        .await
-        .unwrap_or_default();
+    let ask = ControllerRequest::DeleteTopics { topics: refs.clone() };
+    let results = controller_items(conn, ask, refs.len(), |r| match r {
+        ControllerResponse::DeletedTopics(results) => Some(results),
+        _ => None,
+    })
+    .await;
     let responses = refs
         .iter()
         .zip(results)

@@ -11,7 +11,7 @@ use crate::kafka::connection::Connection;
 
 /// Answers DescribeCluster.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
-    let metadata = conn.shard.metadata();
+    let metadata = conn.ctx.view();
     let response = DescribeClusterResponse::default().with_endpoint_type(request.endpoint_type);
     // Endpoint type 1 is "brokers"; 2 ("controllers") is for KRaft controller listeners, which
     // this broker does not expose separately.
@@ -20,15 +20,26 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _ver
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(StrBytes::from_static_str("only the broker endpoint type is served")));
     }
-    let broker = &metadata.broker;
+    let brokers = metadata
+        .image
+        .brokers
+        .values()
+        // Fenced brokers only when asked for (v2+), as Kafka answers.
+        .filter(|b| !b.fenced || request.include_fenced_brokers)
+        .filter_map(|b| {
+            let endpoint = b.endpoint()?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string))
+                    .with_is_fenced(b.fenced),
+            )
+        })
+        .collect();
     response
-        .with_cluster_id(StrBytes::from_string(metadata.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.id))
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(i32::from(broker.port))
-                .with_rack(broker.rack.clone().map(StrBytes::from_string)),
-        ])
+        .with_cluster_id(StrBytes::from_string(metadata.image.cluster_id.clone()))
+        .with_controller_id(BrokerId(metadata.controller_id()))
+        .with_brokers(brokers)
 }

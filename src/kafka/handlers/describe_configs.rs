@@ -39,7 +39,7 @@ fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, String, ConfigTyp
         ("log.retention.check.interval.ms", broker.log_retention_check_interval_ms.to_string(), ConfigType::Long),
         ("offsets.topic.num.partitions", broker.offsets_topic_num_partitions.to_string(), ConfigType::Int),
         ("group.initial.rebalance.delay.ms", broker.group_initial_rebalance_delay_ms.to_string(), ConfigType::Int),
-        ("moldau.flush.policy", broker.flush.clone(), ConfigType::String),
+        ("moldau.flush.policy", broker.flush.to_string(), ConfigType::String),
         ("moldau.shards", broker.shard_count().to_string(), ConfigType::Int),
     ]
 }
@@ -50,8 +50,8 @@ fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
 
 /// Answers DescribeConfigs.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
-    let metadata = conn.shard.metadata();
-    let broker = &conn.shard.config;
+    let metadata = conn.ctx.view();
+    let broker = &conn.ctx.config;
     let results = request
         .resources
         .iter()
@@ -60,13 +60,15 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
-                RESOURCE_TOPIC => match metadata.topic(resource.resource_name.as_str()) {
+                RESOURCE_TOPIC => match metadata
+                    .topic(resource.resource_name.as_str())
+                    .and_then(|t| metadata.config_of(&t.id))
+                {
                     None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_error_message(
                         Some(StrBytes::from_string(format!("unknown topic {}", resource.resource_name.as_str()))),
                     ),
-                    Some(topic) => {
-                        let configs = topic
-                            .config
+                    Some(config) => {
+                        let configs = config
                             .describe(broker)
                             .into_iter()
                             .filter(|(key, _, _)| wanted(&resource.configuration_keys, key.name))

@@ -17,13 +17,10 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeGroupsRequest, versi
     let mut groups = Vec::new();
     for group_id in &request.groups {
         let id = group_id.as_str().to_owned();
-        let description = call_group(&conn.shard, &id, |reply| GroupCall::Describe { group_id: id.clone(), reply })
-            .await
-            .unwrap_or_else(|error| GroupDescription {
-                error: Some(error),
-                group_id: id.clone(),
-                ..Default::default()
-            });
+        let description =
+            call_group(conn, &id, |reply| GroupCall::Describe { group_id: id.clone(), reply }).await.unwrap_or_else(
+                |error| GroupDescription { error: Some(error), group_id: id.clone(), ..Default::default() },
+            );
         let mut code = group_code(description.error);
         // v6 reports a group that does not exist as such; older versions say "Dead".
         if version >= 6 && description.error.is_none() && description.state == "Dead" {

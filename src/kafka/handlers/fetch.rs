@@ -8,7 +8,6 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use futures_util::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
@@ -18,13 +17,30 @@ use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::partition_error;
 use crate::kafka::fetch_response::{self, PartitionOut, TopicOut};
 use crate::kafka::frame::RequestFrame;
-use crate::shard::{FetchCall, FetchPart, PartitionError, ShardMessage, ShardMetrics, WatchCall};
+use crate::kafka::server::{KafkaContext, KafkaMetrics};
+use crate::model::{BrokerId, TopicPartition};
+use crate::partition::{Isolation, PartitionError, PartitionManager, ReadOutcome};
+use crate::shard::ShardId;
 
 /// Longest a fetch may wait for data, whatever the client asks.
 const MAX_WAIT_MS: i32 = 30_000;
 
+/// One partition of a Fetch, as sent to its owning shard.
+#[derive(Clone, Debug)]
+struct FetchPart {
+    partition: TopicPartition,
+    offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    isolation: Isolation,
+    /// The follower fetching, for a replica's fetch.
+    follower: Option<BrokerId>,
+    /// The follower's log start (-1 when not said).
+    log_start_offset: i64,
+}
+
 struct Wanted {
-    shard: usize,
+    shard: ShardId,
     part: FetchPart,
 }
 
@@ -33,7 +49,16 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let version = frame.header.api_version;
     let correlation_id = frame.header.correlation_id;
     let request: FetchRequest = decode(ApiKey::Fetch, version, frame.body.freeze())?;
-    let metadata = conn.shard.metadata();
+    let metadata = conn.ctx.view();
+    let fetch_max_bytes = conn.ctx.config.fetch_max_bytes;
+    // A follower's fetch names its broker id (v15+: in the replica state): it reads up to the
+    // log end, and its fetch offset tells the leader how far it has come.
+    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let follower = (replica_id >= 0).then_some(replica_id);
+    let isolation =
+        if follower.is_some() { Isolation::LogEnd } else { Isolation::for_consumer(request.isolation_level) };
+    let rack_aware = conn.ctx.config.rack_aware_reads() && version >= 11;
+    let consumer_rack = Some(request.rack_id.as_str()).filter(|r| follower.is_none() && !r.is_empty());
 
     // Sessionless only: an incremental fetch for a session we never created is refused.
     if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
@@ -64,8 +89,29 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             let located = match found {
                 None if version >= 13 => Err(ResponseError::UnknownTopicId),
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(meta) => locate_in(meta, p.partition),
+                Some(meta) => locate_in(&metadata, meta, p.partition),
             };
+            let leads = located.is_ok();
+            let located = match (found, located) {
+                // A follower serves consumers (v11+) up to the high watermark it knows.
+                (Some(meta), Err(ResponseError::NotLeaderOrFollower)) if follower.is_none() && version >= 11 => {
+                    metadata.replica_shard(meta, p.partition).map_err(|_| ResponseError::NotLeaderOrFollower)
+                }
+                (_, other) => other,
+            };
+            // The leader sends a consumer in another rack to an in-sync replica there (KIP-392):
+            // no records, the replica to ask instead.
+            let redirect = match (found, consumer_rack) {
+                (Some(meta), Some(rack)) if leads && rack_aware => {
+                    metadata.preferred_read_replica(meta, p.partition, rack)
+                }
+                _ => None,
+            };
+            if redirect.is_some() {
+                out.preferred_read_replica = redirect;
+                topics[t].partitions.push(out);
+                continue;
+            }
             match located {
                 Ok((key, shard)) => wanted.push((
                     (t, topics[t].partitions.len()),
@@ -74,8 +120,11 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                         part: FetchPart {
                             partition: key,
                             offset: p.fetch_offset,
-                            max_bytes: p.partition_max_bytes.max(0) as usize,
+                            max_bytes: (p.partition_max_bytes.max(0) as usize).min(fetch_max_bytes),
                             current_leader_epoch: p.current_leader_epoch,
+                            isolation,
+                            follower,
+                            log_start_offset: p.log_start_offset,
                         },
                     },
                 )),
@@ -85,12 +134,21 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         }
     }
 
-    let max_bytes = if request.max_bytes <= 0 { i32::MAX as usize } else { request.max_bytes as usize };
+    let asked = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let max_bytes = fetch_max_bytes.min(asked);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
-    let shard = conn.shard.clone();
+    let ctx = conn.ctx.clone();
+    // What one read may bring back at most: each shard stops reading its partitions once it
+    // holds `max_bytes` (the rest answer with no records, as past a full response).
+    let shards = by_shard(wanted.iter().map(|(_, w)| (w.shard, 0, w.part.max_bytes)));
+    let most: usize = shards.values().map(|parts| parts.iter().map(|(_, b)| *b).sum::<usize>().min(max_bytes)).sum();
+    let mut held = ctx.fetch_memory.permit();
     loop {
-        let results = read_all(&shard, &wanted).await;
+        // The shard's fetches hold at most its share of fetch_read_budget_bytes between reading
+        // and writing: this read waits for room for what it may bring back.
+        held.grow(most.saturating_sub(held.bytes())).await;
+        let results = read_all(&ctx, &wanted, max_bytes).await;
         let mut total = 0usize;
         let mut any_error = false;
         for (((t, p), _), result) in wanted.iter().zip(&results) {
@@ -114,12 +172,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                     any_error = true;
                     out.records.clear();
                     out.error_code = partition_error(err).code();
-                    if let PartitionError::Storage(crate::storage::StorageError::OffsetOutOfRange {
-                        log_start_offset,
-                        log_end_offset,
-                        ..
-                    }) = err
-                    {
+                    if let PartitionError::OffsetOutOfRange { log_start_offset, log_end_offset, .. } = err {
                         out.log_start_offset = *log_start_offset;
                         out.high_watermark = *log_end_offset;
                         out.last_stable_offset = *log_end_offset;
@@ -127,6 +180,8 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 }
             }
         }
+        // Only what the response keeps stays held (while waiting, too).
+        held.shrink_to(total);
         let now = Instant::now();
         if total >= min_bytes.max(1) || any_error || wanted.is_empty() || now >= deadline {
             break;
@@ -140,7 +195,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                     Ok(fetched) => fetched
                         .records
                         .last()
-                        .and_then(|b| crate::storage::BatchHeader::parse(b).ok())
+                        .and_then(|b| crate::model::batch::BatchHeader::parse(b).ok())
                         .map_or(w.part.offset, |h| h.last_offset() + 1),
                     Err(_) => w.part.offset,
                 };
@@ -149,12 +204,11 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             .collect();
         let mut watches = Vec::new();
         for (target, items) in by_shard(watch_from) {
-            let (reply, rx) = oneshot::channel();
-            let parts = items.into_iter().map(|(_, part)| part).collect();
-            shard.router.send(target, ShardMessage::Watch(WatchCall { parts, reply })).await;
-            watches.push(rx);
+            let parts: Vec<(TopicPartition, i64)> = items.into_iter().map(|(_, part)| part).collect();
+            let watch = ctx.partitions.submit_cancellable_on(target, move |pm| watch_any(pm, parts, isolation));
+            watches.push(watch.await.wait().boxed_local());
         }
-        let any = futures_util::future::select_all(watches.into_iter().map(|rx| rx.boxed_local())).fuse();
+        let any = futures_util::future::select_all(watches).fuse();
         let timer = crate::io::sleep(deadline - now).fuse();
         futures_util::pin_mut!(any, timer);
         futures_util::select! {
@@ -163,23 +217,73 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         }
     }
     let errors = topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
-    ShardMetrics::add(&shard.metrics.partition_errors, errors as u64);
+    KafkaMetrics::add(&ctx.metrics.partition_errors, errors as u64);
     let body = fetch_response::encode(version, 0, 0, 0, &topics);
-    Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))))
+    let mut response = respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body));
+    response.held = Some(held);
+    Ok(ready(Some(response)))
 }
 
 async fn read_all(
-    shard: &crate::shard::Shard,
+    ctx: &KafkaContext,
     wanted: &[((usize, usize), Wanted)],
-) -> Vec<Result<crate::shard::Fetched, PartitionError>> {
+    max_bytes: usize,
+) -> Vec<Result<ReadOutcome, PartitionError>> {
     let routed = wanted.iter().enumerate().map(|(i, (_, w))| (w.shard, i, w.part.clone()));
-    let message = |parts, reply| ShardMessage::Fetch(FetchCall { parts, reply });
-    let mut results: Vec<Result<crate::shard::Fetched, PartitionError>> =
-        (0..wanted.len()).map(|_| Err(PartitionError::UnknownTopicOrPartition)).collect();
-    for (position, answer) in scatter(&shard.router, routed, message).await.answers().await {
+    let mut results: Vec<Result<ReadOutcome, PartitionError>> =
+        (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
+    let read = move |partitions, parts| read_parts(partitions, parts, max_bytes);
+    for (position, answer) in scatter(&ctx.partitions, routed, read).await.answers().await {
         if let Some(result) = answer {
             results[position] = result;
         }
     }
     results
+}
+
+/// On the owning shard: reads the parts in order until they hold `max_bytes` (the response's
+/// limit); those after that are read for their offsets only.
+async fn read_parts(
+    partitions: Rc<PartitionManager>,
+    parts: Vec<FetchPart>,
+    max_bytes: usize,
+) -> Vec<Result<ReadOutcome, PartitionError>> {
+    let mut results = Vec::with_capacity(parts.len());
+    let mut read = 0usize;
+    for part in &parts {
+        let limit = if read >= max_bytes { 0 } else { part.max_bytes };
+        let result = match part.follower {
+            Some(follower) => match partitions.get(&part.partition) {
+                Some(p) => {
+                    p.read_for_follower(follower, part.offset, part.log_start_offset, limit, part.current_leader_epoch)
+                        .await
+                }
+                None => Err(PartitionError::NotLeaderOrFollower),
+            },
+            None => {
+                partitions.read(&part.partition, part.offset, limit, part.isolation, part.current_leader_epoch).await
+            }
+        };
+        if let Ok(outcome) = &result {
+            read += outcome.records.iter().map(|b| b.len()).sum::<usize>();
+        }
+        results.push(result);
+    }
+    results
+}
+
+/// On the owning shard: completes once any of the partitions has data at or past its offset
+/// (or is gone, which makes the fetch read again).
+async fn watch_any(partitions: Rc<PartitionManager>, parts: Vec<(TopicPartition, i64)>, isolation: Isolation) {
+    let mut receivers = Vec::with_capacity(parts.len());
+    for (key, offset) in &parts {
+        match partitions.get(key).map(|p| p.watch(*offset, isolation)) {
+            Some(Some(rx)) => receivers.push(rx),
+            // Already visible, or the partition left this shard: read again at once.
+            Some(None) | None => return,
+        }
+    }
+    if !receivers.is_empty() {
+        let _ = futures_util::future::select_all(receivers).await;
+    }
 }

@@ -1,5 +1,6 @@
-//! FindCoordinator: this broker coordinates every group (creating `__consumer_offsets` on first
-//! use, as Kafka does). Transaction and share coordinators are not offered.
+//! FindCoordinator: a group's coordinator is the broker leading its `__consumer_offsets`
+//! partition (the topic is created on first use, as Kafka does). Transaction and share
+//! coordinators are not offered.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -9,16 +10,20 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
-use crate::cluster::{CONSUMER_OFFSETS_TOPIC, ControllerCall, ControllerError, NewTopic};
+use super::controller_items;
+use crate::cluster::{
+    CONSUMER_OFFSETS_TOPIC, ControllerError, ControllerRequest, ControllerResponse, Endpoint, MetadataView, NewTopic,
+};
 use crate::kafka::connection::Connection;
 
+/// Replicas of each `__consumer_offsets` partition (at most: fewer brokers, fewer replicas).
+const OFFSETS_REPLICATION: usize = 3;
 /// Segment size of `__consumer_offsets` partitions (checkpoints keep them short).
 const OFFSETS_SEGMENT_BYTES: &str = "16777216";
 
 /// Creates `__consumer_offsets` if it does not exist yet.
 pub async fn ensure_offsets_topic(conn: &Connection) -> Result<(), ControllerError> {
-    if conn.shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+    if conn.ctx.view().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
     let mut configs = BTreeMap::new();
@@ -26,19 +31,19 @@ pub async fn ensure_offsets_topic(conn: &Connection) -> Result<(), ControllerErr
     configs.insert("segment.bytes".to_owned(), Some(OFFSETS_SEGMENT_BYTES.to_owned()));
     let topic = NewTopic {
         name: CONSUMER_OFFSETS_TOPIC.to_owned(),
-        num_partitions: conn.shard.config.offsets_topic_num_partitions,
-        replication_factor: -1,
+        num_partitions: conn.ctx.config.offsets_topic_num_partitions,
+        // Replicated like any topic: by three brokers, or all of them in a smaller cluster.
+        replication_factor: conn.ctx.view().image.live_brokers().len().clamp(1, OFFSETS_REPLICATION) as i16,
         assignments: Vec::new(),
         configs,
     };
-    let result = ask_controller(&conn.shard, |reply| ControllerCall::CreateTopics {
-        topics: vec![topic],
-        validate_only: false,
-        internal: true,
-        reply,
+    let ask = ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false, internal: true };
+    let result = controller_items(conn, ask, 1, |r| match r {
+        ControllerResponse::CreatedTopics(results) => Some(results),
+        _ => None,
     })
     .await
-    .and_then(|mut r| r.pop())
+    .pop()
     .unwrap_or(Err(ControllerError::Storage("controller did not answer".into())));
     match result {
         Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
@@ -60,21 +65,25 @@ pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, vers
             Err(err) => Some((ResponseError::CoordinatorNotAvailable, err.to_string())),
         }
     };
-    let broker = conn.shard.metadata().broker.clone();
+    let view = conn.ctx.view();
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
-            let c = Coordinator::default().with_key(key);
-            match &error {
-                Some((code, message)) => c
+            let c = Coordinator::default().with_key(key.clone());
+            let found = match &error {
+                Some(early) => Err(early.clone()),
+                None => coordinator_of(&view, key.as_str()),
+            };
+            match found {
+                Err((code, message)) => c
                     .with_node_id(BrokerId(-1))
                     .with_port(-1)
                     .with_error_code(code.code())
-                    .with_error_message(Some(StrBytes::from_string(message.clone()))),
-                None => c
-                    .with_node_id(BrokerId(broker.id))
-                    .with_host(StrBytes::from_string(broker.host.clone()))
-                    .with_port(i32::from(broker.port)),
+                    .with_error_message(Some(StrBytes::from_string(message))),
+                Ok((id, endpoint)) => c
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port)),
             }
         })
         .collect();
@@ -88,4 +97,19 @@ pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, vers
         .with_node_id(first.node_id)
         .with_host(first.host)
         .with_port(first.port)
+}
+
+/// The broker leading the `__consumer_offsets` partition of `group`, and where to reach it.
+fn coordinator_of(view: &MetadataView, group: &str) -> Result<(i32, Endpoint), (ResponseError, String)> {
+    let unavailable = |why: &str| (ResponseError::CoordinatorNotAvailable, why.to_owned());
+    let topic =
+        view.topic(CONSUMER_OFFSETS_TOPIC).ok_or_else(|| unavailable("the offsets topic does not exist yet"))?;
+    let index = crate::group::offsets_partition_for(group, topic.partitions.len() as i32);
+    let leader = view.partition(topic, index).map_err(|_| unavailable("no such offsets partition"))?.leader;
+    let endpoint = view
+        .image
+        .broker(leader)
+        .and_then(|b| b.endpoint())
+        .ok_or_else(|| unavailable("the coordinator's broker is not available"))?;
+    Ok((leader, endpoint.clone()))
 }

@@ -12,7 +12,7 @@ use crate::kafka::errors::group_code;
 /// Answers Heartbeat.
 pub async fn handle(conn: &Rc<Connection>, request: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
     let group_id = request.group_id.as_str().to_owned();
-    let error = call_group(&conn.shard, &group_id, |reply| GroupCall::Heartbeat {
+    let error = call_group(conn, &group_id, |reply| GroupCall::Heartbeat {
         group_id: group_id.clone(),
         generation_id: request.generation_id,
         member_id: request.member_id.as_str().to_owned(),

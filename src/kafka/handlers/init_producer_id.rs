@@ -18,7 +18,7 @@ pub async fn handle(conn: &Rc<Connection>, request: InitProducerIdRequest, _vers
     if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
         return response.with_producer_id(request.producer_id).with_producer_epoch(request.producer_epoch + 1);
     }
-    match conn.shard.next_producer_id().await {
+    match conn.ctx.next_producer_id().await {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(err) => {
             tracing::warn!(error = %err, "could not allocate a producer id");

@@ -27,14 +27,14 @@ pub async fn handle(conn: &Rc<Connection>, request: JoinGroupRequest, version: i
     };
     let group_id = join.group_id.clone();
     let outcome: JoinResponse =
-        call_group(&conn.shard, &group_id, |reply| GroupCall::Join(join_with_client(join, conn), reply))
-            .await
-            .unwrap_or_else(|error| JoinResponse {
+        call_group(conn, &group_id, |reply| GroupCall::Join(join_with_client(join, conn), reply)).await.unwrap_or_else(
+            |error| JoinResponse {
                 error: Some(error),
                 generation_id: -1,
                 member_id: request.member_id.as_str().to_owned(),
                 ..Default::default()
-            });
+            },
+        );
     let response = JoinGroupResponse::default()
         .with_error_code(group_code(outcome.error))
         .with_generation_id(outcome.generation_id)

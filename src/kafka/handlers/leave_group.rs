@@ -23,7 +23,7 @@ pub async fn handle(conn: &Rc<Connection>, request: LeaveGroupRequest, version: 
     } else {
         vec![(request.member_id.as_str().to_owned(), None)]
     };
-    let (error, results) = call_group(&conn.shard, &group_id, |reply| GroupCall::Leave {
+    let (error, results) = call_group(conn, &group_id, |reply| GroupCall::Leave {
         group_id: group_id.clone(),
         members: members.clone(),
         reply,

@@ -9,7 +9,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::group::GroupCall;
 use crate::kafka::connection::Connection;
-use crate::shard::ShardMessage;
 
 /// Answers ListGroups.
 pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
@@ -20,15 +19,20 @@ pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: 
         .iter()
         .all(|t| t.as_str().eq_ignore_ascii_case("classic") || t.as_str().eq_ignore_ascii_case("consumer"))
         || request.types_filter.is_empty();
-    let mut replies = Vec::new();
-    for shard in 0..conn.shard.router.shard_count() {
-        let (reply, rx) = oneshot::channel();
-        conn.shard.router.send(shard, ShardMessage::Group(GroupCall::List { states: states.clone(), reply })).await;
-        replies.push(rx);
+    let groups = &conn.ctx.groups;
+    let mut listings = Vec::new();
+    for shard in 0..groups.shards().count() {
+        let states = states.clone();
+        let listing = groups.control_on(shard, move |coordinator| async move {
+            let (reply, rx) = oneshot::channel();
+            crate::group::handle_call(coordinator, GroupCall::List { states, reply }).await;
+            rx.await.unwrap_or_default()
+        });
+        listings.push(listing.await);
     }
     let mut groups = Vec::new();
-    for rx in replies {
-        for g in rx.await.unwrap_or_default() {
+    for listing in listings {
+        for g in listing.unwrap_or_default() {
             if !types_ok {
                 continue;
             }

@@ -9,12 +9,13 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{locate, scatter};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
-use crate::shard::{ListOffsetsCall, ShardMessage};
+use crate::model::TopicPartition;
+use crate::partition::{Isolation, PartitionError, PartitionManager};
 
 /// Answers ListOffsets.
 pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
-    let metadata = conn.shard.metadata();
-    let read_committed = request.isolation_level == 1;
+    let metadata = conn.ctx.view();
+    let isolation = Isolation::for_consumer(request.isolation_level);
     // One slot per requested partition, in request order.
     let mut slots: Vec<ListOffsetsPartitionResponse> = Vec::new();
     let mut shape: Vec<(kafka_protocol::messages::TopicName, usize)> = Vec::new();
@@ -35,8 +36,17 @@ pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version:
         }
     }
     let routed = routed.into_iter().filter(|(_, slot, _)| slots[*slot].error_code == 0);
-    let message = |parts, reply| ShardMessage::ListOffsets(ListOffsetsCall { parts, read_committed, reply });
-    for (slot, answer) in scatter(&conn.shard.router, routed, message).await.answers().await {
+    let work = move |partitions: Rc<PartitionManager>, parts: Vec<(TopicPartition, i64, i32)>| async move {
+        let mut results = Vec::with_capacity(parts.len());
+        for (key, timestamp, epoch) in parts {
+            results.push(match partitions.get(&key) {
+                None => Err(PartitionError::UnknownTopicOrPartition),
+                Some(partition) => partition.list_offset(timestamp, epoch, isolation).await,
+            });
+        }
+        results
+    };
+    for (slot, answer) in scatter(&conn.ctx.partitions, routed, work).await.answers().await {
         match answer {
             Some(Ok(listed)) => {
                 slots[slot].timestamp = listed.timestamp;

@@ -6,30 +6,35 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ask_controller;
-use crate::cluster::{ClusterMetadata, ControllerCall, ControllerError, NewTopic, TopicMetadata, topic_config};
+use super::controller_items;
+use crate::cluster::{
+    ControllerError, ControllerRequest, ControllerResponse, MetadataView, NewTopic, TopicImage, topic_config,
+};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
+use crate::model::wire::topic_name;
 
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_owned()))
-}
-
-/// The Metadata description of one topic.
-pub fn describe_topic(topic: &TopicMetadata, broker_id: i32, version: i16) -> MetadataResponseTopic {
+/// The Metadata description of one topic: per partition its leader, leader epoch, replicas,
+/// in-sync replicas and the replicas on brokers that are not live (offline: unregistered or
+/// fenced).
+pub fn describe_topic(topic: &TopicImage, view: &MetadataView, version: i16) -> MetadataResponseTopic {
+    let brokers = |ids: &[i32]| ids.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
+            let offline: Vec<i32> = p.replicas.iter().copied().filter(|b| !view.image.is_live(*b)).collect();
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(BrokerId(broker_id))
+                .with_error_code(if p.leader < 0 { ResponseError::LeaderNotAvailable.code() } else { 0 })
+                .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
-                .with_replica_nodes(vec![BrokerId(broker_id)])
-                .with_isr_nodes(vec![BrokerId(broker_id)])
+                .with_replica_nodes(brokers(&p.replicas))
+                .with_isr_nodes(brokers(&p.isr))
+                .with_offline_replicas(if version >= 5 { brokers(&offline) } else { Vec::new() })
         })
         .collect();
     MetadataResponseTopic::default()
@@ -39,13 +44,32 @@ pub fn describe_topic(topic: &TopicMetadata, broker_id: i32, version: i16) -> Me
         .with_partitions(partitions)
 }
 
+/// Every live broker (registered, not fenced), as Metadata lists them.
+pub fn describe_brokers(view: &MetadataView) -> Vec<MetadataResponseBroker> {
+    view.image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let endpoint = b.endpoint()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect()
+}
+
 fn error_topic(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
     MetadataResponseTopic::default().with_error_code(error.code()).with_name(name.map(topic_name)).with_topic_id(id)
 }
 
 /// Creates topics with the broker's defaults, as Kafka's auto.create.topics.enable does.
 pub async fn auto_create(conn: &Connection, names: Vec<String>) -> Vec<Result<(), ControllerError>> {
-    let topics = names
+    let topics: Vec<NewTopic> = names
         .into_iter()
         .map(|name| NewTopic {
             name,
@@ -55,14 +79,13 @@ pub async fn auto_create(conn: &Connection, names: Vec<String>) -> Vec<Result<()
             configs: Default::default(),
         })
         .collect();
-    let results = ask_controller(&conn.shard, |reply| ControllerCall::CreateTopics {
-        topics,
-        validate_only: false,
-        internal: false,
-        reply,
+    let count = topics.len();
+    let ask = ControllerRequest::CreateTopics { topics, validate_only: false, internal: false };
+    let results = controller_items(conn, ask, count, |r| match r {
+        ControllerResponse::CreatedTopics(results) => Some(results),
+        _ => None,
     })
-    .await
-    .unwrap_or_default();
+    .await;
     results
         .into_iter()
         .map(|r| match r {
@@ -74,14 +97,14 @@ pub async fn auto_create(conn: &Connection, names: Vec<String>) -> Vec<Result<()
 
 /// Answers Metadata.
 pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i16) -> MetadataResponse {
-    let mut metadata = conn.shard.metadata();
+    let mut metadata = conn.ctx.view();
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => Some(topics),
     };
-    let allow_create = (version < 4 || request.allow_auto_topic_creation) && conn.shard.config.auto_create_topics;
+    let allow_create = (version < 4 || request.allow_auto_topic_creation) && conn.ctx.config.auto_create_topics;
     if let (Some(requested), true) = (&requested, allow_create) {
         let missing: Vec<String> = requested
             .iter()
@@ -94,48 +117,34 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
                     tracing::warn!(topic = %name, error = %err, "auto-creating topic failed");
                 }
             }
-            metadata = conn.shard.metadata();
+            metadata = conn.ctx.view();
         }
     }
-    let broker_id = metadata.broker.id;
     let topics = match requested {
-        None => metadata.topics.values().map(|t| describe_topic(t, broker_id, version)).collect(),
+        None => metadata.image.topics().map(|t| describe_topic(t, &metadata, version)).collect(),
         Some(requested) => requested
             .iter()
-            .map(|t| lookup(&metadata, t.name.as_ref().map(|n| n.as_str()), t.topic_id, broker_id, version))
+            .map(|t| lookup(&metadata, t.name.as_ref().map(|n| n.as_str()), t.topic_id, version))
             .collect(),
     };
-    let broker = &metadata.broker;
     MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(i32::from(broker.port))
-                .with_rack(broker.rack.clone().map(StrBytes::from_string)),
-        ])
-        .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.id))
+        .with_brokers(describe_brokers(&metadata))
+        .with_cluster_id(Some(StrBytes::from_string(metadata.image.cluster_id.clone())))
+        .with_controller_id(BrokerId(metadata.controller_id()))
         .with_topics(topics)
 }
 
-fn lookup(
-    metadata: &ClusterMetadata,
-    name: Option<&str>,
-    id: uuid::Uuid,
-    broker_id: i32,
-    version: i16,
-) -> MetadataResponseTopic {
+fn lookup(metadata: &MetadataView, name: Option<&str>, id: uuid::Uuid, version: i16) -> MetadataResponseTopic {
     match name {
         Some(name) => match metadata.topic(name) {
-            Some(topic) => describe_topic(topic, broker_id, version),
+            Some(topic) => describe_topic(topic, metadata, version),
             None if topic_config::validate_topic_name(name).is_err() => {
                 error_topic(Some(name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
             }
             None => error_topic(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
         },
         None => match metadata.topic_by_id(&id) {
-            Some(topic) => describe_topic(topic, broker_id, version),
+            Some(topic) => describe_topic(topic, metadata, version),
             None => error_topic(None, id, ResponseError::UnknownTopicId),
         },
     }

@@ -1,6 +1,7 @@
 //! One handler per Kafka API, and the dispatch that routes a request to it.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -10,6 +11,9 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -19,10 +23,12 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -34,10 +40,18 @@ use futures_channel::oneshot;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use kafka_protocol::error::ResponseError;
+
 use super::connection::{Connection, PendingResponse, Response, ResponseBody};
 use super::frame::RequestFrame;
-use crate::cluster::ControllerCall;
-use crate::shard::{Shard, ShardMessage};
+use crate::cluster::{
+    CONSUMER_OFFSETS_TOPIC, ControllerError, ControllerRequest, ControllerResponse, LocateError, MetadataView,
+    TopicImage,
+};
+use crate::group::{GroupCall, GroupError};
+use crate::model::TopicPartition;
+use crate::partition::PartitionManager;
+use crate::shard::{Pending, ShardId, Sharded};
 
 /// Why a request closes its connection.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +122,12 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
         range::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
         range::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
+        range::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch),
+        range::<ElectLeadersRequest>(ApiKey::ElectLeaders),
+        range::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
+        range::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
+        range::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
+        range::<DescribeLogDirsRequest>(ApiKey::DescribeLogDirs),
     ]
 }
 
@@ -142,7 +162,7 @@ pub fn ready(response: Option<Response>) -> PendingResponse {
 
 /// Builds the response frame for a request.
 pub fn respond(frame_key: ApiKey, version: i16, correlation_id: i32, body: ResponseBody) -> Response {
-    Response { correlation_id, header_version: frame_key.response_header_version(version), body }
+    Response { correlation_id, header_version: frame_key.response_header_version(version), body, held: None }
 }
 
 /// Decodes, runs `handler`, encodes: the shape of every request except Produce and Fetch.
@@ -205,96 +225,136 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
         ApiKey::DescribeGroups => simple!(conn, frame, key, DescribeGroupsRequest, describe_groups),
         ApiKey::DeleteGroups => simple!(conn, frame, key, DeleteGroupsRequest, delete_groups),
         ApiKey::OffsetDelete => simple!(conn, frame, key, OffsetDeleteRequest, offset_delete),
+        ApiKey::OffsetForLeaderEpoch => {
+            simple!(conn, frame, key, OffsetForLeaderEpochRequest, offset_for_leader_epoch)
+        }
+        ApiKey::ElectLeaders => simple!(conn, frame, key, ElectLeadersRequest, elect_leaders),
+        ApiKey::DescribeQuorum => simple!(conn, frame, key, DescribeQuorumRequest, describe_quorum),
+        ApiKey::AlterPartitionReassignments => {
+            simple!(conn, frame, key, AlterPartitionReassignmentsRequest, alter_partition_reassignments)
+        }
+        ApiKey::ListPartitionReassignments => {
+            simple!(conn, frame, key, ListPartitionReassignmentsRequest, list_partition_reassignments)
+        }
+        ApiKey::DescribeLogDirs => simple!(conn, frame, key, DescribeLogDirsRequest, describe_log_dirs),
         _ => Err(RequestError::UnsupportedVersion { key, version }),
     }
 }
 
-/// Sends a call to the controller (on shard 0) and waits for its answer.
-pub async fn ask_controller<T>(shard: &Shard, build: impl FnOnce(oneshot::Sender<T>) -> ControllerCall) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    shard.router.send(0, ShardMessage::Controller(build(tx))).await;
-    rx.await.ok()
+/// The per-item results of a controller request about `count` items (`pick` takes them from the
+/// response); a failure of the whole call (no active controller) is every item's.
+pub async fn controller_items<T>(
+    conn: &Connection,
+    request: ControllerRequest,
+    count: usize,
+    pick: impl FnOnce(ControllerResponse) -> Option<Vec<Result<T, ControllerError>>>,
+) -> Vec<Result<T, ControllerError>> {
+    let failed = |err: ControllerError| (0..count).map(|_| Err(err.clone())).collect();
+    match conn.ctx.ask_controller(request).await {
+        Ok(response) => match pick(response) {
+            Some(items) if items.len() == count => items,
+            _ => failed(ControllerError::Storage("the controller answered something else".into())),
+        },
+        Err(err) => failed(err),
+    }
 }
 
 /// Answers still to come from the owning shards of a [`scatter`].
 pub struct Gather<R> {
-    pending: Vec<(Vec<usize>, oneshot::Receiver<Vec<R>>)>,
+    pending: Vec<(Vec<usize>, Pending<Vec<R>>)>,
 }
 
 impl<R> Gather<R> {
     /// Every slot with its owner's answer, `None` when the owner did not answer (it is shutting
-    /// down, or the partition left it).
+    /// down).
     pub async fn answers(self) -> Vec<(usize, Option<R>)> {
         let mut out = Vec::new();
-        for (positions, rx) in self.pending {
-            let mut results = rx.await.unwrap_or_default().into_iter();
+        for (positions, pending) in self.pending {
+            let mut results = pending.wait().await.unwrap_or_default().into_iter();
             out.extend(positions.into_iter().map(|slot| (slot, results.next())));
         }
         out
     }
 }
 
-/// Sends per-partition work to the shards that own it: `routed` holds (shard, slot, part); each
-/// shard gets one message, built by `message` from its parts and a reply sender, and answers one
-/// result per part in order. The messages are sent (in shard order) before this returns, so a
-/// caller can await the answers later without losing the order of its requests.
-pub async fn scatter<P, R>(
-    router: &crate::shard::Router,
-    routed: impl IntoIterator<Item = (usize, usize, P)>,
-    message: impl Fn(Vec<P>, oneshot::Sender<Vec<R>>) -> ShardMessage,
-) -> Gather<R> {
+/// Runs per-partition work on the shards that own it: `routed` holds (shard, slot, part); each
+/// shard gets one job, `work` over its partitions and its parts, answering one result per part in
+/// order. `work` runs synchronously on arrival (so appends keep the order of the requests) and
+/// returns the future of the answers. The jobs are sent (in shard order) before this returns,
+/// so a caller can await the answers later without losing the order of its requests.
+pub async fn scatter<P, R, F, Fut>(
+    partitions: &Sharded<PartitionManager>,
+    routed: impl IntoIterator<Item = (ShardId, usize, P)>,
+    work: F,
+) -> Gather<R>
+where
+    P: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Rc<PartitionManager>, Vec<P>) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = Vec<R>> + 'static,
+{
     let mut pending = Vec::new();
     for (shard, items) in by_shard(routed) {
         let (positions, parts): (Vec<usize>, Vec<P>) = items.into_iter().unzip();
-        let (reply, rx) = oneshot::channel();
-        router.send(shard, message(parts, reply)).await;
-        pending.push((positions, rx));
+        let work = work.clone();
+        pending.push((positions, partitions.submit_on(shard, move |manager| work(manager, parts)).await));
     }
     Gather { pending }
 }
 
 /// Groups items by the shard that owns them, keeping their original positions.
-pub fn by_shard<T>(items: impl IntoIterator<Item = (usize, usize, T)>) -> BTreeMap<usize, Vec<(usize, T)>> {
-    let mut groups: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();
+pub fn by_shard<T>(items: impl IntoIterator<Item = (ShardId, usize, T)>) -> BTreeMap<ShardId, Vec<(usize, T)>> {
+    let mut groups: BTreeMap<ShardId, Vec<(usize, T)>> = BTreeMap::new();
     for (shard, position, item) in items {
         groups.entry(shard).or_default().push((position, item));
     }
     groups
 }
 
-/// Finds the partition `index` of topic `name`: its key and owning shard.
-pub fn locate(
-    metadata: &crate::cluster::ClusterMetadata,
-    name: &str,
-    index: i32,
-) -> Result<(crate::shard::TopicPartition, usize), kafka_protocol::error::ResponseError> {
-    let topic = metadata.topic(name).ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
-    locate_in(topic, index)
+/// The Kafka error for a partition that could not be located on this broker.
+pub fn locate_error(err: LocateError) -> ResponseError {
+    match err {
+        LocateError::Unknown => ResponseError::UnknownTopicOrPartition,
+        LocateError::NotHere => ResponseError::NotLeaderOrFollower,
+    }
 }
 
-/// Finds partition `index` of `topic`.
+/// Finds partition `index` of topic `name` led by this broker: its key and owning shard.
+pub fn locate(view: &MetadataView, name: &str, index: i32) -> Result<(TopicPartition, ShardId), ResponseError> {
+    view.locate(name, index).map_err(locate_error)
+}
+
+/// Finds partition `index` of `topic` led by this broker.
 pub fn locate_in(
-    topic: &crate::cluster::TopicMetadata,
+    view: &MetadataView,
+    topic: &TopicImage,
     index: i32,
-) -> Result<(crate::shard::TopicPartition, usize), kafka_protocol::error::ResponseError> {
-    let partition = usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-        .ok_or(kafka_protocol::error::ResponseError::UnknownTopicOrPartition)?;
-    Ok(((topic.id, index), partition.shard))
+) -> Result<(TopicPartition, ShardId), ResponseError> {
+    view.leader_shard(topic, index).map_err(locate_error)
 }
 
 /// Sends a call to the coordinator of `group_id` and waits for its answer.
-pub async fn call_group<T>(
-    shard: &Shard,
+pub async fn call_group<T: Send + 'static>(
+    conn: &Connection,
     group_id: &str,
-    build: impl FnOnce(oneshot::Sender<T>) -> crate::group::GroupCall,
-) -> Result<T, crate::group::GroupError> {
-    let target =
-        crate::group::coordinator_shard(shard, group_id).ok_or(crate::group::GroupError::CoordinatorNotAvailable)?;
+    build: impl FnOnce(oneshot::Sender<T>) -> GroupCall,
+) -> Result<T, GroupError> {
+    let view = conn.ctx.view();
+    if view.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        return Err(GroupError::CoordinatorNotAvailable);
+    }
+    let target = crate::group::coordinator_shard(&view, group_id).ok_or(GroupError::NotCoordinator)?;
     let (tx, rx) = oneshot::channel();
-    shard.router.send(target, ShardMessage::Group(build(tx))).await;
-    rx.await.map_err(|_| crate::group::GroupError::CoordinatorNotAvailable)
+    let call = build(tx);
+    let call_is_admin = call.is_admin();
+    let groups = &conn.ctx.groups;
+    // Administration (describe, delete) waits its turn on the coordinator shard's control lane;
+    // members' calls are data-path work.
+    let run = move |coordinator| crate::group::handle_call(coordinator, call);
+    let handled =
+        if call_is_admin { groups.control_on(target, run).await } else { groups.invoke_on(target, run).await };
+    handled.map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    rx.await.map_err(|_| GroupError::CoordinatorNotAvailable)
 }
 
 /// The client host as Kafka reports it ("/ip").

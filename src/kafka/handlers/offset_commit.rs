@@ -14,7 +14,7 @@ use crate::kafka::errors::group_code;
 
 /// Answers OffsetCommit.
 pub async fn handle(conn: &Rc<Connection>, request: OffsetCommitRequest, _version: i16) -> OffsetCommitResponse {
-    let metadata = conn.shard.metadata();
+    let metadata = conn.ctx.view();
     let group_id = request.group_id.as_str().to_owned();
     // (topic index, partition index) → position in the coordinator call, or an early error.
     let mut results: Vec<Vec<Result<usize, ResponseError>>> = Vec::new();
@@ -46,7 +46,7 @@ pub async fn handle(conn: &Rc<Connection>, request: OffsetCommitRequest, _versio
     let outcome = if offsets.is_empty() {
         Ok(Vec::new())
     } else {
-        call_group(&conn.shard, &group_id, |reply| GroupCall::Commit {
+        call_group(conn, &group_id, |reply| GroupCall::Commit {
             group_id: group_id.clone(),
             generation_id: request.generation_id_or_member_epoch,
             member_id: request.member_id.as_str().to_owned(),

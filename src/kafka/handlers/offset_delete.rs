@@ -18,7 +18,7 @@ pub async fn handle(conn: &Rc<Connection>, request: OffsetDeleteRequest, _versio
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str().to_owned(), p.partition_index)))
         .collect();
-    let (error, results) = call_group(&conn.shard, &group_id, |reply| GroupCall::DeleteOffsets {
+    let (error, results) = call_group(conn, &group_id, |reply| GroupCall::DeleteOffsets {
         group_id: group_id.clone(),
         partitions: partitions.clone(),
         reply,

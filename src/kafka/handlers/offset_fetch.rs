@@ -10,17 +10,17 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse}
 use kafka_protocol::protocol::StrBytes;
 
 use super::call_group;
-use crate::client::topic_name;
 use crate::group::{GroupCall, GroupError, OffsetCommitEntry};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::model::wire::topic_name;
 
 async fn fetch_group(
     conn: &Connection,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> (Option<GroupError>, Vec<OffsetCommitEntry>) {
-    call_group(&conn.shard, group_id, |reply| GroupCall::FetchOffsets { group_id: group_id.to_owned(), topics, reply })
+    call_group(conn, group_id, |reply| GroupCall::FetchOffsets { group_id: group_id.to_owned(), topics, reply })
         .await
         .unwrap_or_else(|e| (Some(e), Vec::new()))
 }

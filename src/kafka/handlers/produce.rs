@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId as BrokerIdWire, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{RequestError, encode, locate_in, respond, scatter};
@@ -18,14 +18,19 @@ use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::{batch_error, partition_error};
 use crate::kafka::frame::RequestFrame;
 use crate::kafka::produce_request;
-use crate::shard::{ProduceCall, ProducePart, ShardMessage, ShardMetrics};
-use crate::storage::batch;
+use crate::kafka::server::KafkaMetrics;
+use crate::model::batch;
+use crate::model::validate::check_records;
+use crate::model::{BatchSpan, TopicPartition};
+use crate::partition::{Acks, Appended, PartitionError, PartitionManager};
 
 /// Longest a Produce waits for its acknowledgement, whatever the client asks.
 const MAX_PRODUCE_TIMEOUT_MS: i32 = 300_000;
 
-/// In-sync replicas of every partition: this broker does not replicate yet.
-const IN_SYNC_REPLICAS: i32 = 1;
+thread_local! {
+    /// This shard's buffer for decompressing produced batches to check their records.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 struct Slot {
     response: PartitionProduceResponse,
@@ -49,8 +54,8 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         version,
         reason: e.to_string(),
     })?;
-    let metadata = conn.shard.metadata();
-    let acks = request.acks;
+    let metadata = conn.ctx.view();
+    let acks = Acks::from_wire(request.acks);
     let mut slots: Vec<Slot> = Vec::new();
     let mut shape: Vec<(Option<String>, uuid::Uuid, usize)> = Vec::new();
     // (owning shard, slot, records range, spans)
@@ -71,7 +76,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                     .with_log_start_offset(-1),
             });
             let slot_ref = &mut slots[slot];
-            if !matches!(acks, -1..=1) {
+            if acks.is_none() {
                 slot_ref.fail(ResponseError::InvalidRequiredAcks, None);
                 continue;
             }
@@ -98,19 +103,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 );
                 continue;
             }
-            // One node: the in-sync replica set is this broker alone. acks=all needs at least
-            // min.insync.replicas of them, as Kafka checks before appending.
-            if acks == -1 && topic_meta.config.min_insync_replicas > IN_SYNC_REPLICAS {
-                slot_ref.fail(
-                    ResponseError::NotEnoughReplicas,
-                    Some(format!(
-                        "min.insync.replicas is {} but {IN_SYNC_REPLICAS} replica is in sync",
-                        topic_meta.config.min_insync_replicas
-                    )),
-                );
-                continue;
-            }
-            let (key, shard) = match locate_in(topic_meta, partition.index) {
+            let (key, shard) = match locate_in(&metadata, topic_meta, partition.index) {
                 Ok(found) => found,
                 Err(code) => {
                     slot_ref.fail(code, None);
@@ -121,7 +114,21 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 slot_ref.fail(ResponseError::InvalidRecord, Some("null records".into()));
                 continue;
             };
-            match batch::validate_all(&body[range.clone()], topic_meta.config.log.max_message_bytes) {
+            let config = metadata.config_of(&topic_meta.id);
+            let max_message_bytes = config.map_or(usize::MAX, |c| c.log().max_message_bytes);
+            let require_keys = config.is_some_and(|c| c.compact);
+            let checked = batch::validate_all(&body[range.clone()], max_message_bytes).and_then(|spans| {
+                if let [span] = spans.as_slice() {
+                    let bytes = &body[range.start + span.start..range.start + span.end()];
+                    SCRATCH.with_borrow_mut(|scratch| check_records(bytes, &span.header, require_keys, scratch))?;
+                }
+                Ok(spans)
+            });
+            match checked {
+                Ok(spans) if spans.len() > 1 => slot_ref.fail(
+                    ResponseError::InvalidRecord,
+                    Some(format!("{} record batches for one partition; Produce v3+ allows exactly one", spans.len())),
+                ),
                 Ok(spans) => accepted.push((shard, slot, (key, range, spans))),
                 Err(err) => {
                     slot_ref.response.record_errors = if version >= 8 {
@@ -147,10 +154,12 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         routed.push((shard, slot, ProducePart { partition: key, records, spans }));
     }
     let timeout = Duration::from_millis(request.timeout_ms.clamp(0, MAX_PRODUCE_TIMEOUT_MS) as u64);
-    let message = |parts, reply| ShardMessage::Produce(ProduceCall { parts, wait_durable: acks != 0, timeout, reply });
-    let gather = scatter(&conn.shard.router, routed, message).await;
+    let acks = acks.unwrap_or(Acks::All);
+    let gather =
+        scatter(&conn.ctx.partitions, routed, move |partitions, parts| append(&partitions, parts, acks, timeout)).await;
     let guard = conn.produce_started();
-    let shard = conn.shard.clone();
+    let ctx = conn.ctx.clone();
+    let view = metadata.clone();
     let correlation_id = header.correlation_id;
     Ok(Box::pin(async move {
         let _guard = guard;
@@ -167,16 +176,17 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             }
         }
         let errors = slots.iter().filter(|s| s.response.error_code != 0).count() as u64;
-        ShardMetrics::add(&shard.metrics.partition_errors, errors);
-        if acks == 0 {
+        KafkaMetrics::add(&ctx.metrics.partition_errors, errors);
+        if acks == Acks::None {
             return None;
         }
         let mut slots = slots.into_iter();
+        let mut endpoints = Vec::new();
         let responses = shape
             .into_iter()
             .map(|(name, topic_id, count)| {
                 TopicProduceResponse::default()
-                    .with_name(TopicName(StrBytes::from_string(name.unwrap_or_default())))
+                    .with_name(TopicName(StrBytes::from_string(name.clone().unwrap_or_default())))
                     .with_topic_id(topic_id)
                     .with_partition_responses(
                         slots
@@ -188,13 +198,41 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                                     r.error_message = None;
                                     r.record_errors.clear();
                                 }
+                                if version >= 10 && r.error_code == ResponseError::NotLeaderOrFollower.code() {
+                                    // KIP-951: where the partition is led now, so the client
+                                    // need not ask Metadata first.
+                                    if let Some((leader, epoch)) =
+                                        current_leader(&view, name.as_deref(), topic_id, r.index)
+                                    {
+                                        r.current_leader = LeaderIdAndEpoch::default()
+                                            .with_leader_id(BrokerIdWire(leader))
+                                            .with_leader_epoch(epoch);
+                                        endpoints.push(leader);
+                                    }
+                                }
                                 r
                             })
                             .collect(),
                     )
             })
             .collect();
-        let response = ProduceResponse::default().with_responses(responses);
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        let node_endpoints = endpoints
+            .into_iter()
+            .filter_map(|id| {
+                let broker = view.image.broker(id)?;
+                let endpoint = broker.endpoint()?;
+                Some(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerIdWire(id))
+                        .with_host(StrBytes::from_string(endpoint.host.clone()))
+                        .with_port(i32::from(endpoint.port))
+                        .with_rack(broker.rack.clone().map(StrBytes::from_string)),
+                )
+            })
+            .collect();
+        let response = ProduceResponse::default().with_responses(responses).with_node_endpoints(node_endpoints);
         match encode(ApiKey::Produce, version, &response) {
             Ok(body) => Some(respond(ApiKey::Produce, version, correlation_id, ResponseBody::Bytes(body))),
             Err(err) => {
@@ -203,4 +241,61 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             }
         }
     }))
+}
+
+/// The live leader of a partition and its epoch, as this broker's view has it (named by topic name,
+/// or by topic id from Produce v13).
+fn current_leader(
+    view: &crate::cluster::MetadataView,
+    name: Option<&str>,
+    topic_id: uuid::Uuid,
+    index: i32,
+) -> Option<(i32, i32)> {
+    let topic = match name {
+        Some(name) if !name.is_empty() => view.topic(name)?,
+        _ => view.topic_by_id(&topic_id)?,
+    };
+    let partition = view.partition(topic, index).ok()?;
+    (partition.leader != view.broker_id && view.image.is_live(partition.leader))
+        .then_some((partition.leader, partition.leader_epoch))
+}
+
+/// One partition's records in a Produce, validated on the receiving shard and moved, as a slice of
+/// the request buffer, to the shard that owns the partition.
+struct ProducePart {
+    partition: TopicPartition,
+    records: BytesMut,
+    spans: Vec<BatchSpan>,
+}
+
+/// On the owning shard: appends every part now (in the order the requests came), then waits for
+/// each append's acknowledgement condition, at most `timeout`.
+fn append(
+    partitions: &PartitionManager,
+    parts: Vec<ProducePart>,
+    acks: Acks,
+    timeout: Duration,
+) -> impl std::future::Future<Output = Vec<Result<Appended, PartitionError>>> + use<> {
+    let now = crate::io::now_ms();
+    let mut results = Vec::with_capacity(parts.len());
+    let mut waits = Vec::new();
+    for part in parts {
+        match partitions.replicate(&part.partition, part.records, &part.spans, acks, now) {
+            Ok(replicated) => {
+                waits.push((results.len(), replicated.committed));
+                results.push(Ok(replicated.appended));
+            }
+            Err(err) => results.push(Err(err)),
+        }
+    }
+    async move {
+        for (i, committed) in waits {
+            match crate::io::timeout(timeout, committed.wait()).await {
+                None => results[i] = Err(PartitionError::Timeout),
+                Some(Err(err)) => results[i] = Err(err),
+                Some(Ok(())) => {}
+            }
+        }
+        results
+    }
 }

@@ -26,7 +26,7 @@ pub async fn handle(conn: &Rc<Connection>, request: SyncGroupRequest, version: i
             .map(|a| (a.member_id.as_str().to_owned(), a.assignment.clone()))
             .collect(),
     };
-    let outcome = call_group(&conn.shard, &group_id, |reply| GroupCall::Sync(sync, reply))
+    let outcome = call_group(conn, &group_id, |reply| GroupCall::Sync(sync, reply))
         .await
         .unwrap_or_else(|error| SyncResponse { error: Some(error), ..Default::default() });
     let response =

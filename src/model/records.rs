@@ -1,12 +1,19 @@
-//! Building and reading record batches on the client side (CLI, load tools, tests), through the
-//! `kafka-protocol` crate's encoder and decoder. The broker itself never decodes records.
+//! The record codec: building and reading the records inside v2 batches. The broker's data path
+//! never decodes records (it moves whole batches); this is for the tools, the group coordinator's
+//! own records, and the rare broker paths that must look inside a batch (ListOffsets by time).
 
 use bytes::{Bytes, BytesMut};
+
+use super::batch::BatchHeader;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// A record to encode: key and value, either of which may be null.
 pub type KeyValue = (Option<Bytes>, Option<Bytes>);
@@ -67,7 +74,7 @@ pub fn encode_batch_with_headers(
     records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>)>,
     options: &EncodeOptions,
 ) -> BytesMut {
-    let timestamp = options.timestamp_ms.unwrap_or_else(crate::util::now_ms);
+    let timestamp = options.timestamp_ms.unwrap_or_else(now_ms);
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -145,6 +152,25 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+/// Header fields of a batch built by [`BatchBuilder`] beyond its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchFields {
+    /// Attribute bits (compression must stay 0: the builder writes records uncompressed).
+    pub attributes: i16,
+    /// Producer id, -1 for none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 for none.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 for none.
+    pub base_sequence: i32,
+}
+
+impl Default for BatchFields {
+    fn default() -> Self {
+        Self { attributes: 0, producer_id: -1, producer_epoch: -1, base_sequence: -1 }
+    }
+}
+
 /// A fast builder of uncompressed v2 batches for the load tools: records are written straight
 /// into the batch buffer, with no per-record allocation.
 pub struct BatchBuilder {
@@ -207,20 +233,25 @@ impl BatchBuilder {
     }
 
     /// The finished batch (base offset 0, no producer id).
-    pub fn finish(mut self) -> Bytes {
+    pub fn finish(self) -> Bytes {
+        self.finish_with(&BatchFields::default())
+    }
+
+    /// The finished batch with the given header fields (base offset 0).
+    pub fn finish_with(mut self, fields: &BatchFields) -> Bytes {
         let total = self.buf.len();
         let header = &mut self.buf[..61];
         header[0..8].copy_from_slice(&0i64.to_be_bytes());
         header[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
         header[12..16].copy_from_slice(&(-1i32).to_be_bytes());
         header[16] = 2;
-        header[21..23].copy_from_slice(&0i16.to_be_bytes());
+        header[21..23].copy_from_slice(&fields.attributes.to_be_bytes());
         header[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
         header[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
         header[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        header[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        header[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        header[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        header[43..51].copy_from_slice(&fields.producer_id.to_be_bytes());
+        header[51..53].copy_from_slice(&fields.producer_epoch.to_be_bytes());
+        header[53..57].copy_from_slice(&fields.base_sequence.to_be_bytes());
         header[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&self.buf[21..]);
         self.buf[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -263,7 +294,7 @@ fn unzigzag(v: u64) -> i64 {
 pub fn for_each_record(bytes: &Bytes, mut f: impl FnMut(RecordRef<'_>)) -> anyhow::Result<()> {
     let mut start = 0usize;
     while start + 61 <= bytes.len() {
-        let header = crate::storage::BatchHeader::parse(&bytes[start..])?;
+        let header = BatchHeader::parse(&bytes[start..])?;
         let end = start + header.total_bytes();
         if end > bytes.len() {
             break;
@@ -284,44 +315,54 @@ pub fn for_each_record(bytes: &Bytes, mut f: impl FnMut(RecordRef<'_>)) -> anyho
             start = end;
             continue;
         }
-        let batch = &bytes[start..end];
-        let mut at = 61usize;
-        for _ in 0..header.records_count {
-            let bad = || anyhow::anyhow!("malformed record at offset {}", header.base_offset);
-            let _len = read_varint(batch, &mut at).ok_or_else(bad)?;
-            at += 1; // attributes
-            let ts_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            let offset_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            let key_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            let key = if key_len >= 0 {
-                let k = batch.get(at..at + key_len as usize).ok_or_else(bad)?;
-                at += key_len as usize;
-                Some(k)
-            } else {
-                None
-            };
-            let value_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            let value = if value_len >= 0 {
-                let v = batch.get(at..at + value_len as usize).ok_or_else(bad)?;
-                at += value_len as usize;
-                Some(v)
-            } else {
-                None
-            };
-            let headers = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            for _ in 0..headers.max(0) {
-                let hk = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-                at += hk.max(0) as usize;
-                let hv = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-                at += hv.max(0) as usize;
-            }
-            let timestamp_ms =
-                if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
-            f(RecordRef { offset: header.base_offset + offset_delta, timestamp_ms, key, value });
-        }
+        walk_uncompressed(&bytes[start..end], &header, &mut f)?;
         start = end;
     }
     Ok(())
+}
+
+/// The next `len` bytes of `batch` at `at` (advancing it), or `None` past the end: lengths come
+/// from the wire, so they are checked, never trusted.
+fn take<'a>(batch: &'a [u8], at: &mut usize, len: i64) -> Option<&'a [u8]> {
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    let bytes = batch.get(*at..end)?;
+    *at = end;
+    Some(bytes)
+}
+
+/// Walks the records of one uncompressed batch in place.
+fn walk_uncompressed(batch: &[u8], header: &BatchHeader, f: &mut impl FnMut(RecordRef<'_>)) -> anyhow::Result<()> {
+    let mut at = 61usize;
+    for _ in 0..header.records_count {
+        let bad = || anyhow::anyhow!("malformed record at offset {}", header.base_offset);
+        let _len = read_varint(batch, &mut at).ok_or_else(bad)?;
+        at += 1; // attributes
+        let ts_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        let offset_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        let key_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        let key = if key_len >= 0 { Some(take(batch, &mut at, key_len).ok_or_else(bad)?) } else { None };
+        let value_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        let value = if value_len >= 0 { Some(take(batch, &mut at, value_len).ok_or_else(bad)?) } else { None };
+        let headers = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        for _ in 0..headers.max(0) {
+            let hk = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+            take(batch, &mut at, hk.max(0)).ok_or_else(bad)?;
+            let hv = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+            take(batch, &mut at, hv.max(0)).ok_or_else(bad)?;
+        }
+        let timestamp_ms =
+            if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
+        f(RecordRef { offset: header.base_offset + offset_delta, timestamp_ms, key, value });
+    }
+    Ok(())
+}
+
+/// Calls `f` with the key and value of every record of the control batch `batch` (control
+/// records are never compressed).
+pub fn for_each_control_record(batch: &Bytes, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> anyhow::Result<()> {
+    let header = BatchHeader::parse(batch)?;
+    let end = header.total_bytes().min(batch.len());
+    walk_uncompressed(&batch[..end], &header, &mut |r: RecordRef<'_>| f(r.key.unwrap_or_default(), r.value))
 }
 
 #[cfg(test)]
@@ -340,7 +381,7 @@ mod tests {
                 builder.push(key.as_deref(), value, base + dt);
             }
             let batch = builder.finish();
-            crate::storage::batch::validate(&batch).expect("valid batch");
+            crate::model::batch::validate(&batch).expect("valid batch");
             let decoded = decode_records(batch.clone()).unwrap();
             prop_assert_eq!(decoded.len(), records.len());
             let mut fast = Vec::new();

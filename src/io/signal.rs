@@ -1,4 +1,4 @@
-//! Small single-threaded async helpers shared by the layers.
+//! A single-threaded wake-up flag.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -48,33 +48,5 @@ impl Future for Notified<'_> {
         }
         *self.signal.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
-    }
-}
-
-/// Current wall-clock time in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Runs a future to completion on the calling (non-shard) thread, parking between polls. For
-/// the broker's main thread and helper threads that wait on shard replies.
-pub fn block_on_thread<F: Future>(future: F) -> F::Output {
-    struct ThreadWaker(std::thread::Thread);
-    impl std::task::Wake for ThreadWaker {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }

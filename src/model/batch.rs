@@ -22,8 +22,10 @@ pub const MAGIC_V2: i8 = 2;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+/// Attribute bit of a batch written inside a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
 
 /// The header as it lies on the wire and on disk.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -98,6 +100,14 @@ pub enum BatchError {
     /// A produce request carried no batch at all.
     #[error("no record batch in request")]
     Empty,
+    /// The records inside do not read back: an unknown codec, a payload that does not
+    /// decompress, or broken record framing.
+    #[error("corrupt records: {0}")]
+    Corrupt(String),
+    /// The records read back but break a rule (offset deltas, keys on a compacted topic, a
+    /// control batch from a producer).
+    #[error("invalid records: {0}")]
+    InvalidRecord(String),
 }
 
 /// The fields of a v2 batch header, decoded.
@@ -305,7 +315,7 @@ pub fn scan(bytes: &[u8]) -> (Vec<BatchSpan>, Option<BatchError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::records::{EncodeOptions, KeyValue, encode_batch};
+    use crate::model::records::{EncodeOptions, KeyValue, encode_batch};
     use bytes::Bytes;
     use proptest::prelude::*;
 

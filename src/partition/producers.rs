@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::messages::PartitionError;
-use crate::storage::BatchHeader;
+use super::PartitionError;
+use crate::io::{self, Faults};
+use crate::model::batch::BatchHeader;
 
 /// Batches remembered per producer for duplicate detection (Kafka keeps 5, the most a client
 /// may have in flight with idempotence).
@@ -173,12 +174,17 @@ impl ProducerTable {
         dir.join(SNAPSHOT_FILE)
     }
 
-    /// Loads the snapshot of a partition directory (empty when missing or unreadable).
-    pub fn load(dir: &Path) -> Self {
-        std::fs::read(Self::snapshot_path(dir))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// Loads the snapshot of a partition directory (empty when missing or unreadable: the
+    /// partition then rebuilds the table from its log).
+    pub async fn load(dir: &Path, faults: &Faults) -> Self {
+        match io::fs::read(&Self::snapshot_path(dir), faults).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Ok(None) => Self::default(),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot read the producer snapshot; rebuilding it");
+                Self::default()
+            }
+        }
     }
 
     /// Serialized snapshot.
@@ -187,12 +193,11 @@ impl ProducerTable {
     }
 }
 
-/// Writes a snapshot atomically (temp file + rename); errors only cost rebuild time later.
-pub fn save_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let path = ProducerTable::snapshot_path(dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+/// Writes a snapshot atomically; a failure only costs rebuild time at the next open.
+pub async fn save_snapshot(dir: &Path, bytes: Vec<u8>, faults: &Faults) {
+    if let Err(err) = io::fs::write_atomic(&ProducerTable::snapshot_path(dir), bytes, faults).await {
+        tracing::warn!(dir = %dir.display(), error = %err, "could not save producer state");
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! is used to size an allocation.
 
 use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::ApiKey;
 
 /// A malformed or truncated encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +148,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A topic name as the protocol crate's messages carry it.
+pub fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(name.to_owned()))
+}
+
 /// Appends an unsigned varint.
 pub fn put_uvarint(buf: &mut BytesMut, mut value: u32) {
     while value >= 0x80 {
@@ -185,6 +191,44 @@ pub fn put_bytes_len(buf: &mut BytesMut, len: Option<usize>, flexible: bool) {
     }
 }
 
+/// A request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// API key.
+    pub api_key: i16,
+    /// API version.
+    pub api_version: i16,
+    /// Correlation id echoed in the response.
+    pub correlation_id: i32,
+    /// Client id, if sent.
+    pub client_id: Option<String>,
+}
+
+/// Parses a request header. For an API key or version this broker does not know, only the fixed
+/// part is parsed (the rest of the header's layout depends on the version).
+pub fn parse_request_header(frame: &[u8]) -> Result<(RequestHeader, usize, bool), WireError> {
+    let mut r = Reader::new(frame);
+    let api_key = r.i16()?;
+    let api_version = r.i16()?;
+    let correlation_id = r.i32()?;
+    let mut header = RequestHeader { api_key, api_version, correlation_id, client_id: None };
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return Ok((header, r.position(), false));
+    };
+    let range = key.valid_versions();
+    if api_version < range.min || api_version > range.max {
+        return Ok((header, r.position(), false));
+    }
+    let header_version = key.request_header_version(api_version);
+    if header_version >= 1 {
+        header.client_id = r.nullable_string()?.map(|b| String::from_utf8_lossy(b).into_owned());
+    }
+    if header_version >= 2 {
+        r.skip_tagged_fields()?;
+    }
+    Ok((header, r.position(), true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +251,40 @@ mod tests {
         assert!(r.nullable_bytes_range().is_err());
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xfe]);
         assert!(r.array_len().is_err());
+    }
+
+    use kafka_protocol::messages::RequestHeader as CrateHeader;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn parses_headers_the_crate_encodes() {
+        for (key, version) in
+            [(ApiKey::Produce, 3i16), (ApiKey::Produce, 9), (ApiKey::ApiVersions, 3), (ApiKey::Metadata, 12)]
+        {
+            let header = CrateHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(42)
+                .with_client_id(Some(StrBytes::from_static_str("me")));
+            let mut buf = BytesMut::new();
+            header.encode(&mut buf, key.request_header_version(version)).unwrap();
+            buf.extend_from_slice(b"body");
+            let (parsed, len, complete) = parse_request_header(&buf).unwrap();
+            assert!(complete);
+            assert_eq!(&buf[len..], b"body");
+            assert_eq!(parsed.correlation_id, 42);
+            assert_eq!(parsed.client_id.as_deref(), Some("me"));
+        }
+    }
+
+    #[test]
+    fn unknown_versions_keep_only_the_fixed_part() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&18i16.to_be_bytes());
+        buf.extend_from_slice(&99i16.to_be_bytes());
+        buf.extend_from_slice(&7i32.to_be_bytes());
+        let (parsed, len, complete) = parse_request_header(&buf).unwrap();
+        assert!(!complete);
+        assert_eq!((parsed.correlation_id, len), (7, 8));
     }
 }

@@ -1,0 +1,184 @@
+//! Metadata records: every change to the cluster's replicated metadata, as it is stored in the
+//! metadata log (KRaft's record kinds, by the same names without the `Record` suffix). Only
+//! facts every broker shares are here; which shard of a broker owns a replica, and settings of
+//! one broker such as its flush policy, are that broker's own business.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::BrokerId;
+
+/// Where a broker listens, as clients are told.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Listener name (`PLAINTEXT` until named listeners exist).
+    pub listener: String,
+    /// Host clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: u16,
+}
+
+/// One change to the cluster metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum MetadataRecord {
+    /// The cluster's identity, written once.
+    ClusterId {
+        /// Kafka cluster id (22 characters of URL-safe base64).
+        cluster_id: String,
+    },
+    /// A broker (re)registered: a new incarnation, its endpoints and rack.
+    RegisterBroker {
+        /// Node id.
+        broker_id: BrokerId,
+        /// Changes on every start of the broker process.
+        incarnation: Uuid,
+        /// Where clients reach it.
+        endpoints: Vec<Endpoint>,
+        /// Rack, if configured.
+        rack: Option<String>,
+        /// Identifies this registration: heartbeats carry it, so a broker that registered again
+        /// (a restart) fences the stale process. Increases with every registration.
+        #[serde(default)]
+        broker_epoch: u64,
+        /// Whether it starts fenced (a new registration does, until the broker caught up).
+        #[serde(default)]
+        fenced: bool,
+    },
+    /// A broker missed its heartbeats (or shut down): it leads nothing and is in no ISR.
+    FenceBroker {
+        /// Node id.
+        broker_id: BrokerId,
+        /// The registration (broker epoch) fenced.
+        broker_epoch: u64,
+    },
+    /// A registered broker caught up with the metadata and may lead and follow again.
+    UnfenceBroker {
+        /// Node id.
+        broker_id: BrokerId,
+        /// The registration (broker epoch) unfenced.
+        broker_epoch: u64,
+    },
+    /// A topic was created (its partitions follow as [`MetadataRecord::Partition`]).
+    Topic {
+        /// Name.
+        name: String,
+        /// Topic id.
+        id: Uuid,
+        /// Internal topic (e.g. `__consumer_offsets`).
+        internal: bool,
+    },
+    /// A partition was created.
+    Partition {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// Brokers holding replicas, the preferred leader first.
+        replicas: Vec<BrokerId>,
+        /// In-sync replicas.
+        isr: Vec<BrokerId>,
+        /// Leader, or -1 when there is none.
+        leader: BrokerId,
+        /// Leader epoch.
+        leader_epoch: i32,
+        /// Bumped by every change of the partition.
+        partition_epoch: i32,
+    },
+    /// A partition's leadership, in-sync set or replicas changed.
+    PartitionChange {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// New leader, when it changed.
+        leader: Option<BrokerId>,
+        /// New in-sync replicas, when they changed.
+        isr: Option<Vec<BrokerId>>,
+        /// New replicas, when they changed.
+        replicas: Option<Vec<BrokerId>>,
+        /// The leader epoch after the change.
+        leader_epoch: i32,
+        /// The partition epoch after the change.
+        partition_epoch: i32,
+        /// A reassignment's replicas being added, when that changed (empty: none in progress).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding: Option<Vec<BrokerId>>,
+        /// A reassignment's replicas being removed, when that changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing: Option<Vec<BrokerId>>,
+    },
+    /// A topic was deleted.
+    RemoveTopic {
+        /// Topic id.
+        id: Uuid,
+    },
+    /// A topic's config overrides were replaced by these.
+    TopicConfig {
+        /// Topic id.
+        id: Uuid,
+        /// The complete set of overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Producer ids below `next` have been handed out (blocks go to brokers).
+    ProducerIds {
+        /// The broker that got the last block.
+        broker_id: BrokerId,
+        /// First id not yet handed out.
+        next: i64,
+    },
+}
+
+/// Records of the first metadata log format (one broker, partitions placed on shards), read
+/// once to upgrade a data directory.
+#[derive(Clone, Debug, Deserialize)]
+pub(super) enum LegacyRecord {
+    ClusterCreated { cluster_id: String },
+    TopicCreated { name: String, id: Uuid, shards: Vec<u32>, configs: BTreeMap<String, String>, internal: bool },
+    TopicDeleted { id: Uuid },
+    PartitionsAdded { id: Uuid, shards: Vec<u32> },
+    ProducerIdsAllocated { next: i64 },
+    TopicConfigsSet { id: Uuid, configs: BTreeMap<String, String> },
+}
+
+impl LegacyRecord {
+    /// The records that say the same on a cluster of `broker` alone. `partitions` counts the
+    /// partitions of each topic so far (legacy records add partitions by count).
+    pub(super) fn upgrade(self, broker: BrokerId, partitions: &mut BTreeMap<Uuid, i32>) -> Vec<MetadataRecord> {
+        let partition = |topic_id: Uuid, index: i32| MetadataRecord::Partition {
+            topic_id,
+            partition: index,
+            replicas: vec![broker],
+            isr: vec![broker],
+            leader: broker,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        match self {
+            Self::ClusterCreated { cluster_id } => vec![MetadataRecord::ClusterId { cluster_id }],
+            Self::TopicCreated { name, id, shards, configs, internal } => {
+                let mut out = vec![MetadataRecord::Topic { name, id, internal }];
+                out.extend((0..shards.len() as i32).map(|i| partition(id, i)));
+                if !configs.is_empty() {
+                    out.push(MetadataRecord::TopicConfig { id, configs });
+                }
+                partitions.insert(id, shards.len() as i32);
+                out
+            }
+            Self::TopicDeleted { id } => {
+                partitions.remove(&id);
+                vec![MetadataRecord::RemoveTopic { id }]
+            }
+            Self::PartitionsAdded { id, shards } => {
+                let count = partitions.entry(id).or_insert(0);
+                let first = *count;
+                *count += shards.len() as i32;
+                (first..*count).map(|i| partition(id, i)).collect()
+            }
+            Self::ProducerIdsAllocated { next } => vec![MetadataRecord::ProducerIds { broker_id: broker, next }],
+            Self::TopicConfigsSet { id, configs } => vec![MetadataRecord::TopicConfig { id, configs }],
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Recovery at open: every segment found, tails checked batch by batch (length, CRC, offset
+//! continuity), the log cut at the first torn or corrupt batch, damaged indexes rebuilt.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::files::*;
+use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, now_ms, round_down_to_page};
+use crate::model::batch;
+use crate::storage::index::{OffsetIndex, TimeIndex};
+use crate::storage::segment::{
+    Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
+};
+use crate::storage::{LogConfig, StorageError};
+
+/// Opens every segment in `dir`, checks their tails, rebuilds damaged indexes and cuts the log
+/// at the first torn or corrupt batch (deleting any later segment).
+pub(super) async fn recover_segments(
+    dir: &Path,
+    config: &LogConfig,
+    faults: &Faults,
+) -> Result<VecDeque<Segment>, StorageError> {
+    let names = io::fs::list_dir(dir, faults).await.map_err(|e| StorageError::io(dir, &e))?;
+    let mut bases: Vec<i64> = names.iter().filter_map(|name| parse_log_file_name(name)).collect();
+    bases.sort_unstable();
+    let clean_shutdown = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
+    if !clean_shutdown && !bases.is_empty() {
+        tracing::info!(dir = %dir.display(), "log was not closed cleanly: checking its active segment in full");
+    }
+    let mut segments: VecDeque<Segment> = VecDeque::new();
+    let mut cut_from = None;
+    for (i, &base) in bases.iter().enumerate() {
+        if let Some(prev) = segments.back()
+            && prev.next_offset != base
+        {
+            tracing::warn!(dir = %dir.display(), base, expected = prev.next_offset, "segment does not continue the previous one; cutting the log here");
+            cut_from = Some(i);
+            break;
+        }
+        let is_last = i + 1 == bases.len();
+        // Sealed segments were synced before the next one was written; the active one's saved
+        // index only matches its data after a clean close.
+        let trust_index = !is_last || clean_shutdown;
+        let (segment, clean) = recover_segment(dir, base, trust_index, config, faults).await?;
+        let continues = bases.get(i + 1).is_none_or(|next| segment.next_offset == *next);
+        if is_last || !clean || !continues {
+            // The log ends here: make sure nothing past the valid end can be read back as data.
+            cut_segment_tail(&segment).await?;
+            if !is_last {
+                cut_from = Some(i + 1);
+            }
+            segments.push_back(segment);
+            if !is_last {
+                break;
+            }
+        } else {
+            if segment.allocated_bytes > segment.size {
+                // Rolled but not sealed before a stop: drop the preallocated tail now.
+                let file = segment.file.as_ref().expect("recovered segments have files");
+                file.set_len(segment.size).await.map_err(|e| StorageError::io(&segment.path, &e))?;
+            }
+            segments.push_back(segment);
+        }
+    }
+    if let Some(from) = cut_from {
+        for &base in &bases[from..] {
+            tracing::warn!(dir = %dir.display(), base, "deleting segment after the cut");
+            remove_segment_files(dir, base, faults).await;
+        }
+    }
+    let count = segments.len();
+    for (i, segment) in segments.iter_mut().enumerate() {
+        segment.sealed = i + 1 < count;
+        if segment.sealed {
+            segment.allocated_bytes = segment.size;
+        }
+    }
+    Ok(segments)
+}
+
+/// Zeroes everything in a segment's file past its recovered size and rewrites its partial tail
+/// page, so nothing stale can ever be read back as data; then syncs.
+pub(super) async fn cut_segment_tail(segment: &Segment) -> Result<(), StorageError> {
+    let file = segment.file.as_ref().expect("recovered segments have files");
+    let file_len = file.len().await.map_err(|e| StorageError::io(&segment.path, &e))?;
+    let zero_from = io::round_up_to_page(segment.size as usize) as u64;
+    if file_len > zero_from {
+        file.zero_range(zero_from, file_len - zero_from).await.map_err(|e| StorageError::io(&segment.path, &e))?;
+    }
+    let tail = round_down_to_page(segment.size);
+    if segment.size > tail {
+        let (result, page) = file.read_at(AlignedBuf::with_capacity(io::PAGE_BYTES), tail).await;
+        result.map_err(|e| StorageError::io(&segment.path, &e))?;
+        let mut fixed = AlignedBuf::with_capacity(io::PAGE_BYTES);
+        fixed.extend_from_slice(&page.as_slice()[..(segment.size - tail) as usize]);
+        fixed.pad_to_page();
+        let (result, _) = file.write_all_at(fixed, tail).await;
+        result.map_err(|e| StorageError::io(&segment.path, &e))?;
+    }
+    file.sync_data().await.map_err(|e| StorageError::io(&segment.path, &e))
+}
+
+/// Batches in a segment carry consecutive offsets; the base offset is outside the CRC, so this is
+/// what catches damage to it.
+pub(super) fn check_continuity(header: &batch::BatchHeader, expected_next: &mut i64) -> Result<(), String> {
+    if header.base_offset != *expected_next {
+        return Err(format!("batch base offset {} where {} was expected", header.base_offset, expected_next));
+    }
+    *expected_next = header.last_offset() + 1;
+    Ok(())
+}
+
+/// Opens one segment and finds its valid end, resuming from the saved index when it is trusted
+/// and matches the data, and rebuilding it otherwise. Every batch scanned has its CRC checked. Returns the segment
+/// and whether its data ended cleanly (zeros or end of file, not a torn or corrupt batch).
+pub(super) async fn recover_segment(
+    dir: &Path,
+    base: i64,
+    trust_index: bool,
+    config: &LogConfig,
+    faults: &Faults,
+) -> Result<(Segment, bool), StorageError> {
+    let path = dir.join(log_file_name(base));
+    let file =
+        DirectFile::open(&path, OpenMode::Existing, faults.clone()).await.map_err(|e| StorageError::io(&path, &e))?;
+    let file_len = file.len().await.map_err(|e| StorageError::io(&path, &e))?;
+    // A saved index that cannot be read is rebuilt, like a damaged one.
+    let read_saved = |name: String| async move { io::fs::read(&dir.join(name), faults).await.ok().flatten() };
+    let saved_offsets = match trust_index {
+        true => read_saved(index_file_name(base)).await,
+        false => None,
+    }
+    .and_then(|bytes| OffsetIndex::from_bytes(&bytes, file_len.max(1)))
+    .filter(|index| !index.is_empty());
+    let saved_times =
+        read_saved(time_index_file_name(base)).await.and_then(|bytes| TimeIndex::from_bytes(&bytes, u32::MAX));
+    let mut found = None;
+    if let (Some(offsets), Some(times)) = (saved_offsets, saved_times) {
+        let last = offsets.last().expect("non-empty");
+        let mut segment = Segment::new(dir, base, now_ms());
+        segment.offset_index = offsets;
+        if let Some(entry) = times.last() {
+            segment.max_timestamp = entry.timestamp;
+            segment.max_timestamp_offset = base + i64::from(entry.relative_offset);
+        }
+        segment.time_index = times;
+        let expected_first = base + i64::from(last.relative_offset);
+        let mut first_matches = None;
+        let mut expected_next = expected_first;
+        let end = scan_file(&file, u64::from(last.position), file_len, true, |header, position| {
+            first_matches.get_or_insert(header.base_offset == expected_first);
+            check_continuity(header, &mut expected_next)?;
+            segment.note_batch(header, position, config.index_interval_bytes);
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::io(&path, &e))?;
+        if first_matches == Some(true) {
+            found = Some((segment, end));
+        } else {
+            tracing::warn!(path = %path.display(), "segment index does not match its data; rebuilding it");
+        }
+    }
+    let (mut segment, end) = match found {
+        Some(found) => found,
+        None => {
+            let mut segment = Segment::new(dir, base, now_ms());
+            let mut expected_next = base;
+            let end = scan_file(&file, 0, file_len, true, |header, position| {
+                check_continuity(header, &mut expected_next)?;
+                segment.note_batch(header, position, config.index_interval_bytes);
+                Ok(())
+            })
+            .await
+            .map_err(|e| StorageError::io(&path, &e))?;
+            (segment, end)
+        }
+    };
+    segment.size = end.position;
+    segment.written_size = end.position;
+    segment.allocated_bytes = file_len;
+    segment.file = Some(Rc::new(file));
+    let clean = match &end.stopped {
+        // Zero fill (preallocation, or a range zeroed by an earlier cut) ends the data normally.
+        None => true,
+        Some(stop) if stop.is_zero_fill() => true,
+        Some(err) => {
+            tracing::warn!(
+                path = %path.display(),
+                position = end.position,
+                bytes_after = file_len - end.position,
+                error = %err,
+                "recovery cut the segment at a torn or corrupt batch"
+            );
+            false
+        }
+    };
+    Ok((segment, clean))
+}
+
+/// Rebuilds a segment's indexes by reading its batch headers up to `size`.
+pub(super) async fn rebuild_indexes(
+    file: &DirectFile,
+    base: i64,
+    size: u64,
+    index_interval_bytes: usize,
+) -> Result<(OffsetIndex, TimeIndex, i64, i64), StorageError> {
+    let mut segment = Segment::new(Path::new(""), base, 0);
+    scan_file(file, 0, size, false, |header, position| {
+        segment.note_batch(header, position, index_interval_bytes);
+        Ok(())
+    })
+    .await
+    .map_err(|e| StorageError::io(file.path(), &e))?;
+    segment.complete_time_index();
+    Ok((segment.offset_index, segment.time_index, segment.max_timestamp, segment.max_timestamp_offset))
+}
+
+/// The log is open for writing again: the clean-shutdown marker and the active segment's saved
+/// indexes stop describing the data, so both go (durably) before anything is appended.
+pub(super) async fn forget_clean_shutdown(
+    dir: &Path,
+    active_base: Option<i64>,
+    faults: &Faults,
+) -> Result<(), StorageError> {
+    let mut names = vec![CLEAN_SHUTDOWN_FILE.to_owned()];
+    if let Some(base) = active_base {
+        names.push(index_file_name(base));
+        names.push(time_index_file_name(base));
+    }
+    let mut removed = false;
+    for name in names {
+        let path = dir.join(&name);
+        removed |= io::fs::remove_file(&path, faults).await.map_err(|e| StorageError::io(&path, &e))?;
+    }
+    if removed {
+        sync_dir(dir, faults).await?;
+    }
+    Ok(())
+}
