@@ -1,10 +1,10 @@
 //! A small HTTP endpoint for operators: `/metrics` (Prometheus text) and `/v1/shards` (JSON),
-//! served from a helper thread so that no shard ever blocks on it.
+//! served from its own thread so that no shard ever blocks on it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use crate::io::http::{self, HttpAnswer};
 
 /// A shard's counters, as the endpoint reports them.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -37,49 +37,31 @@ pub struct ShardStats {
     pub cache_misses: u64,
 }
 
-/// Where the endpoint gets the counters it reports (called on the endpoint's own thread).
+/// Where the endpoint gets the counters it reports (called on a blocking-pool thread).
 pub type StatsSource = Arc<dyn Fn() -> Vec<ShardStats> + Send + Sync>;
 
-/// Starts the endpoint on `addr`; returns the bound address.
+/// Starts the endpoint on `addr` (its own thread; connections served concurrently, request
+/// heads bounded, slow clients cut off: see [`crate::io::http`]); returns the bound address.
 pub fn spawn_metrics_server(addr: SocketAddr, stats: StatsSource) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = http::http_listener(addr)?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "metrics endpoint listening");
-    std::thread::Builder::new()
-        .name("moldau-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                let mut reader = BufReader::new(&stream);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                // Drain the headers.
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-                    line.clear();
-                }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                let stats = stats();
-                let (status, content_type, body) = match path {
-                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", prometheus(&stats)),
-                    "/v1/shards" => (
-                        "200 OK",
-                        "application/json",
-                        serde_json::to_string_pretty(&stats).unwrap_or_default(),
-                    ),
-                    _ => ("404 Not Found", "text/plain", "try /metrics or /v1/shards\n".to_owned()),
-                };
-                let mut stream = &stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })?;
+    let handler: http::HttpHandler = Arc::new(move |path: &str| answer(path, &stats));
+    http::spawn_http_server("moldau-metrics", listener, http::HttpLimits::default(), handler)?;
     Ok(bound)
+}
+
+/// What the endpoint answers for `path`.
+fn answer(path: &str, stats: &StatsSource) -> HttpAnswer {
+    match path {
+        "/metrics" => HttpAnswer { status: 200, content_type: "text/plain; version=0.0.4", body: prometheus(&stats()) },
+        "/v1/shards" => HttpAnswer {
+            status: 200,
+            content_type: "application/json",
+            body: serde_json::to_string_pretty(&stats()).unwrap_or_default(),
+        },
+        _ => HttpAnswer { status: 404, content_type: "text/plain", body: "try /metrics or /v1/shards\n".to_owned() },
+    }
 }
 
 /// A metric: name, help text, and how to read it from a shard's stats.

@@ -946,3 +946,54 @@ fn connections_stay_within_the_open_files_limit_and_refusals_are_not_logged_in_a
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_metrics_endpoint_serves_beside_stalled_clients_and_bounds_request_heads() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let broker = Broker::start("http", &["--set", &format!("metrics_listen=\"{metrics}\"")]);
+    let pid = broker.pid();
+    // Clients that send half a request line and stall.
+    let mut stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&metrics).unwrap();
+            s.write_all(b"GET /metr").unwrap();
+            s
+        })
+        .collect();
+    // Everyone else is answered while they hold their connections.
+    for _ in 0..3 {
+        assert!(http_get(&metrics, "/metrics").contains("moldau_shard_requests_total{shard=\"0\"}"));
+    }
+    for s in &mut stalled {
+        assert!(!closed_by_broker(s, Duration::from_millis(10)), "a stalled client keeps its own connection");
+    }
+    assert!(http_get(&metrics, "/nothing").contains("try /metrics"));
+    // A request line without end: refused once the head limit is passed, not read on for ever.
+    let rss_before = status_kib(pid, "VmRSS");
+    let mut endless = TcpStream::connect(&metrics).unwrap();
+    endless.write_all(b"GET /").unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0usize;
+    let refused = loop {
+        if sent >= 256 << 20 {
+            break false;
+        }
+        match endless.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break true,
+        }
+    };
+    assert!(refused, "the endpoint read {sent} bytes of one request line");
+    let rss = status_kib(pid, "VmRSS");
+    println!("an endless request line: refused after {sent} bytes sent, RSS {rss_before} -> {rss} KiB");
+    assert!(rss.saturating_sub(rss_before) < 16 << 10, "resident {rss_before} -> {rss} KiB");
+    // The stalled ones are closed after their time; the endpoint and the broker serve on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in &mut stalled {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        assert!(closed_by_broker(s, left), "a stalled HTTP client is closed after its time");
+    }
+    assert!(http_get(&metrics, "/v1/shards").contains("\"shard\": 0"));
+    still_serves(&broker);
+}

@@ -8,12 +8,13 @@ pub mod budget;
 mod fault;
 mod file;
 pub mod fs;
+pub mod http;
 pub mod net;
 mod signal;
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use aligned::{AlignedBuf, PAGE_BYTES, round_down_to_page, round_up_to_page};
 pub use fault::{FaultOp, Faults};
@@ -135,5 +136,28 @@ pub fn raise_open_files_limit() -> u64 {
             }
         }
         limit.rlim_cur
+    }
+}
+
+/// A warning said at most once per [`Throttled::INTERVAL`].
+#[derive(Default)]
+pub struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// How often it may be said.
+    pub const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// `Some(occurrences held back since the last one)` when it is time to say it again.
+    pub fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|at| now.duration_since(at) < Self::INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }

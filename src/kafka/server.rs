@@ -19,7 +19,7 @@ use crate::cluster::{
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::io::budget::MemoryBudget;
-use crate::io::{self, net::Listener};
+use crate::io::{self, Throttled, net::Listener};
 use crate::partition::PartitionManager;
 use crate::shard::{ShardId, ShardSet, Sharded};
 
@@ -253,27 +253,5 @@ async fn accept_loop(ctx: Rc<KafkaContext>, listener: Listener) {
                 io::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
-}
-
-/// A warning said at most once per [`Throttled::INTERVAL`].
-#[derive(Default)]
-struct Throttled {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    /// `Some(occurrences held back since the last one)` when it is time to say it again.
-    fn due(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|at| now.duration_since(at) < Self::INTERVAL) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
