@@ -834,6 +834,18 @@ fn produce_until_refused(addr: &str, limit: usize) -> (usize, Option<i16>) {
     })
 }
 
+/// Retries `attempt` until it succeeds, for up to `limit`.
+fn eventually_ok<T, E: std::fmt::Debug>(limit: Duration, mut attempt: impl FnMut() -> Result<T, E>) -> T {
+    let since = Instant::now();
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(err) if since.elapsed() > limit => panic!("still failing after {limit:?}: {err:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
 #[test]
 fn a_full_disk_refuses_writes_and_everything_comes_back_once_there_is_room() {
     let root = TempDir::new("full-disk");
@@ -841,10 +853,14 @@ fn a_full_disk_refuses_writes_and_everything_comes_back_once_there_is_room() {
     // The broker's data is the small disk itself; its log goes beside it, on the real disk, so
     // it can be read when something fails.
     let data = disk.at.clone();
-    let mut broker = Broker::start_at(&data, "127.0.0.1:0", vec!["--set".into(), "log_segment_bytes=8388608".into()]);
+    let settings = ["log_segment_bytes=8388608", "offsets_topic_num_partitions=4"];
+    let args = settings.iter().flat_map(|s| ["--set".to_owned(), (*s).to_owned()]).collect();
+    let mut broker = Broker::start_at(&data, "127.0.0.1:0", args);
     block_on(async {
         let client = KafkaClient::connect(&broker.addr, "full").await.unwrap();
         client.create_topic("full", 1, 1, &BTreeMap::new()).await.unwrap();
+        // A group's offsets, in __consumer_offsets on the same disk.
+        client.commit_offsets("full-group", &[("full".to_owned(), 0, 7)]).await.unwrap();
     });
     // Full: writes are refused with KAFKA_STORAGE_ERROR, nothing acknowledged is lost.
     let filler = disk.fill_leaving(12 << 20);
@@ -881,6 +897,16 @@ fn a_full_disk_refuses_writes_and_everything_comes_back_once_there_is_room() {
         assert!(resumed.elapsed() < Duration::from_secs(30), "writes resume after a restart on a full disk");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The group coordinator serves its groups again too: what was committed, and new commits.
+    let committed = eventually_ok(Duration::from_secs(30), || {
+        block_on(async {
+            let client = KafkaClient::connect(&broker.addr, "full").await?;
+            let committed = client.committed_offsets("full-group").await?;
+            client.commit_offsets("full-group", &[("full".to_owned(), 0, 9)]).await?;
+            Ok::<_, ClientError>(committed)
+        })
+    });
+    assert_eq!(committed, vec![("full".to_owned(), 0, 7)]);
     println!("full disk: {first} batches, then {more} after room came back, {again} before the restart");
     // Every acknowledged batch is there, in order.
     let acked = (first + more + again + 1) as i64 * 64;
