@@ -261,6 +261,7 @@ impl TopicConfig {
                 TimestampType::CreateTime
             },
             preallocate: get("preallocate") == "true",
+            recycle_segments: get("preallocate") == "true",
             delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
             // An offsets partition holds a few small records per group: 1 MiB steps.
             preallocate_step_bytes: if internal { INTERNAL_PREALLOCATE_STEP_BYTES } else { PREALLOCATE_STEP_BYTES },

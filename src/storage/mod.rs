@@ -106,6 +106,9 @@ pub struct LogConfig {
     /// segment size): 16 MiB for user topics, less for internal ones whose partitions stay
     /// small (a group's first commit need not take 16 MiB of disk).
     pub preallocate_step_bytes: u64,
+    /// Keep one segment file that retention removes, and write the log's next segment into it
+    /// instead of into fresh (unwritten) blocks: see `storage/log/files.rs`.
+    pub recycle_segments: bool,
     /// Write unwritten data once this much has accumulated, whatever the flush policy.
     pub write_behind_bytes: usize,
     /// Produce acknowledgements are held back while more than this much appended data is not yet
@@ -127,6 +130,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             preallocate: true,
             preallocate_step_bytes: PREALLOCATE_STEP_BYTES,
+            recycle_segments: true,
             write_behind_bytes: 1 << 20,
             max_unwritten_bytes: 64 << 20,
         }

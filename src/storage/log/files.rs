@@ -7,13 +7,79 @@ use super::*;
 use crate::io::{self, DirectFile, Faults, OpenMode};
 use crate::storage::StorageError;
 use crate::storage::index::{OffsetIndex, TimeIndex};
-use crate::storage::segment::{index_file_name, log_file_name, time_index_file_name};
+use crate::storage::segment::{Segment, index_file_name, log_file_name, time_index_file_name};
 
 /// File that remembers a log start offset moved by DeleteRecords.
 pub(super) const LOG_START_FILE: &str = "log-start-offset";
 
 /// Present while the log is closed cleanly: its saved indexes match its data.
 pub(super) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// A segment file retention removed, kept to be written again as the log's next segment.
+///
+/// Writing into blocks that already hold data is an overwrite: no extent conversion for each
+/// fdatasync to commit in the journal, no block allocation, and no unlink (which on a filesystem
+/// with online discard stalls every concurrent fdatasync). The old batches it still holds can
+/// never pass for new ones: only files that retention removed from the front of the log are
+/// kept, so every batch in one has an offset below the log start, and recovery stops a segment
+/// at the first batch whose base offset does not continue the one before (an old batch's is
+/// lower than the segment's own base offset). Files cut away by truncation, whose batches could
+/// carry offsets the log will use again, are always deleted.
+pub(super) const RECYCLED_FILE: &str = "recycled.segment";
+
+/// Files smaller than this are not worth keeping for reuse.
+const MIN_RECYCLED_BYTES: u64 = 1 << 20;
+
+/// Whether `dir` holds a recycled segment file (deleted when recycling is off).
+pub(super) async fn recycled_file_present(dir: &Path, config: &LogConfig, faults: &Faults) -> bool {
+    let path = dir.join(RECYCLED_FILE);
+    match io::fs::read_len(&path, faults).await {
+        Ok(Some(_)) if config.recycle_segments => true,
+        Ok(Some(_)) => {
+            let _ = io::fs::remove_file(&path, faults).await;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Removes a segment retention no longer keeps: its indexes are deleted, and its file is kept
+/// as the recycled file when `keep` and nothing else still reads it; otherwise deleted. Returns
+/// whether it was kept.
+pub(super) async fn recycle_or_remove(dir: &Path, segment: Segment, keep: bool, faults: &Faults) -> bool {
+    let base = segment.base_offset;
+    let unread = segment.file.as_ref().is_some_and(|f| std::rc::Rc::strong_count(f) == 1);
+    let worth = segment.size >= MIN_RECYCLED_BYTES;
+    drop(segment);
+    if keep && unread && worth {
+        match io::fs::rename(&dir.join(log_file_name(base)), &dir.join(RECYCLED_FILE), faults).await {
+            Ok(()) => {
+                for name in [index_file_name(base), time_index_file_name(base)] {
+                    let _ = io::fs::remove_file(&dir.join(name), faults).await;
+                }
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), base, error = %err, "could not keep a segment file for reuse")
+            }
+        }
+    }
+    remove_segment_files(dir, base, faults).await;
+    false
+}
+
+/// The recycled file, renamed to `path` and opened, if there is one. The caller syncs the
+/// directory.
+pub(super) async fn take_recycled(dir: &Path, path: &Path, faults: &Faults) -> Option<(DirectFile, u64)> {
+    let recycled = dir.join(RECYCLED_FILE);
+    if let Err(err) = io::fs::rename(&recycled, path, faults).await {
+        tracing::warn!(dir = %dir.display(), error = %err, "recycled segment file unusable; creating a new one");
+        return None;
+    }
+    let file = DirectFile::open(path, OpenMode::Existing, faults.clone()).await.ok()?;
+    let len = file.len().await.ok()?;
+    Some((file, len))
+}
 
 pub(super) async fn create_segment_file(path: &Path, faults: &Faults) -> Result<DirectFile, StorageError> {
     let file =

@@ -198,11 +198,22 @@ pub(super) async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<Direct
     if let Some(file) = existing {
         return Ok(file);
     }
-    let file = Rc::new(create_segment_file(&path, &inner.faults).await?);
+    let recycled = std::mem::take(&mut inner.state.borrow_mut().recycled);
+    let reused = match recycled {
+        true => take_recycled(&inner.dir, &path, &inner.faults).await,
+        false => None,
+    };
+    let (file, allocated) = match reused {
+        Some(reused) => reused,
+        None => (create_segment_file(&path, &inner.faults).await?, 0),
+    };
+    let file = Rc::new(file);
     sync_dir(&inner.dir, &inner.faults).await?;
     let mut state = inner.state.borrow_mut();
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
-        // A new file is empty: `allocated_bytes` stays at 0 until `write_job` preallocates.
+        // A new file is empty: `allocated_bytes` stays at 0 until `write_job` preallocates. A
+        // recycled one has its blocks already (old batches, overwritten as the segment grows).
+        segment.allocated_bytes = allocated;
         segment.file = Some(file.clone());
     }
     Ok(file)

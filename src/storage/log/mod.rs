@@ -187,6 +187,9 @@ pub(super) struct LogState {
     commands: VecDeque<Command>,
     offline: Option<String>,
     closing: bool,
+    /// Whether a removed segment's file waits in the directory to be written again (see
+    /// [`files::RECYCLED_FILE`]).
+    recycled: bool,
     last_write_ms: i64,
     last_sync_ms: i64,
 }
@@ -338,6 +341,7 @@ impl Log {
         let persisted_start = read_log_start(dir, &ctx.faults).await?;
         let mut segments = recover_segments(dir, &config, &ctx.faults).await?;
         forget_clean_shutdown(dir, segments.back().map(|s| s.base_offset), &ctx.faults).await?;
+        let recycled = recycled_file_present(dir, &config, &ctx.faults).await;
         if segments.is_empty() {
             let base = persisted_start.unwrap_or(0);
             let mut segment = Segment::new(dir, base, now);
@@ -383,6 +387,7 @@ impl Log {
             commands: VecDeque::new(),
             offline: None,
             closing: false,
+            recycled,
             last_write_ms: now,
             last_sync_ms: now,
         };

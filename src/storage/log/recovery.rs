@@ -10,7 +10,7 @@ use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, now_ms, round_do
 use crate::model::batch;
 use crate::storage::index::{OffsetIndex, TimeIndex};
 use crate::storage::segment::{
-    Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
+    ScanStop, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
 };
 use crate::storage::{LogConfig, StorageError};
 
@@ -136,6 +136,8 @@ pub(super) async fn recover_segment(
     let saved_times =
         read_saved(time_index_file_name(base)).await.and_then(|bytes| TimeIndex::from_bytes(&bytes, u32::MAX));
     let mut found = None;
+    // Set when the scan stops at a batch older than the segment: a recycled file's old data.
+    let mut stale = false;
     if let (Some(offsets), Some(times)) = (saved_offsets, saved_times) {
         let last = offsets.last().expect("non-empty");
         let mut segment = Segment::new(dir, base, now_ms());
@@ -150,6 +152,7 @@ pub(super) async fn recover_segment(
         let mut expected_next = expected_first;
         let end = scan_file(&file, u64::from(last.position), file_len, true, |header, position| {
             first_matches.get_or_insert(header.base_offset == expected_first);
+            stale |= header.base_offset < base;
             check_continuity(header, &mut expected_next)?;
             segment.note_batch(header, position, config.index_interval_bytes);
             Ok(())
@@ -167,7 +170,9 @@ pub(super) async fn recover_segment(
         None => {
             let mut segment = Segment::new(dir, base, now_ms());
             let mut expected_next = base;
+            stale = false;
             let end = scan_file(&file, 0, file_len, true, |header, position| {
+                stale |= header.base_offset < base;
                 check_continuity(header, &mut expected_next)?;
                 segment.note_batch(header, position, config.index_interval_bytes);
                 Ok(())
@@ -182,9 +187,14 @@ pub(super) async fn recover_segment(
     segment.allocated_bytes = file_len;
     segment.file = Some(Rc::new(file));
     let clean = match &end.stopped {
-        // Zero fill (preallocation, or a range zeroed by an earlier cut) ends the data normally.
+        // Zero fill (preallocation, or a range zeroed by an earlier cut) ends the data normally,
+        // and so do the old batches of a recycled file (see `files::RECYCLED_FILE`).
         None => true,
         Some(stop) if stop.is_zero_fill() => true,
+        Some(ScanStop::Refused(_)) if stale => {
+            tracing::debug!(path = %path.display(), position = end.position, "the data ends at a recycled file's old batches");
+            true
+        }
         Some(err) => {
             tracing::warn!(
                 path = %path.display(),

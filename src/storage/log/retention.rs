@@ -1,5 +1,6 @@
 //! Retention: deleting whole sealed segments by time, by size, or below a log start offset moved
-//! by DeleteRecords, without holding appends up.
+//! by DeleteRecords, without holding appends up. One removed file per log is kept to be written
+//! again as its next segment (see [`super::files::RECYCLED_FILE`]).
 
 use std::time::Duration;
 
@@ -103,8 +104,20 @@ impl Log {
             }
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size;
-            tracing::info!(path = %segment.path.display(), bytes = segment.size, "retention deleted segment");
-            remove_segment_files(&inner.dir, segment.base_offset, &inner.faults).await;
+            let (path, bytes) = (segment.path.clone(), segment.size);
+            // One file at a time waits to be written again (the slot is taken before the rename).
+            let keep = {
+                let mut state = inner.state.borrow_mut();
+                let keep = state.config.recycle_segments && !state.recycled && state.offline.is_none();
+                state.recycled |= keep;
+                keep
+            };
+            let kept = recycle_or_remove(&inner.dir, segment, keep, &inner.faults).await;
+            if keep && !kept {
+                inner.state.borrow_mut().recycled = false;
+            }
+            let fate = if kept { "kept for reuse" } else { "deleted" };
+            tracing::info!(path = %path.display(), bytes, fate, "retention removed segment");
         }
         outcome
     }
