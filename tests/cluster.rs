@@ -1253,6 +1253,51 @@ fn produce_batches(bootstrap: &str, topic: &str, batches: usize) -> usize {
 }
 
 #[test]
+fn a_leader_whose_disk_fills_hands_the_lead_to_an_in_sync_replica_and_loses_nothing() {
+    let mut cluster = Cluster::start("cluster-leader-disk", 26, 3, &["--set", "replica_lag_time_max_ms=1500"]);
+    converged(&cluster, &[1, 2, 3], Duration::from_secs(30));
+    let doomed_configs = [("min.insync.replicas", "2"), ("segment.bytes", "1048576")];
+    assert_eq!(create_topic_with(&cluster.addr(1), "doomed", 1, 3, &doomed_configs), Some(0));
+    let p = all_in_sync(&cluster, 1, "doomed", 3, Duration::from_secs(10))[0].clone();
+    // The preferred leader's copy moves to an 8 MiB disk of its own (stopped: another replica
+    // leads meanwhile; emptied, mounted, started: it catches up and leads again).
+    let leader = p.replicas[0];
+    let other = p.replicas[1];
+    cluster.node(leader).stop();
+    let dir = cluster.nodes[leader as usize - 1].data_dir.join("doomed-0");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let image = cluster.nodes[leader as usize - 1].data_dir.with_extension("disk");
+    let Some(disk) = SmallDisk::mount(image, &dir, 8) else { return };
+    cluster.node(leader).start_again();
+    eventually("the preferred replica leads again with all three in sync", Duration::from_secs(40), &cluster, || {
+        partition_of(&cluster, other, "doomed").filter(|q| q.leader == leader && q.isr.len() == 3)
+    });
+
+    // 12 MiB through a real idempotent acks=all producer: the leader's disk fills, its log goes
+    // offline, it hands the lead to an in-sync replica, and the producer carries on there.
+    let count = 12_000;
+    let acked = replicated_log(&["produce", &cluster.bootstrap(), "doomed", "0", &count.to_string(), "1024"]);
+    assert_eq!(acked.trim(), count.to_string(), "every record acknowledged");
+    let moved =
+        eventually("another replica leads, without the full one in its ISR", Duration::from_secs(20), &cluster, || {
+            partition_of(&cluster, other, "doomed")
+                .filter(|q| q.leader >= 0 && q.leader != leader && !q.isr.contains(&leader))
+        });
+    let log = cluster.nodes[leader as usize - 1].log();
+    assert!(log.contains("asking the controller to move the lead of partitions whose log is offline"), "{log}");
+    assert!(metadata(&cluster.addr(other)).unwrap().brokers.contains(&leader), "the broker stays registered");
+    // Every acknowledged record, once, in order, on the new leader.
+    let read = replicated_log(&["consume", &cluster.addr(moved.leader), "doomed", "0", &format!("until={count}")]);
+    let expected: Vec<String> = (0..count).map(|i| format!("m-{i}")).collect();
+    let values: Vec<&str> = read.lines().collect();
+    assert_eq!(values.len(), expected.len(), "every acknowledged record, once");
+    assert!(values.iter().zip(&expected).all(|(a, b)| a == b), "in the order produced");
+    cluster.node(leader).kill();
+    drop(disk);
+}
+
+#[test]
 fn a_follower_whose_disk_fills_leaves_the_isr_and_nothing_else_stops() {
     let mut cluster = Cluster::start("cluster-disk", 24, 3, &["--set", "replica_lag_time_max_ms=1500"]);
     converged(&cluster, &[1, 2, 3], Duration::from_secs(30));

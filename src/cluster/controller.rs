@@ -479,6 +479,24 @@ impl Controller {
                     Err(e) => Answer { index: 0, response: Err(e.into()) },
                 }
             }
+            ControllerRequest::OfflineReplicas { broker_id, broker_epoch, partitions } => {
+                let records = match image.broker(broker_id) {
+                    Some(b) if b.epoch == broker_epoch && !b.fenced => {
+                        planner.plan_offline_replicas(broker_id, &partitions)
+                    }
+                    Some(_) => {
+                        return Answer { index: 0, response: Err(ControllerError::StaleBrokerEpoch(broker_id)) };
+                    }
+                    None => Vec::new(),
+                };
+                if records.is_empty() {
+                    return Answer { index: image.applied_index, response: Ok(ControllerResponse::Done(Vec::new())) };
+                }
+                match self.quorum.propose(records).await {
+                    Ok(index) => Answer { index, response: Ok(ControllerResponse::Done(Vec::new())) },
+                    Err(e) => Answer { index: 0, response: Err(e.into()) },
+                }
+            }
             ControllerRequest::AlterReassignments { changes } => {
                 let (index, results) = self
                     .each(

@@ -233,32 +233,65 @@ impl Planner<'_> {
     pub fn plan_fence(&self, broker: BrokerId) -> Vec<MetadataRecord> {
         let Some(registration) = self.image.broker(broker) else { return Vec::new() };
         let mut records = vec![MetadataRecord::FenceBroker { broker_id: broker, broker_epoch: registration.epoch }];
-        let live = |b: BrokerId| b != broker && self.image.is_live(b);
         for topic in self.image.topics() {
+            if !topic.partitions.iter().any(|p| p.replicas.contains(&broker)) {
+                continue;
+            }
+            let unclean = self.unclean_allowed(topic);
             for p in &topic.partitions {
-                if !p.replicas.contains(&broker) {
-                    continue;
-                }
-                let isr: Vec<BrokerId> = p.isr.iter().copied().filter(|b| *b != broker).collect();
-                if p.leader == broker {
-                    let candidate = p.replicas.iter().copied().find(|b| isr.contains(b) && live(*b));
-                    let unclean = candidate.is_none() && self.unclean_allowed(topic);
-                    let candidate =
-                        candidate.or_else(|| unclean.then(|| p.replicas.iter().copied().find(|b| live(*b))).flatten());
-                    records.push(match candidate {
-                        Some(leader) => {
-                            change_of(topic, p, Some(leader), Some(if unclean { vec![leader] } else { isr }))
-                        }
-                        // No one may lead: the partition waits offline, its ISR kept, so the
-                        // last in-sync replica can lead again when it returns.
-                        None => change_of(topic, p, Some(NO_BROKER), None),
-                    });
-                } else if p.isr.contains(&broker) && !isr.is_empty() {
-                    records.push(change_of(topic, p, None, Some(isr)));
-                }
+                records.extend(self.move_off(topic, p, broker, unclean));
             }
         }
         records
+    }
+
+    /// Replicas of `broker` whose logs went offline (`partitions`, by topic id): each leaves
+    /// the ISR, and where it leads, another live in-sync replica takes over (clean elections
+    /// only: with none, it keeps leading, as nothing better is there). A broker whose single
+    /// log fails stays registered and keeps everything else it serves.
+    pub fn plan_offline_replicas(&self, broker: BrokerId, partitions: &[(Uuid, i32)]) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        for (topic_id, index) in partitions {
+            let Some(topic) = self.image.topic_by_id(topic_id) else { continue };
+            let Some(p) = topic.partition(*index) else { continue };
+            if p.leader == broker && !p.isr.iter().any(|b| *b != broker && self.image.is_live(*b)) {
+                continue;
+            }
+            records.extend(self.move_off(topic, p, broker, false));
+        }
+        records
+    }
+
+    /// The change that takes `broker` out of partition `p`'s ISR and, where it leads, gives the
+    /// lead to another live in-sync replica (or, `unclean`, any live replica; with neither the
+    /// partition waits offline, its ISR kept, so the last in-sync replica can lead again when it
+    /// returns).
+    fn move_off(
+        &self,
+        topic: &TopicImage,
+        p: &PartitionImage,
+        broker: BrokerId,
+        unclean: bool,
+    ) -> Option<MetadataRecord> {
+        if !p.replicas.contains(&broker) {
+            return None;
+        }
+        let live = |b: BrokerId| b != broker && self.image.is_live(b);
+        let isr: Vec<BrokerId> = p.isr.iter().copied().filter(|b| *b != broker).collect();
+        if p.leader == broker {
+            let candidate = p.replicas.iter().copied().find(|b| isr.contains(b) && live(*b));
+            let unclean = candidate.is_none() && unclean;
+            let candidate =
+                candidate.or_else(|| unclean.then(|| p.replicas.iter().copied().find(|b| live(*b))).flatten());
+            Some(match candidate {
+                Some(leader) => change_of(topic, p, Some(leader), Some(if unclean { vec![leader] } else { isr })),
+                None => change_of(topic, p, Some(NO_BROKER), None),
+            })
+        } else if p.isr.contains(&broker) && !isr.is_empty() {
+            Some(change_of(topic, p, None, Some(isr)))
+        } else {
+            None
+        }
     }
 
     /// A registered broker caught up: it may lead again, and leaderless partitions whose ISR

@@ -173,6 +173,16 @@ pub enum ControllerRequest {
         /// The changes.
         changes: Vec<IsrChange>,
     },
+    /// A broker's replicas whose logs went offline (a disk error): they leave their ISRs, and
+    /// the ones it leads move to other in-sync replicas.
+    OfflineReplicas {
+        /// Node id.
+        broker_id: BrokerId,
+        /// Its registration.
+        broker_epoch: u64,
+        /// (topic id, partition).
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// A broker stopping cleanly hands its leaderships to other in-sync replicas first.
     ControlledShutdown {
         /// Node id.

@@ -42,6 +42,9 @@ use pipeline::{Followed, Pipeline};
 /// How often each shard looks at the ISRs of what it leads.
 const ISR_CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// How often a broker asks again to move the lead of partitions whose log is offline.
+const OFFLINE_REPORT_EVERY: Duration = Duration::from_secs(2);
+
 /// The replication service of one shard.
 pub struct Replication {
     shard: ShardId,
@@ -131,15 +134,23 @@ impl Replication {
     }
 }
 
-/// The ISR upkeep of one shard: asks the controller for the ISR changes its led partitions want.
+/// The ISR upkeep of one shard: asks the controller for the ISR changes its led partitions want,
+/// and to move the lead of those whose log went offline to another in-sync replica (Kafka moves
+/// a failed log directory's leaderships too), every [`OFFLINE_REPORT_EVERY`] while it lasts.
 async fn keep_isrs(replication: std::rc::Weak<Replication>) {
+    let mut offline_reported = None::<std::time::Instant>;
     loop {
         io::sleep(ISR_CHECK_EVERY).await;
         let Some(replication) = replication.upgrade() else { return };
         let lag = replication.config.replica_lag_time_max_ms as i64;
         let mut changes = Vec::new();
         let mut asked = Vec::new();
+        let mut offline = Vec::new();
         for partition in replication.partitions.all() {
+            if partition.is_offline() && partition.is_leader() {
+                offline.push((partition.topic_id, partition.index));
+                continue;
+            }
             if let Some((assignment, isr)) = partition.wanted_isr(lag) {
                 tracing::info!(partition = ?partition, from = ?assignment.isr, to = ?isr, "asking for a new ISR");
                 partition.isr_change_sent(isr.clone());
@@ -152,6 +163,10 @@ async fn keep_isrs(replication: std::rc::Weak<Replication>) {
                 });
                 asked.push((partition, assignment.partition_epoch));
             }
+        }
+        if !offline.is_empty() && offline_reported.is_none_or(|at| at.elapsed() >= OFFLINE_REPORT_EVERY) {
+            offline_reported = Some(std::time::Instant::now());
+            report_offline(&replication, offline);
         }
         if changes.is_empty() {
             continue;
@@ -191,4 +206,23 @@ async fn keep_isrs(replication: std::rc::Weak<Replication>) {
             }
         });
     }
+}
+
+/// Asks the controller to take the replicas in `offline` (led here, their logs offline) out of
+/// their ISRs and give their lead to another in-sync replica; once the log is back, the replica
+/// follows, catches up and rejoins like any other.
+fn report_offline(replication: &Replication, offline: Vec<(uuid::Uuid, i32)>) {
+    let view = replication.metadata.view();
+    let Some(broker_epoch) = view.this_broker().map(|b| b.epoch) else { return };
+    tracing::warn!(
+        partitions = offline.len(),
+        "asking the controller to move the lead of partitions whose log is offline"
+    );
+    let request = ControllerRequest::OfflineReplicas { broker_id: view.broker_id, broker_epoch, partitions: offline };
+    let controller = replication.controller.clone();
+    io::spawn_detached(async move {
+        if let Err(err) = controller.call(request).await.response {
+            tracing::warn!(error = %err, "could not move the lead of offline partitions");
+        }
+    });
 }

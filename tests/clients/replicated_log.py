@@ -2,8 +2,10 @@
 idempotence (every one must be acknowledged), or read a partition back from the start.
 
 Usage:
-  replicated_log.py produce BOOTSTRAP TOPIC FIRST COUNT   -> prints the number acknowledged
-  replicated_log.py consume BOOTSTRAP TOPIC PARTITION [RACK] -> prints one value per line
+  replicated_log.py produce BOOTSTRAP TOPIC FIRST COUNT [PAD] -> prints the number acknowledged
+                                                          (PAD: values padded with "." to PAD bytes)
+  replicated_log.py consume BOOTSTRAP TOPIC PARTITION [RACK] -> prints one value per line, its
+                                                          padding cut
                                                           (RACK: the consumer's client.rack)
 """
 import sys
@@ -15,6 +17,7 @@ mode, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
 
 if mode == "produce":
     first, count = int(sys.argv[4]), int(sys.argv[5])
+    pad = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                          "linger.ms": 2, "message.timeout.ms": 60000, "partitioner": "murmur2_random"})
     acked, errors = [], []
@@ -28,7 +31,8 @@ if mode == "produce":
     for i in range(first, first + count):
         while True:
             try:
-                producer.produce(topic, value=f"m-{i}".encode(), partition=0, on_delivery=report)
+                producer.produce(topic, value=f"m-{i}".ljust(pad, ".").encode(), partition=0,
+                                 on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -63,7 +67,7 @@ elif mode == "consume":
         assert msg is not None, f"nothing more at {position} (high watermark {high})"
         if msg.error():
             raise SystemExit(f"consume error: {msg.error()}")
-        values.append(msg.value().decode())
+        values.append(msg.value().decode().rstrip("."))
         position = msg.offset() + 1
     consumer.close()
     print("\n".join(values))
