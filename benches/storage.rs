@@ -156,6 +156,19 @@ fn batch_validation(c: &mut Criterion) {
     group.finish();
 }
 
+/// Prints `what`: p50, p90, p99, p99.9 and max of `histogram` (nanoseconds), in microseconds.
+fn print_percentiles(what: &str, histogram: &hdrhistogram::Histogram<u64>) {
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{what}: p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+}
+
 /// Durable-append latency percentiles (HDR histogram) for small batches under `flush = always`,
 /// to compare with fio's fdatasync percentiles.
 fn latency_percentiles() {
@@ -176,15 +189,7 @@ fn latency_percentiles() {
                 }
             }
         });
-        let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "durable append {label} (flush=always, 19000 samples): p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
-            us(0.5),
-            us(0.9),
-            us(0.99),
-            us(0.999),
-            histogram.max() as f64 / 1000.0
-        );
+        print_percentiles(&format!("durable append {label} (flush=always, 19000 samples)"), &histogram);
         runtime.block_on(log.delete()).unwrap();
     }
 }
@@ -223,15 +228,8 @@ fn retention_percentiles() {
                 }
             }
         });
-        let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "durable append 4KiB under retention, segments {label} ({removed} removed, 30000 samples): p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
-            us(0.5),
-            us(0.9),
-            us(0.99),
-            us(0.999),
-            histogram.max() as f64 / 1000.0
-        );
+        let what = format!("durable append 4KiB under retention, segments {label} ({removed} removed, 30000 samples)");
+        print_percentiles(&what, &histogram);
         runtime.block_on(log.delete()).unwrap();
     }
 }

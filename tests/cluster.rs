@@ -1252,6 +1252,20 @@ fn produce_batches(bootstrap: &str, topic: &str, batches: usize) -> usize {
     })
 }
 
+/// Moves node `id`'s copy of a partition (its directory `dir_name`) to an 8 MiB disk of its own:
+/// the node is stopped, the directory emptied and mounted over, the node started (it catches up
+/// from the leader). `None` where loop mounts are not permitted (the test then skips).
+fn on_small_disk(cluster: &mut Cluster, id: i32, dir_name: &str) -> Option<SmallDisk> {
+    cluster.node(id).stop();
+    let data_dir = cluster.nodes[id as usize - 1].data_dir.clone();
+    let dir = data_dir.join(dir_name);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let disk = SmallDisk::mount(data_dir.with_extension("disk"), &dir, 8);
+    cluster.node(id).start_again();
+    disk
+}
+
 #[test]
 fn a_leader_whose_disk_fills_hands_the_lead_to_an_in_sync_replica_and_loses_nothing() {
     let mut cluster = Cluster::start("cluster-leader-disk", 26, 3, &["--set", "replica_lag_time_max_ms=1500"]);
@@ -1263,13 +1277,7 @@ fn a_leader_whose_disk_fills_hands_the_lead_to_an_in_sync_replica_and_loses_noth
     // leads meanwhile; emptied, mounted, started: it catches up and leads again).
     let leader = p.replicas[0];
     let other = p.replicas[1];
-    cluster.node(leader).stop();
-    let dir = cluster.nodes[leader as usize - 1].data_dir.join("doomed-0");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir(&dir).unwrap();
-    let image = cluster.nodes[leader as usize - 1].data_dir.with_extension("disk");
-    let Some(disk) = SmallDisk::mount(image, &dir, 8) else { return };
-    cluster.node(leader).start_again();
+    let Some(disk) = on_small_disk(&mut cluster, leader, "doomed-0") else { return };
     eventually("the preferred replica leads again with all three in sync", Duration::from_secs(40), &cluster, || {
         partition_of(&cluster, other, "doomed").filter(|q| q.leader == leader && q.isr.len() == 3)
     });
@@ -1311,13 +1319,7 @@ fn a_follower_whose_disk_fills_leaves_the_isr_and_nothing_else_stops() {
     // mounted, started: it catches up from the leader).
     let follower = *p.replicas.iter().find(|b| **b != p.leader).unwrap();
     let other = *p.replicas.iter().find(|b| **b != p.leader && **b != follower).unwrap();
-    cluster.node(follower).stop();
-    let dir = cluster.nodes[follower as usize - 1].data_dir.join("doomed-0");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir(&dir).unwrap();
-    let image = cluster.nodes[follower as usize - 1].data_dir.with_extension("disk");
-    let Some(disk) = SmallDisk::mount(image, &dir, 8) else { return };
-    cluster.node(follower).start_again();
+    let Some(disk) = on_small_disk(&mut cluster, follower, "doomed-0") else { return };
     all_in_sync(&cluster, p.leader, "doomed", 3, Duration::from_secs(30));
 
     // 12 MiB more: the follower's disk fills, it leaves the ISR, and every write is

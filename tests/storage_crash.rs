@@ -163,11 +163,16 @@ fn read_log(dir: &Path, big_segments: bool) -> BTreeMap<i64, Bytes> {
     })
 }
 
-#[test]
-fn sigkill_during_appends_loses_no_durable_offset() {
+/// A fresh directory under target/ (removed when the test passes).
+fn test_dir(prefix: &str) -> tempfile::TempDir {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
     std::fs::create_dir_all(&root).unwrap();
-    let dir = tempfile::Builder::new().prefix("crash").tempdir_in(root).unwrap();
+    tempfile::Builder::new().prefix(prefix).tempdir_in(root).unwrap()
+}
+
+#[test]
+fn sigkill_during_appends_loses_no_durable_offset() {
+    let dir = test_dir("crash");
     let mut rng = rand::rng();
     let mut all_reported: Vec<(u64, i64)> = Vec::new();
     for round in 0..6u64 {
@@ -222,9 +227,7 @@ fn segment_files(dir: &Path) -> Vec<String> {
 #[test]
 fn a_recycled_segment_file_never_brings_its_old_batches_back_after_a_crash() {
     use std::os::unix::fs::MetadataExt;
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage-tests");
-    std::fs::create_dir_all(&root).unwrap();
-    let dir = tempfile::Builder::new().prefix("recycle-crash").tempdir_in(root).unwrap();
+    let dir = test_dir("recycle-crash");
     let dir = dir.path();
     // Three 2 MiB segments and a bit, then retention keeps only the newest 2 MiB: the oldest
     // segment's file (valid batches, valid CRCs) is kept for reuse instead of deleted.

@@ -86,7 +86,7 @@ pub struct SoakArgs {
     /// Test hook: consumers pretend not to see this many records (the run must then fail).
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_loss: u64,
-    /// Test hook: producers send this many acknowledged batches a second time.
+    /// Test hook: producers send this many acknowledged records a second time.
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_duplicate: u64,
 }
@@ -672,16 +672,23 @@ async fn producers(args: SoakArgs, bootstrap: String, topic: String, shared: Arc
                     }
                     let (client, topic, shared, message_size) = (&client, &topic, &shared, args.message_size);
                     async move {
-                        for chunk in records.chunks(BATCH_RECORDS) {
+                        let build = |chunk: &[Outgoing]| {
                             let mut builder = BatchBuilder::new(chunk.len() * (message_size + 32), crate::io::now_ms());
                             for record in chunk {
                                 builder.push(Some(&key_bytes(record.key)), &record.value, crate::io::now_ms());
                             }
-                            let batch = builder.finish();
-                            let repeats = 1 + std::mem::take(&mut repeats_left);
-                            for _ in 0..repeats {
+                            builder.finish()
+                        };
+                        for whole in records.chunks(BATCH_RECORDS) {
+                            // The duplicate hook sends the batch's first record once more, alone
+                            // (so each injection duplicates exactly one record).
+                            let mut sends = vec![whole];
+                            if std::mem::take(&mut repeats_left) > 0 {
+                                sends.push(&whole[..1]);
+                            }
+                            for chunk in sends {
                                 let Some(base) =
-                                    send_until_acked(client, topic, partition, batch.clone(), shared, end).await
+                                    send_until_acked(client, topic, partition, build(chunk), shared, end).await
                                 else {
                                     continue;
                                 };
