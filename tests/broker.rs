@@ -570,6 +570,49 @@ fn offset_for_leader_epoch_answers_where_an_epoch_ended() {
 }
 
 #[test]
+fn metadata_finds_a_topic_by_id_whether_its_name_is_null_or_empty() {
+    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let broker = Broker::start("metadata-by-id", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("by-id", 2, 1, &BTreeMap::new()).await.unwrap();
+        let id = client.topic("by-id", false).await.unwrap().id;
+        let conn = client.any().await.unwrap();
+        // The Java admin client's describeTopics(TopicCollection.ofTopicIds(..)) shape.
+        for name in [None, Some(moldau::client::topic_name(""))] {
+            let request = MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(id).with_name(name.clone())]));
+            let response = conn.send_version(request, 12).await.unwrap();
+            let topic = &response.topics[0];
+            assert_eq!(topic.error_code, 0, "name {name:?}");
+            assert_eq!(topic.name.as_ref().map(|n| n.as_str()), Some("by-id"));
+            assert_eq!((topic.topic_id, topic.partitions.len()), (id, 2));
+        }
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_topic_id(uuid::Uuid::from_u128(9)).with_name(None),
+        ]));
+        let response = conn.send_version(request, 12).await.unwrap();
+        assert_eq!(response.topics[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+    });
+}
+
+#[test]
+fn an_offset_commit_from_outside_an_active_group_is_unknown_member_id() {
+    let broker = Broker::start("admin-commit", &["--set", "group_initial_rebalance_delay_ms=0"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("ac", 1, 1, &BTreeMap::new()).await.unwrap();
+        client.commit_offsets("ac-group", &[("ac".to_owned(), 0, 3)]).await.expect("an empty group takes it");
+        let member = moldau::client::member::GroupConsumer::join(&client, "ac-group", "ac", 1, 10_000).await.unwrap();
+        let refused = client.commit_offsets("ac-group", &[("ac".to_owned(), 0, 5)]).await.unwrap_err();
+        assert_eq!(code_of(refused), 25, "UNKNOWN_MEMBER_ID, as Kafka answers");
+        member.commit(&[(0, 7)]).await.expect("the member's own commit");
+        assert_eq!(client.committed_offsets("ac-group").await.unwrap(), vec![("ac".to_owned(), 0, 7)]);
+    });
+}
+
+#[test]
 fn a_clean_stop_does_not_wait_out_the_grace_period_for_idle_connections() {
     // A long grace period: connections that finish at once must not make shutdown wait for it.
     let mut broker = Broker::start("stop-fast", &["--set", "shutdown_grace_ms=60000"]);

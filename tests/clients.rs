@@ -173,3 +173,35 @@ fn poison_pills_are_refused_and_consumers_read_the_next_record() {
         assert!(values[codec * 20].starts_with(&format!("good{codec}-0")), "{values:?}");
     }
 }
+
+#[test]
+fn transactions_are_refused_at_once_not_after_the_clients_timeout() {
+    let broker = Broker::start("no-transactions", &[]);
+    let out =
+        run_ok(&mut python("kafka_compat.py", &["transactions", &broker.addr]), "kafka_compat.py", CLIENT_TIMEOUT);
+    assert_eq!(stdout(&out).trim(), "refused TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+}
+
+#[test]
+fn a_member_commits_in_its_revoke_callback_while_the_group_prepares_a_rebalance() {
+    let broker = Broker::start(
+        "revoke-commit",
+        &["--set", "group_min_session_timeout_ms=1000", "--set", "group_initial_rebalance_delay_ms=0"],
+    );
+    moldau::io::block_on(async {
+        let client = moldau::client::KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("revoke", 2, 1, &Default::default()).await.unwrap();
+        for p in 0..2 {
+            let values: Vec<moldau::model::records::KeyValue> =
+                (0..50).map(|i| (None, Some(bytes::Bytes::from(format!("r{i}"))))).collect();
+            let batch = moldau::model::records::encode_batch(&values, &Default::default());
+            client.produce("revoke", p, batch.freeze(), -1, 10_000).await.unwrap();
+        }
+    });
+    let out = run_ok(
+        &mut python("kafka_compat.py", &["revoke-commit", &broker.addr, "revoke", "2", "100"]),
+        "kafka_compat.py",
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(stdout(&out).trim(), "revoke-commit ok 100", "everything read was committed before the rebalance");
+}

@@ -774,8 +774,12 @@ impl Group {
         (None, self.remove_member(&member_id, now_ms))
     }
 
-    /// Checks an OffsetCommit against membership (generation -1 with no member is a commit
-    /// from outside any membership, allowed only while the group has no members).
+    /// Checks an OffsetCommit against membership, as Kafka's classic groups do: generation -1
+    /// with no member is a commit from outside any membership, allowed only while the group has
+    /// no members (UNKNOWN_MEMBER_ID otherwise); a member's commit needs its generation, and is
+    /// taken while the group prepares a rebalance (clients commit what they processed in their
+    /// partitions-revoked callback, before they rejoin) but not while it completes one (the
+    /// member has joined the next generation and does not know its partitions yet).
     pub fn check_commit(
         &mut self,
         member_id: &str,
@@ -786,8 +790,8 @@ impl Group {
         if self.state == GroupState::Dead {
             return Some(GroupError::CoordinatorNotAvailable);
         }
-        if generation < 0 && member_id.is_empty() {
-            return if self.state == GroupState::Empty { None } else { Some(GroupError::IllegalGeneration) };
+        if generation < 0 && member_id.is_empty() && instance.is_none() {
+            return if self.state == GroupState::Empty { None } else { Some(GroupError::UnknownMemberId) };
         }
         if let Err(error) = self.check_member(member_id, instance) {
             return Some(error);
@@ -796,7 +800,7 @@ impl Group {
             return Some(GroupError::IllegalGeneration);
         }
         match self.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => Some(GroupError::RebalanceInProgress),
+            GroupState::CompletingRebalance => Some(GroupError::RebalanceInProgress),
             _ => {
                 self.members.get_mut(member_id).expect("checked").last_heartbeat_ms = now_ms;
                 None
@@ -1089,13 +1093,26 @@ mod tests {
     }
 
     #[test]
-    fn commits_outside_membership_only_while_empty() {
+    fn commits_outside_membership_only_while_empty_and_members_commit_before_they_rejoin() {
         let mut g = Group::new("g", 0);
         assert_eq!(g.check_commit("", None, -1, 0), None);
         let a = member_id_for(&mut g, 0);
-        drop(join(&mut g, &a, None, 1));
-        assert_eq!(g.check_commit("", None, -1, 1), Some(GroupError::IllegalGeneration));
-        assert_eq!(g.check_commit(&a, None, g.generation, 1), Some(GroupError::RebalanceInProgress));
+        let joined = answer(join(&mut g, &a, None, 1)).expect("alone, the join completes at once");
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        assert_eq!(g.check_commit("", None, -1, 1), Some(GroupError::UnknownMemberId), "an admin commit, group active");
+        let generation = joined.generation_id;
+        assert_eq!(g.check_commit(&a, None, generation, 1), Some(GroupError::RebalanceInProgress), "awaiting sync");
+        drop(sync(&mut g, &a, generation, vec![(a.clone(), Bytes::from_static(b"P0"))], 2));
+        assert_eq!(g.state, GroupState::Stable);
+        assert_eq!(g.check_commit(&a, None, generation, 3), None);
+        // A second member joins: while the group prepares the rebalance, the first still commits
+        // what it processed in its generation (its partitions-revoked callback), not an older one.
+        let b = member_id_for(&mut g, 4);
+        drop(join(&mut g, &b, None, 4));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert_eq!(g.check_commit(&a, None, generation, 5), None);
+        assert_eq!(g.check_commit(&a, None, generation - 1, 5), Some(GroupError::IllegalGeneration));
+        assert_eq!(g.check_commit("nobody", None, generation, 5), Some(GroupError::UnknownMemberId));
     }
 
     #[test]

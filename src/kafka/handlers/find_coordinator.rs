@@ -1,6 +1,6 @@
 //! FindCoordinator: a group's coordinator is the broker leading its `__consumer_offsets`
 //! partition (the topic is created on first use, as Kafka does). Transaction and share
-//! coordinators are not offered.
+//! coordinators are not offered: asked for one, it answers with a code clients do not retry.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -54,10 +54,17 @@ pub async fn ensure_offsets_topic(conn: &Connection) -> Result<(), ControllerErr
 /// Answers FindCoordinator.
 pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let keys: Vec<StrBytes> = if version >= 4 { request.coordinator_keys.clone() } else { vec![request.key.clone()] };
-    let error = if request.key_type != 0 {
+    // No transaction or share coordinators yet: refused with a code clients do not retry, so
+    // `initTransactions()` fails at once with the reason instead of waiting out its timeout.
+    let error = if request.key_type == 1 {
         Some((
-            ResponseError::CoordinatorNotAvailable,
-            "only consumer group coordinators are offered (no transactions)".to_owned(),
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker (Moldau has no transaction coordinator yet)".to_owned(),
+        ))
+    } else if request.key_type != 0 {
+        Some((
+            ResponseError::InvalidRequest,
+            format!("coordinator key type {} is not offered: only consumer groups (0)", request.key_type),
         ))
     } else {
         match ensure_offsets_topic(conn).await {

@@ -134,8 +134,10 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
         .with_topics(topics)
 }
 
+/// One requested topic, by name or (v10+, name null or empty, as the Java admin client sends
+/// it) by id.
 fn lookup(metadata: &MetadataView, name: Option<&str>, id: uuid::Uuid, version: i16) -> MetadataResponseTopic {
-    match name {
+    match name.filter(|n| !n.is_empty() || id.is_nil()) {
         Some(name) => match metadata.topic(name) {
             Some(topic) => describe_topic(topic, metadata, version),
             None if topic_config::validate_topic_name(name).is_err() => {
