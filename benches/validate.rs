@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use moldau::model::batch::validate;
 use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
-use moldau::model::validate::check_records;
+use moldau::model::validate::{RecordRules, check_records};
 
 /// A batch of 256 records of 1 KiB (keys, values with some repetition, as logs and JSON have).
 fn batch(codec: i16) -> Vec<u8> {
@@ -35,7 +35,8 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("crc, framing and records", name), &bytes, |b, bytes| {
             b.iter(|| {
                 let header = validate(bytes).unwrap();
-                check_records(bytes, &header, true, &mut scratch).unwrap()
+                check_records(bytes, &header, &RecordRules { require_keys: true, timestamps: None }, &mut scratch)
+                    .unwrap()
             })
         });
     }

@@ -1,7 +1,11 @@
-//! Broker configuration: embedded defaults, overridden by a TOML file, overridden by flags.
+//! Broker configuration: embedded defaults, overridden by a file (TOML, or Kafka's
+//! `server.properties`), overridden by flags. Kafka's dotted property names work wherever
+//! Moldau's own do (`config/kafka.rs` maps them).
 //!
 //! Every bound the broker enforces is named here with its unit, so what happens at the limit is a
 //! decision, not an accident.
+
+mod kafka;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,6 +189,37 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Sets `name` = `value` in `table`: one of Kafka's property names (mapped), or one of Moldau's
+/// own (`-` taken as `_`; the value in TOML syntax, a bare word taken as a string).
+fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    match kafka::translate(name, value) {
+        Some(Ok(kafka::Mapped::Set(pairs))) => {
+            for (key, value) in pairs {
+                table.insert(key.to_owned(), value);
+            }
+            Ok(())
+        }
+        Some(Ok(kafka::Mapped::NoEffect(why))) => {
+            tracing::info!(property = name, "taken without effect: {why}");
+            Ok(())
+        }
+        Some(Err(reason)) => Err(ConfigError::Invalid(reason)),
+        None if name.contains('.') => Err(ConfigError::Invalid(format!(
+            "unknown broker property {name:?}; Kafka's names Moldau takes: {}",
+            kafka::KNOWN.join(", ")
+        ))),
+        None => {
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+            table.insert(name.replace('-', "_"), parsed);
+            Ok(())
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -209,7 +244,19 @@ impl BrokerConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+                let invalid = |e: String| ConfigError::Invalid(format!("{}: {e}", path.display()));
+                if path.extension().is_some_and(|e| e == "properties") {
+                    let mut entries = kafka::parse_properties(&text).map_err(invalid)?;
+                    // Kafka's precedence among names of one setting, whatever the file's order.
+                    entries.sort_by_key(|(name, _)| kafka::precedence(name));
+                    let mut table = toml::Table::new();
+                    for (name, value) in entries {
+                        set(&mut table, &name, &value)?;
+                    }
+                    table
+                } else {
+                    text.parse::<toml::Table>().map_err(|e| invalid(e.to_string()))?
+                }
             }
             None => toml::Table::new(),
         };
@@ -217,14 +264,7 @@ impl BrokerConfig {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Invalid(format!("override {item:?} is not key=value")))?;
-            let key = key.trim().replace('-', "_");
-            let value = value.trim();
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-            table.insert(key, parsed);
+            set(&mut table, key.trim(), value.trim())?;
         }
         let config: BrokerConfig =
             toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
@@ -390,5 +430,76 @@ mod tests {
         ] {
             assert!(BrokerConfig::load(None, &[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    /// Kafka's KRaft sample `server.properties`, abridged, as a Kafka user has it.
+    const SERVER_PROPERTIES: &str = r"
+# The role of this server. Setting this puts us in KRaft mode
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@localhost:9093
+listeners=PLAINTEXT://:9092,CONTROLLER://:9093
+inter.broker.listener.name=PLAINTEXT
+advertised.listeners=PLAINTEXT://kafka-1.example:9092
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+num.network.threads=3
+num.io.threads=8
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
+socket.request.max.bytes=104857600
+log.dirs=/tmp/kraft-combined-logs
+num.partitions=3
+num.recovery.threads.per.data.dir=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+log.retention.ms=3600000
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+log.flush.interval.ms=\
+  1000
+";
+
+    #[test]
+    fn a_kafka_server_properties_file_configures_the_broker() {
+        let text = SERVER_PROPERTIES;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, text).unwrap();
+        let config = BrokerConfig::load(Some(&path), &["log.retention.minutes=5".into()]).unwrap();
+        assert_eq!(config.broker_id, 1);
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9092");
+        assert_eq!(config.controller_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9093"));
+        assert_eq!(config.voters.as_deref(), Some("1@localhost:9093"));
+        assert_eq!((config.advertised_host.as_deref(), config.advertised_port), (Some("kafka-1.example"), Some(9092)));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/kraft-combined-logs"));
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.log_retention_ms, 5 * 60_000, "a flag overrides the file");
+        assert_eq!(config.flush, FlushPolicy::IntervalMs(1000), "a continued line");
+        // Within the file, log.retention.ms wins over .hours whatever their order.
+        std::fs::write(&path, "log.retention.hours=168\nlog.retention.ms=3600000\n").unwrap();
+        assert_eq!(BrokerConfig::load(Some(&path), &[]).unwrap().log_retention_ms, 3_600_000);
+        std::fs::write(&path, "log.retention.ms=3600000\nlog.retention.hours=168\n").unwrap();
+        assert_eq!(BrokerConfig::load(Some(&path), &[]).unwrap().log_retention_ms, 3_600_000);
+    }
+
+    #[test]
+    fn kafka_names_work_as_flags_and_unknown_or_unsupported_ones_are_refused() {
+        let config =
+            BrokerConfig::load(None, &["log.retention.hours=2".into(), "auto.create.topics.enable=false".into()])
+                .unwrap();
+        assert_eq!((config.log_retention_ms, config.auto_create_topics), (7_200_000, false));
+        let refused = |item: &str| match BrokerConfig::load(None, &[item.into()]) {
+            Err(ConfigError::Invalid(reason)) => reason,
+            other => panic!("{item}: {other:?}"),
+        };
+        assert!(refused("log.retention.dayz=1").contains("log.retention.hours"), "the known names are listed");
+        assert!(refused("listeners=SSL://:9093").contains("TLS and SASL are not supported yet"));
+        assert!(refused("log.dirs=/a,/b").contains("exactly one data directory"));
+        assert!(refused("num.partitions=three").contains("not an integer"));
+        assert!(refused("listener.security.protocol.map=PLAINTEXT:SSL").contains("not supported yet"));
+        assert!(refused("controller.quorum.bootstrap.servers=localhost:9093").contains("unknown broker property"));
     }
 }

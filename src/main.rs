@@ -25,7 +25,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML configuration file (keys as in `moldau::config::BrokerConfig`).
+    /// Configuration file: TOML with Moldau's names (as in `moldau::config::BrokerConfig`), or
+    /// Kafka's `server.properties` (a `.properties` file, Kafka's property names).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on.

@@ -613,6 +613,98 @@ fn an_offset_commit_from_outside_an_active_group_is_unknown_member_id() {
 }
 
 #[test]
+fn list_groups_filters_by_state_and_type() {
+    use kafka_protocol::messages::ListGroupsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start("list-groups", &["--set", "group_initial_rebalance_delay_ms=0"]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        client.create_topic("lg", 1, 1, &BTreeMap::new()).await.unwrap();
+        client.commit_offsets("lg-empty", &[("lg".to_owned(), 0, 1)]).await.unwrap();
+        let _member = moldau::client::member::GroupConsumer::join(&client, "lg-stable", "lg", 1, 10_000).await.unwrap();
+        let conn = client.any().await.unwrap();
+        let list = |states: &[&str], types: &[&str]| {
+            let request = ListGroupsRequest::default()
+                .with_states_filter(states.iter().map(|s| StrBytes::from_string((*s).to_owned())).collect())
+                .with_types_filter(types.iter().map(|s| StrBytes::from_string((*s).to_owned())).collect());
+            let conn = &conn;
+            async move {
+                let response = conn.send_version(request, 5).await.unwrap();
+                response.groups.iter().map(|g| g.group_id.as_str().to_owned()).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(list(&[], &[]).await, ["lg-empty", "lg-stable"]);
+        assert_eq!(list(&["stable"], &[]).await, ["lg-stable"], "states match case-insensitively");
+        assert_eq!(list(&["Empty", "Dead"], &["classic"]).await, ["lg-empty"]);
+        assert!(list(&[], &["consumer"]).await.is_empty(), "no KIP-848 groups exist");
+        assert_eq!(list(&[], &["consumer", "Classic"]).await, ["lg-empty", "lg-stable"]);
+    });
+}
+
+#[test]
+fn kafkas_other_topic_configs_are_taken_and_record_timestamps_are_checked() {
+    let broker = Broker::start("topic-configs", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let configs: BTreeMap<String, String> = [
+            ("message.timestamp.after.max.ms", "60000"),
+            ("message.timestamp.before.max.ms", "3600000"),
+            ("flush.ms", "1000"),
+            ("segment.jitter.ms", "100"),
+            ("min.compaction.lag.ms", "0"),
+            ("file.delete.delay.ms", "1000"),
+            ("leader.replication.throttled.replicas", "*"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        client.create_topic("stamped", 1, 1, &configs).await.expect("Kafka's topic configs are taken");
+        let described = client.describe_topic_configs("stamped").await.unwrap();
+        let get = |name: &str| described.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}")).clone();
+        assert_eq!(get("flush.ms").value.as_deref(), Some("1000"));
+        assert!(!get("flush.ms").is_default);
+        assert_eq!(get("flush.messages").value.as_deref(), Some("1"), "the broker's flush=always");
+        let now = moldau::io::now_ms();
+        let produce = |timestamp: i64| {
+            let batch = encode_batch(
+                &[(None, Some(Bytes::from("v")))],
+                &EncodeOptions { compression: 0, timestamp_ms: Some(timestamp) },
+            );
+            let client = &client;
+            async move { client.produce("stamped", 0, batch.freeze(), -1, 5_000).await }
+        };
+        produce(now).await.expect("a record stamped now");
+        assert_eq!(code_of(produce(now + 2 * 3_600_000).await.unwrap_err()), 32, "INVALID_TIMESTAMP: too far ahead");
+        assert_eq!(code_of(produce(now - 2 * 3_600_000).await.unwrap_err()), 32, "INVALID_TIMESTAMP: too far behind");
+        let tiered: BTreeMap<String, String> = [("remote.storage.enable".to_owned(), "true".to_owned())].into();
+        let refused = client.create_topic("tiered", 1, 1, &tiered).await.unwrap_err();
+        assert_eq!(code_of(refused), 40, "INVALID_CONFIG: no tiered storage");
+    });
+}
+
+#[test]
+fn a_kafka_server_properties_file_configures_the_broker() {
+    let dir = TempDir::new("server-properties");
+    let properties = dir.0.join("server.properties");
+    std::fs::write(
+        &properties,
+        "# as a Kafka user has it\nprocess.roles=broker,controller\nnum.network.threads=3\nnum.partitions=4\n\
+         log.retention.hours=2\nauto.create.topics.enable=true\nsocket.send.buffer.bytes=102400\n",
+    )
+    .unwrap();
+    let broker = Broker::start("server-properties-broker", &["--config", properties.to_str().unwrap()]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        let topic = client.topic("from-properties", true).await.unwrap();
+        assert_eq!(topic.partitions.len(), 4, "num.partitions");
+        let configs = client.describe_topic_configs("from-properties").await.unwrap();
+        let retention = configs.iter().find(|c| c.name == "retention.ms").unwrap();
+        assert_eq!(retention.value.as_deref(), Some("7200000"), "log.retention.hours");
+    });
+    assert!(broker.log().contains("taken without effect"), "{}", broker.log());
+}
+
+#[test]
 fn a_clean_stop_does_not_wait_out_the_grace_period_for_idle_connections() {
     // A long grace period: connections that finish at once must not make shutdown wait for it.
     let mut broker = Broker::start("stop-fast", &["--set", "shutdown_grace_ms=60000"]);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::BrokerConfig;
 use crate::partition::PartitionConfig;
-use crate::storage::{LogConfig, PREALLOCATE_STEP_BYTES, TimestampType};
+use crate::storage::{FlushPolicy, LogConfig, PREALLOCATE_STEP_BYTES, TimestampType};
 
 /// Kafka's config value types, as reported by DescribeConfigs v3+.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,10 +83,42 @@ fn boolean(v: &str) -> Result<(), String> {
     }
 }
 fn cleanup_policy(v: &str) -> Result<(), String> {
-    if !v.is_empty() && v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+    // Empty (what an incremental SUBTRACT of every policy leaves): neither deletes nor compacts.
+    if v.trim().is_empty() || v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
         Ok(())
     } else {
         Err("must be a list of delete and compact".into())
+    }
+}
+fn int_at_least(v: &str, min: i64) -> Result<(), String> {
+    int_in(v, min, i64::from(i32::MAX))
+}
+fn remote_storage(v: &str) -> Result<(), String> {
+    match v {
+        "false" => Ok(()),
+        "true" => Err("tiered storage is not supported".into()),
+        _ => Err("must be true or false".into()),
+    }
+}
+/// `*`, empty, or `partition:broker` pairs (replication throttles).
+fn throttled_replicas(v: &str) -> Result<(), String> {
+    let pair =
+        |p: &str| p.trim().split_once(':').is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<i32>().is_ok());
+    if v.trim().is_empty() || v.trim() == "*" || v.split(',').all(pair) {
+        Ok(())
+    } else {
+        Err("must be *, empty, or a list of partition:broker".into())
+    }
+}
+/// Kafka's "no limit" for longs.
+const LONG_MAX: &str = "9223372036854775807";
+
+/// `flush.messages` and `flush.ms` as the broker's flush policy sets them.
+fn flush_defaults(b: &BrokerConfig) -> (String, String) {
+    match b.flush {
+        FlushPolicy::Always => ("1".into(), "0".into()),
+        FlushPolicy::IntervalMs(ms) => (LONG_MAX.into(), ms.to_string()),
+        FlushPolicy::Never => (LONG_MAX.into(), LONG_MAX.into()),
     }
 }
 fn timestamp_type(v: &str) -> Result<(), String> {
@@ -118,11 +150,32 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         check: cleanup_policy,
     },
     ConfigKey {
+        name: "compression.gzip.level",
+        kind: ConfigType::Int,
+        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        default: |_| "-1".into(),
+        check: |v| int_in(v, -1, 9),
+    },
+    ConfigKey {
+        name: "compression.lz4.level",
+        kind: ConfigType::Int,
+        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        default: |_| "9".into(),
+        check: |v| int_in(v, 1, 17),
+    },
+    ConfigKey {
         name: "compression.type",
         kind: ConfigType::String,
         doc: "Batches are stored compressed as the producer sent them",
         default: |_| "producer".into(),
         check: compression_type,
+    },
+    ConfigKey {
+        name: "compression.zstd.level",
+        kind: ConfigType::Int,
+        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        default: |_| "3".into(),
+        check: |v| int_in(v, -131072, 22),
     },
     ConfigKey {
         name: "delete.retention.ms",
@@ -132,6 +185,34 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         check: long_non_negative,
     },
     ConfigKey {
+        name: "file.delete.delay.ms",
+        kind: ConfigType::Long,
+        doc: "Accepted; retention deletes a removed segment's files at once, paced",
+        default: |_| "60000".into(),
+        check: long_non_negative,
+    },
+    ConfigKey {
+        name: "flush.messages",
+        kind: ConfigType::Long,
+        doc: "1: every batch is durable (fdatasync) before it is acknowledged; more: flush by flush.ms instead (counts are not tracked)",
+        default: |b| flush_defaults(b).0,
+        check: long_positive,
+    },
+    ConfigKey {
+        name: "flush.ms",
+        kind: ConfigType::Long,
+        doc: "Longest time appended data waits for fdatasync (0: before the acknowledgement)",
+        default: |b| flush_defaults(b).1,
+        check: long_non_negative,
+    },
+    ConfigKey {
+        name: "follower.replication.throttled.replicas",
+        kind: ConfigType::List,
+        doc: "Accepted; replication is not throttled",
+        default: |_| String::new(),
+        check: throttled_replicas,
+    },
+    ConfigKey {
         name: "index.interval.bytes",
         kind: ConfigType::Int,
         doc: "Bytes of data between entries of the sparse offset index",
@@ -139,11 +220,53 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         check: index_interval,
     },
     ConfigKey {
+        name: "leader.replication.throttled.replicas",
+        kind: ConfigType::List,
+        doc: "Accepted; replication is not throttled",
+        default: |_| String::new(),
+        check: throttled_replicas,
+    },
+    ConfigKey {
+        name: "local.retention.bytes",
+        kind: ConfigType::Long,
+        doc: "Accepted; without tiered storage everything is local",
+        default: |_| "-2".into(),
+        check: |v| long_at_least(-2)(v),
+    },
+    ConfigKey {
+        name: "local.retention.ms",
+        kind: ConfigType::Long,
+        doc: "Accepted; without tiered storage everything is local",
+        default: |_| "-2".into(),
+        check: |v| long_at_least(-2)(v),
+    },
+    ConfigKey {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "Accepted; compaction is not implemented yet",
+        default: |_| LONG_MAX.into(),
+        check: long_positive,
+    },
+    ConfigKey {
         name: "max.message.bytes",
         kind: ConfigType::Int,
         doc: "Largest record batch accepted",
         default: |b| b.message_max_bytes.to_string(),
         check: max_message_bytes,
+    },
+    ConfigKey {
+        name: "message.timestamp.after.max.ms",
+        kind: ConfigType::Long,
+        doc: "CreateTime topics refuse records stamped further ahead of the broker's clock (INVALID_TIMESTAMP)",
+        default: |_| "3600000".into(),
+        check: long_non_negative,
+    },
+    ConfigKey {
+        name: "message.timestamp.before.max.ms",
+        kind: ConfigType::Long,
+        doc: "CreateTime topics refuse records stamped further behind the broker's clock (INVALID_TIMESTAMP)",
+        default: |_| LONG_MAX.into(),
+        check: long_non_negative,
     },
     ConfigKey {
         name: "message.timestamp.type",
@@ -160,6 +283,13 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         check: ratio,
     },
     ConfigKey {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "Accepted; compaction is not implemented yet",
+        default: |_| "0".into(),
+        check: long_non_negative,
+    },
+    ConfigKey {
         name: "min.insync.replicas",
         kind: ConfigType::Int,
         doc: "Replicas that must acknowledge a produce with acks=all",
@@ -172,6 +302,27 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "Preallocate segment files ahead of the write position",
         default: |b| b.log_preallocate.to_string(),
         check: boolean,
+    },
+    ConfigKey {
+        name: "remote.log.copy.disable",
+        kind: ConfigType::Boolean,
+        doc: "Accepted; tiered storage is not supported",
+        default: |_| "false".into(),
+        check: boolean,
+    },
+    ConfigKey {
+        name: "remote.log.delete.on.disable",
+        kind: ConfigType::Boolean,
+        doc: "Accepted; tiered storage is not supported",
+        default: |_| "false".into(),
+        check: boolean,
+    },
+    ConfigKey {
+        name: "remote.storage.enable",
+        kind: ConfigType::Boolean,
+        doc: "Tiered storage is not supported (only false)",
+        default: |_| "false".into(),
+        check: remote_storage,
     },
     ConfigKey {
         name: "retention.bytes",
@@ -193,6 +344,20 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "Segment file size at which the log rolls to a new segment",
         default: |b| b.log_segment_bytes.to_string(),
         check: segment_bytes,
+    },
+    ConfigKey {
+        name: "segment.index.bytes",
+        kind: ConfigType::Int,
+        doc: "Accepted; indexes are kept in memory and saved at their real size",
+        default: |_| "10485760".into(),
+        check: |v| int_at_least(v, 4),
+    },
+    ConfigKey {
+        name: "segment.jitter.ms",
+        kind: ConfigType::Long,
+        doc: "Accepted; segments roll at segment.ms exactly",
+        default: |_| "0".into(),
+        check: long_non_negative,
     },
     ConfigKey {
         name: "segment.ms",
@@ -234,6 +399,11 @@ pub struct TopicConfig {
     /// `unclean.leader.election.enable`: a replica outside the ISR may lead when no in-sync one
     /// is left (losing what only the ISR had).
     pub unclean_leader_election: bool,
+    /// `message.timestamp.before.max.ms` and `after.max.ms`: how far behind and ahead of the
+    /// broker's clock a CreateTime record may be stamped.
+    pub timestamp_before_max_ms: i64,
+    /// See `timestamp_before_max_ms`.
+    pub timestamp_after_max_ms: i64,
 }
 
 /// Preallocation step of internal topics' segments.
@@ -254,7 +424,11 @@ impl TopicConfig {
             retention_bytes: long("retention.bytes"),
             max_message_bytes: long("max.message.bytes") as usize,
             index_interval_bytes: long("index.interval.bytes") as usize,
-            flush: broker.flush,
+            flush: match (long("flush.messages"), long("flush.ms")) {
+                (1, _) | (_, 0) => FlushPolicy::Always,
+                (_, i64::MAX) => FlushPolicy::Never,
+                (_, ms) => FlushPolicy::IntervalMs(ms as u64),
+            },
             timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
                 TimestampType::LogAppendTime
             } else {
@@ -272,8 +446,19 @@ impl TopicConfig {
             partition: Arc::new(PartitionConfig { log, min_insync_replicas }),
             compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
             unclean_leader_election: get("unclean.leader.election.enable") == "true",
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
             overrides,
         }
+    }
+
+    /// The producer timestamps a CreateTime topic accepts at `now_ms` (inclusive), if any
+    /// limit applies.
+    pub fn timestamp_window(&self, now_ms: i64) -> Option<(i64, i64)> {
+        let limited = self.timestamp_before_max_ms < i64::MAX || self.timestamp_after_max_ms < i64::MAX;
+        (limited && self.log().timestamp_type == TimestampType::CreateTime).then(|| {
+            (now_ms.saturating_sub(self.timestamp_before_max_ms), now_ms.saturating_add(self.timestamp_after_max_ms))
+        })
     }
 
     /// Settings of the topic's partition logs.
@@ -352,5 +537,64 @@ mod tests {
         let described = config.describe(&broker);
         let retention = described.iter().find(|(k, _, _)| k.name == "retention.bytes").unwrap();
         assert_eq!((retention.1.as_str(), retention.2), ("1000", false));
+    }
+
+    #[test]
+    fn kafkas_other_topic_configs_are_accepted_and_checked() {
+        for (name, value) in [
+            ("flush.ms", "1000"),
+            ("segment.jitter.ms", "5"),
+            ("min.compaction.lag.ms", "0"),
+            ("file.delete.delay.ms", "60000"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("follower.replication.throttled.replicas", "*"),
+            ("compression.zstd.level", "-5"),
+            ("remote.storage.enable", "false"),
+            ("cleanup.policy", ""),
+        ] {
+            assert!(validate_entry(name, value).is_ok(), "{name}={value}");
+        }
+        for (name, value) in [
+            ("remote.storage.enable", "true"),
+            ("flush.messages", "0"),
+            ("compression.gzip.level", "10"),
+            ("leader.replication.throttled.replicas", "p:1"),
+            ("message.timestamp.after.max.ms", "-1"),
+        ] {
+            assert!(validate_entry(name, value).is_err(), "{name}={value}");
+        }
+        let broker = BrokerConfig::default();
+        let empty = TopicConfig::resolve([("cleanup.policy".to_owned(), String::new())].into(), &broker, false);
+        assert!(!empty.compact && !empty.retention_enabled(), "an empty policy keeps everything");
+    }
+
+    #[test]
+    fn flush_settings_pick_the_topics_flush_policy_and_default_to_the_brokers() {
+        let resolve = |broker_flush, pairs: &[(&str, &str)]| {
+            let broker = BrokerConfig { flush: broker_flush, ..BrokerConfig::default() };
+            let overrides = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            TopicConfig::resolve(overrides, &broker, false).log().flush
+        };
+        for broker_flush in [FlushPolicy::Always, FlushPolicy::IntervalMs(250), FlushPolicy::Never] {
+            assert_eq!(resolve(broker_flush, &[]), broker_flush);
+        }
+        assert_eq!(resolve(FlushPolicy::Never, &[("flush.messages", "1")]), FlushPolicy::Always);
+        assert_eq!(resolve(FlushPolicy::Never, &[("flush.ms", "100")]), FlushPolicy::IntervalMs(100));
+        assert_eq!(
+            resolve(FlushPolicy::Always, &[("flush.messages", "1000"), ("flush.ms", LONG_MAX)]),
+            FlushPolicy::Never
+        );
+    }
+
+    #[test]
+    fn create_time_topics_take_timestamps_within_the_window_only() {
+        let broker = BrokerConfig::default();
+        let config = TopicConfig::resolve(BTreeMap::new(), &broker, false);
+        assert_eq!(config.timestamp_window(10_000), Some((10_000 - i64::MAX, 3_610_000)), "Kafka 4's defaults");
+        let set = [("message.timestamp.before.max.ms", "100"), ("message.timestamp.after.max.ms", "50")];
+        let overrides = set.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(TopicConfig::resolve(overrides, &broker, false).timestamp_window(1_000), Some((900, 1_050)));
+        let append_time = [("message.timestamp.type".to_owned(), "LogAppendTime".to_owned())].into();
+        assert_eq!(TopicConfig::resolve(append_time, &broker, false).timestamp_window(1_000), None);
     }
 }

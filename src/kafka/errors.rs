@@ -12,6 +12,7 @@ use crate::partition::PartitionError;
 pub fn batch_error(err: &BatchError) -> ResponseError {
     match err {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         BatchError::CountMismatch { .. }
         | BatchError::Empty

@@ -108,6 +108,10 @@ pub enum BatchError {
     /// control batch from a producer).
     #[error("invalid records: {0}")]
     InvalidRecord(String),
+    /// A record's timestamp lies outside what the topic accepts
+    /// (`message.timestamp.before.max.ms` / `after.max.ms`).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
 }
 
 /// The fields of a v2 batch header, decoded.

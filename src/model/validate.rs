@@ -18,13 +18,22 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
 /// Above this the scratch buffer is given back after use, so one huge batch does not pin memory.
 const SCRATCH_KEEP_BYTES: usize = 8 << 20;
 
-/// Checks the records of the whole batch `batch` (its header already validated, `header`).
-/// `require_keys`: a compacted topic's records must have keys. `scratch` is reused for
-/// decompression.
+/// What a topic requires of the records produced to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordRules {
+    /// A compacted topic's records must have keys.
+    pub require_keys: bool,
+    /// Producer timestamps must lie in this inclusive range (CreateTime topics:
+    /// `message.timestamp.before.max.ms` and `after.max.ms` around the broker's clock).
+    pub timestamps: Option<(i64, i64)>,
+}
+
+/// Checks the records of the whole batch `batch` (its header already validated, `header`)
+/// against `rules`. `scratch` is reused for decompression.
 pub fn check_records(
     batch: &[u8],
     header: &BatchHeader,
-    require_keys: bool,
+    rules: &RecordRules,
     scratch: &mut Vec<u8>,
 ) -> Result<(), BatchError> {
     if header.is_control() {
@@ -33,11 +42,11 @@ pub fn check_records(
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let codec = header.compression();
     if codec == 0 {
-        return walk(payload, header.records_count, require_keys);
+        return walk(payload, header, rules);
     }
     scratch.clear();
     let decompressed = decompress(codec, payload, scratch);
-    let outcome = decompressed.and_then(|()| walk(scratch, header.records_count, require_keys));
+    let outcome = decompressed.and_then(|()| walk(scratch, header, rules));
     if scratch.capacity() > SCRATCH_KEEP_BYTES {
         *scratch = Vec::new();
     }
@@ -132,10 +141,10 @@ fn field(bytes: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<boo
     Some(true)
 }
 
-/// Walks `count` records filling `records` exactly.
-fn walk(records: &[u8], count: i32, require_keys: bool) -> Result<(), BatchError> {
+/// Walks the batch's records, which must fill `records` exactly.
+fn walk(records: &[u8], header: &BatchHeader, rules: &RecordRules) -> Result<(), BatchError> {
     let mut at = 0usize;
-    for index in 0..count {
+    for index in 0..header.records_count {
         let corrupt = |what: &str| BatchError::Corrupt(format!("record {index}: {what}"));
         let len = varint32(records, &mut at).ok_or_else(|| corrupt("bad length"))?;
         let end = usize::try_from(len)
@@ -145,13 +154,22 @@ fn walk(records: &[u8], count: i32, require_keys: bool) -> Result<(), BatchError
             .ok_or_else(|| corrupt("length past the batch"))?;
         let body = &records[..end];
         at += 1; // attributes (unused)
-        varint(body, &mut at, 10).ok_or_else(|| corrupt("bad timestamp delta"))?;
+        let delta = varint(body, &mut at, 10).ok_or_else(|| corrupt("bad timestamp delta"))?;
+        if let Some((earliest, latest)) = rules.timestamps {
+            // -1 is "no timestamp" (Kafka does not check it either).
+            let timestamp = header.base_timestamp.saturating_add(delta);
+            if timestamp != -1 && (timestamp < earliest || timestamp > latest) {
+                return Err(BatchError::InvalidTimestamp(format!(
+                    "record {index} has timestamp {timestamp}, outside [{earliest}, {latest}]"
+                )));
+            }
+        }
         let offset_delta = varint32(body, &mut at).ok_or_else(|| corrupt("bad offset delta"))?;
         if offset_delta != i64::from(index) {
             return Err(BatchError::InvalidRecord(format!("record {index} has offset delta {offset_delta}")));
         }
         let has_key = field(body, &mut at, end, true).ok_or_else(|| corrupt("bad key"))?;
-        if require_keys && !has_key {
+        if rules.require_keys && !has_key {
             return Err(BatchError::InvalidRecord("a compacted topic's records must have keys".into()));
         }
         field(body, &mut at, end, true).ok_or_else(|| corrupt("bad value"))?;
@@ -189,7 +207,22 @@ mod tests {
 
     fn check(bytes: &[u8], require_keys: bool) -> Result<(), BatchError> {
         let header = batch::validate(bytes)?;
-        check_records(bytes, &header, require_keys, &mut Vec::new())
+        check_records(bytes, &header, &RecordRules { require_keys, timestamps: None }, &mut Vec::new())
+    }
+
+    #[test]
+    fn timestamps_outside_the_topics_window_are_refused_per_record() {
+        for compression in [0, 1, 4] {
+            let values: Vec<KeyValue> = (0..3).map(|i| (None, Some(Bytes::from(format!("v{i}"))))).collect();
+            let bytes = encode_batch(&values, &EncodeOptions { compression, timestamp_ms: Some(5_000) }).to_vec();
+            let header = batch::validate(&bytes).unwrap();
+            let rules = |earliest, latest| RecordRules { require_keys: false, timestamps: Some((earliest, latest)) };
+            assert!(check_records(&bytes, &header, &rules(5_000, 5_000), &mut Vec::new()).is_ok());
+            for (earliest, latest) in [(5_001, 9_000), (0, 4_999)] {
+                let err = check_records(&bytes, &header, &rules(earliest, latest), &mut Vec::new()).unwrap_err();
+                assert!(matches!(err, BatchError::InvalidTimestamp(_)), "{err}");
+            }
+        }
     }
 
     /// Rewrites the CRC so a change to the records passes the batch checks.

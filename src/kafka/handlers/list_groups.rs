@@ -13,12 +13,10 @@ use crate::kafka::connection::Connection;
 /// Answers ListGroups.
 pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let states: Vec<String> = request.states_filter.iter().map(|s| s.as_str().to_owned()).collect();
-    // Only classic groups exist here; a filter that excludes "classic" (or "consumer") matches none.
-    let types_ok = request
-        .types_filter
-        .iter()
-        .all(|t| t.as_str().eq_ignore_ascii_case("classic") || t.as_str().eq_ignore_ascii_case("consumer"))
-        || request.types_filter.is_empty();
+    // Only classic groups exist here (KIP-848 "consumer" groups do not yet): they are listed
+    // when no type is asked for or "classic" is among those asked for.
+    let types_ok = request.types_filter.is_empty()
+        || request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let groups = &conn.ctx.groups;
     let mut listings = Vec::new();
     for shard in 0..groups.shards().count() {

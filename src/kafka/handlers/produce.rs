@@ -20,7 +20,7 @@ use crate::kafka::frame::RequestFrame;
 use crate::kafka::produce_request;
 use crate::kafka::server::KafkaMetrics;
 use crate::model::batch;
-use crate::model::validate::check_records;
+use crate::model::validate::{RecordRules, check_records};
 use crate::model::{BatchSpan, TopicPartition};
 use crate::partition::{Acks, Appended, PartitionError, PartitionManager};
 
@@ -116,11 +116,14 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             };
             let config = metadata.config_of(&topic_meta.id);
             let max_message_bytes = config.map_or(usize::MAX, |c| c.log().max_message_bytes);
-            let require_keys = config.is_some_and(|c| c.compact);
+            let rules = RecordRules {
+                require_keys: config.is_some_and(|c| c.compact),
+                timestamps: config.and_then(|c| c.timestamp_window(crate::io::now_ms())),
+            };
             let checked = batch::validate_all(&body[range.clone()], max_message_bytes).and_then(|spans| {
                 if let [span] = spans.as_slice() {
                     let bytes = &body[range.start + span.start..range.start + span.end()];
-                    SCRATCH.with_borrow_mut(|scratch| check_records(bytes, &span.header, require_keys, scratch))?;
+                    SCRATCH.with_borrow_mut(|scratch| check_records(bytes, &span.header, &rules, scratch))?;
                 }
                 Ok(spans)
             });
