@@ -129,8 +129,20 @@ fn timestamp_type(v: &str) -> Result<(), String> {
 }
 fn compression_type(v: &str) -> Result<(), String> {
     match v {
-        "producer" => Ok(()),
-        _ => Err("only 'producer' is supported: batches are stored as the producer compressed them".into()),
+        "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+        _ => Err("must be producer, uncompressed, gzip, snappy, lz4 or zstd".into()),
+    }
+}
+
+/// The codec id `compression.type` names (`None`: keep the producer's).
+fn codec_of(compression_type: &str) -> Option<i16> {
+    match compression_type {
+        "uncompressed" => Some(0),
+        "gzip" => Some(1),
+        "snappy" => Some(2),
+        "lz4" => Some(3),
+        "zstd" => Some(4),
+        _ => None,
     }
 }
 fn ratio(v: &str) -> Result<(), String> {
@@ -152,28 +164,28 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "compression.gzip.level",
         kind: ConfigType::Int,
-        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        doc: "Accepted; recompression uses the codec's default level",
         default: |_| "-1".into(),
         check: |v| int_in(v, -1, 9),
     },
     ConfigKey {
         name: "compression.lz4.level",
         kind: ConfigType::Int,
-        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        doc: "Accepted; recompression uses the codec's default level",
         default: |_| "9".into(),
         check: |v| int_in(v, 1, 17),
     },
     ConfigKey {
         name: "compression.type",
         kind: ConfigType::String,
-        doc: "Batches are stored compressed as the producer sent them",
+        doc: "producer: batches are stored as the producer compressed them; a codec name (or uncompressed): batches in another codec are recompressed with it",
         default: |_| "producer".into(),
         check: compression_type,
     },
     ConfigKey {
         name: "compression.zstd.level",
         kind: ConfigType::Int,
-        doc: "Accepted; batches are stored as the producer compressed them (no recompression yet)",
+        doc: "Accepted; recompression uses the codec's default level",
         default: |_| "3".into(),
         check: |v| int_in(v, -131072, 22),
     },
@@ -404,6 +416,8 @@ pub struct TopicConfig {
     pub timestamp_before_max_ms: i64,
     /// See `timestamp_before_max_ms`.
     pub timestamp_after_max_ms: i64,
+    /// `compression.type`: the codec batches are stored in (`None`: the producer's).
+    pub compression: Option<i16>,
 }
 
 /// Preallocation step of internal topics' segments.
@@ -448,6 +462,7 @@ impl TopicConfig {
             unclean_leader_election: get("unclean.leader.election.enable") == "true",
             timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+            compression: codec_of(&get("compression.type")),
             overrides,
         }
     }

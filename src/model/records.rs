@@ -103,6 +103,20 @@ pub fn encode_batch_with_headers(
     buf
 }
 
+/// Rewrites one produced v2 batch with the same records compressed with Kafka codec `codec`
+/// (0: none), as a topic's `compression.type` asks when it names another codec than the
+/// producer's. Producer id, epoch and sequences, offset deltas, timestamps, keys, values and
+/// headers are kept; each codec's default level is used.
+pub fn recompress(batch: &[u8], codec: i16) -> anyhow::Result<BytesMut> {
+    let mut input = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut input)?;
+    anyhow::ensure!(input.is_empty(), "one batch expected, {} bytes more", input.len());
+    let mut out = BytesMut::with_capacity(batch.len());
+    let options = RecordEncodeOptions { version: 2, compression: compression_of(codec) };
+    RecordBatchEncoder::encode(&mut out, set.records.iter(), &options)?;
+    Ok(out)
+}
+
 /// Decodes every record of the batches in `bytes` (decompressing as needed). Control batches
 /// (transaction markers) are skipped.
 pub fn decode_records(bytes: Bytes) -> anyhow::Result<Vec<ConsumedRecord>> {
@@ -369,6 +383,42 @@ pub fn for_each_control_record(batch: &Bytes, mut f: impl FnMut(&[u8], Option<&[
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn recompressing_keeps_the_records_and_the_producer_fields() {
+        let mut builder = BatchBuilder::new(4096, 1_000);
+        for i in 0..20 {
+            builder.push(Some(format!("k{i}").as_bytes()), format!("value {i} ").repeat(10).as_bytes(), 1_000 + i);
+        }
+        let fields = BatchFields { attributes: 0, producer_id: 7, producer_epoch: 2, base_sequence: 40 };
+        let original = builder.finish_with(&fields);
+        let before = crate::model::batch::validate(&original).unwrap();
+        for codec in [1, 2, 3, 4, 0] {
+            let rewritten = recompress(&original, codec).unwrap();
+            let after = crate::model::batch::validate(&rewritten).expect("a valid batch, CRC and all");
+            assert_eq!(after.compression(), codec);
+            assert_eq!(
+                (after.producer_id, after.producer_epoch, after.base_sequence, after.records_count),
+                (before.producer_id, before.producer_epoch, before.base_sequence, before.records_count)
+            );
+            assert_eq!((after.base_timestamp, after.max_timestamp), (1_000, 1_019));
+            let decoded = decode_records(rewritten.freeze()).unwrap();
+            let expected = decode_records(original.clone()).unwrap();
+            assert_eq!(decoded.len(), 20);
+            assert!(
+                decoded
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.key == b.key && a.value == b.value && a.offset == b.offset)
+            );
+        }
+        // Without a producer id (sequence -1) the records stay one batch too.
+        let values: Vec<KeyValue> = (0..5).map(|i| (None, Some(Bytes::from(format!("v{i}"))))).collect();
+        let plain = encode_batch(&values, &EncodeOptions::default());
+        let rewritten = recompress(&plain, 4).unwrap();
+        let header = crate::model::batch::validate(&rewritten).unwrap();
+        assert_eq!((header.base_sequence, header.records_count, header.total_bytes()), (-1, 5, rewritten.len()));
+    }
 
     proptest! {
         #[test]

@@ -8,11 +8,15 @@ Usage:
       Member A reads every record without committing; member B joins; A commits what it read in
       its partitions-revoked callback (the group is preparing the rebalance then, which Kafka
       allows). Prints "revoke-commit ok COMMITTED" with the offsets committed in total.
+  kafka_compat.py compressed-topic BOOTSTRAP TOPIC CODEC COUNT
+      AdminClient creates TOPIC with compression.type=CODEC; an uncompressed producer writes
+      COUNT records; a consumer reads them back. Prints "compressed-topic ok COUNT".
 """
 import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 mode, bootstrap = sys.argv[1], sys.argv[2]
 
@@ -60,5 +64,26 @@ elif mode == "revoke-commit":
     a.close()
     b.close()
     print(f"revoke-commit ok {total}")
+elif mode == "compressed-topic":
+    topic, codec, count = sys.argv[3], sys.argv[4], int(sys.argv[5])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, 1, 1, config={"compression.type": codec})])
+    futures[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "none", "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, key=f"k{i}".encode(), value=f"value-{i}".encode(), partition=0)
+    assert producer.flush(30) == 0, "records never acknowledged"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-compressed",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values, deadline = [], time.time() + 30
+    while len(values) < count:
+        assert time.time() < deadline, f"read {len(values)} of {count}"
+        msg = consumer.poll(1)
+        if msg is not None and not msg.error():
+            values.append(msg.value().decode())
+    consumer.close()
+    assert values == [f"value-{i}" for i in range(count)], values[:5]
+    print(f"compressed-topic ok {count}")
 else:
     raise SystemExit(f"unknown mode {mode}")

@@ -20,6 +20,8 @@ use crate::kafka::frame::RequestFrame;
 use crate::kafka::produce_request;
 use crate::kafka::server::KafkaMetrics;
 use crate::model::batch;
+use crate::model::batch::BatchError;
+use crate::model::records::recompress;
 use crate::model::validate::{RecordRules, check_records};
 use crate::model::{BatchSpan, TopicPartition};
 use crate::partition::{Acks, Appended, PartitionError, PartitionManager};
@@ -120,19 +122,28 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 require_keys: config.is_some_and(|c| c.compact),
                 timestamps: config.and_then(|c| c.timestamp_window(crate::io::now_ms())),
             };
+            let target_codec = config.and_then(|c| c.compression);
             let checked = batch::validate_all(&body[range.clone()], max_message_bytes).and_then(|spans| {
-                if let [span] = spans.as_slice() {
-                    let bytes = &body[range.start + span.start..range.start + span.end()];
-                    SCRATCH.with_borrow_mut(|scratch| check_records(bytes, &span.header, &rules, scratch))?;
+                let [span] = spans.as_slice() else { return Ok((spans, None)) };
+                let bytes = &body[range.start + span.start..range.start + span.end()];
+                SCRATCH.with_borrow_mut(|scratch| check_records(bytes, &span.header, &rules, scratch))?;
+                // compression.type names another codec than the producer's: stored recompressed.
+                match target_codec.filter(|codec| *codec != span.header.compression()) {
+                    Some(codec) => {
+                        let rewritten = recompress(bytes, codec)
+                            .map_err(|e| BatchError::Corrupt(format!("cannot recompress the batch: {e}")))?;
+                        let spans = batch::validate_all(&rewritten, max_message_bytes)?;
+                        Ok((spans, Some(rewritten)))
+                    }
+                    None => Ok((spans, None)),
                 }
-                Ok(spans)
             });
             match checked {
-                Ok(spans) if spans.len() > 1 => slot_ref.fail(
+                Ok((spans, _)) if spans.len() > 1 => slot_ref.fail(
                     ResponseError::InvalidRecord,
                     Some(format!("{} record batches for one partition; Produce v3+ allows exactly one", spans.len())),
                 ),
-                Ok(spans) => accepted.push((shard, slot, (key, range, spans))),
+                Ok((spans, rewritten)) => accepted.push((shard, slot, (key, range, spans, rewritten))),
                 Err(err) => {
                     slot_ref.response.record_errors = if version >= 8 {
                         vec![BatchIndexAndErrorMessage::default().with_batch_index(0)]
@@ -146,14 +157,16 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     }
     // Split the request buffer into the partitions' record pieces (no copy: each piece is a
     // disjoint view of the same allocation, moved to its owning shard).
-    accepted.sort_by_key(|(_, _, (_, range, _))| range.start);
+    // A recompressed batch travels in its own buffer.
+    accepted.sort_by_key(|(_, _, (_, range, _, _))| range.start);
     let mut rest: BytesMut = body;
     let mut consumed = 0usize;
     let mut routed = Vec::with_capacity(accepted.len());
-    for (shard, slot, (key, range, spans)) in accepted {
+    for (shard, slot, (key, range, spans, rewritten)) in accepted {
         rest.advance(range.start - consumed);
         let records = rest.split_to(range.len());
         consumed = range.end;
+        let records = rewritten.unwrap_or(records);
         routed.push((shard, slot, ProducePart { partition: key, records, spans }));
     }
     let timeout = Duration::from_millis(request.timeout_ms.clamp(0, MAX_PRODUCE_TIMEOUT_MS) as u64);
