@@ -10,7 +10,7 @@ use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, now_ms, round_do
 use crate::model::batch;
 use crate::storage::index::{OffsetIndex, TimeIndex};
 use crate::storage::segment::{
-    ScanStop, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
+    ScanEnd, ScanStop, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
 };
 use crate::storage::{LogConfig, StorageError};
 
@@ -135,9 +135,8 @@ pub(super) async fn recover_segment(
     .filter(|index| !index.is_empty());
     let saved_times =
         read_saved(time_index_file_name(base)).await.and_then(|bytes| TimeIndex::from_bytes(&bytes, u32::MAX));
+    let interval = config.index_interval_bytes;
     let mut found = None;
-    // Set when the scan stops at a batch older than the segment: a recycled file's old data.
-    let mut stale = false;
     if let (Some(offsets), Some(times)) = (saved_offsets, saved_times) {
         let last = offsets.last().expect("non-empty");
         let mut segment = Segment::new(dir, base, now_ms());
@@ -148,38 +147,23 @@ pub(super) async fn recover_segment(
         }
         segment.time_index = times;
         let expected_first = base + i64::from(last.relative_offset);
-        let mut first_matches = None;
-        let mut expected_next = expected_first;
-        let end = scan_file(&file, u64::from(last.position), file_len, true, |header, position| {
-            first_matches.get_or_insert(header.base_offset == expected_first);
-            stale |= header.base_offset < base;
-            check_continuity(header, &mut expected_next)?;
-            segment.note_batch(header, position, config.index_interval_bytes);
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageError::io(&path, &e))?;
-        if first_matches == Some(true) {
-            found = Some((segment, end));
+        let scan = scan_tail(&file, &mut segment, u64::from(last.position), expected_first, file_len, interval)
+            .await
+            .map_err(|e| StorageError::io(&path, &e))?;
+        if scan.first_matches == Some(true) {
+            found = Some((segment, scan));
         } else {
             tracing::warn!(path = %path.display(), "segment index does not match its data; rebuilding it");
         }
     }
-    let (mut segment, end) = match found {
+    let (mut segment, TailScan { end, stale, .. }) = match found {
         Some(found) => found,
         None => {
             let mut segment = Segment::new(dir, base, now_ms());
-            let mut expected_next = base;
-            stale = false;
-            let end = scan_file(&file, 0, file_len, true, |header, position| {
-                stale |= header.base_offset < base;
-                check_continuity(header, &mut expected_next)?;
-                segment.note_batch(header, position, config.index_interval_bytes);
-                Ok(())
-            })
-            .await
-            .map_err(|e| StorageError::io(&path, &e))?;
-            (segment, end)
+            let scan = scan_tail(&file, &mut segment, 0, base, file_len, interval)
+                .await
+                .map_err(|e| StorageError::io(&path, &e))?;
+            (segment, scan)
         }
     };
     segment.size = end.position;
@@ -207,6 +191,41 @@ pub(super) async fn recover_segment(
         }
     };
     Ok((segment, clean))
+}
+
+/// How a recovery scan of a segment went.
+struct TailScan {
+    /// Where it stopped.
+    end: ScanEnd,
+    /// Whether its first batch had the base offset expected there (a saved index that matches
+    /// the data); `None` when no batch was found.
+    first_matches: Option<bool>,
+    /// It stopped at a batch older than the segment: a recycled file's old data.
+    stale: bool,
+}
+
+/// Scans `segment`'s file from byte `from`, where a batch with base offset `expected_first`
+/// should start, up to `file_len`: every batch's CRC checked, offsets continuous, the segment's
+/// indexes and size noted as it goes.
+async fn scan_tail(
+    file: &DirectFile,
+    segment: &mut Segment,
+    from: u64,
+    expected_first: i64,
+    file_len: u64,
+    index_interval_bytes: usize,
+) -> std::io::Result<TailScan> {
+    let base = segment.base_offset;
+    let (mut first_matches, mut stale, mut expected_next) = (None, false, expected_first);
+    let end = scan_file(file, from, file_len, true, |header, position| {
+        first_matches.get_or_insert(header.base_offset == expected_first);
+        stale |= header.base_offset < base;
+        check_continuity(header, &mut expected_next)?;
+        segment.note_batch(header, position, index_interval_bytes);
+        Ok(())
+    })
+    .await?;
+    Ok(TailScan { end, first_matches, stale })
 }
 
 /// Rebuilds a segment's indexes by reading its batch headers up to `size`.
