@@ -62,6 +62,8 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let mut shape: Vec<(Option<String>, uuid::Uuid, usize)> = Vec::new();
     // (owning shard, slot, records range, spans)
     let mut accepted = Vec::new();
+    // One clock reading for the request's record-timestamp checks.
+    let now = crate::io::now_ms();
     for topic in &request.topics {
         shape.push((topic.name.clone(), topic.topic_id, topic.partitions.len()));
         let found = match &topic.name {
@@ -120,7 +122,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             let max_message_bytes = config.map_or(usize::MAX, |c| c.log().max_message_bytes);
             let rules = RecordRules {
                 require_keys: config.is_some_and(|c| c.compact),
-                timestamps: config.and_then(|c| c.timestamp_window(crate::io::now_ms())),
+                timestamps: config.and_then(|c| c.timestamp_window(now)),
             };
             let target_codec = config.and_then(|c| c.compression);
             let checked = batch::validate_all(&body[range.clone()], max_message_bytes).and_then(|spans| {
