@@ -7,8 +7,8 @@ Usage: group_worker.py BOOTSTRAP TOPIC GROUP NAME [--client confluent|kafka-pyth
 Output lines: READY name | ASSIGNED name p,p,... | REVOKED name p,... | RECORD name p offset value
 """
 import argparse
-import sys
-import threading
+
+from stdin_stop import stop_on_stdin
 
 parser = argparse.ArgumentParser()
 parser.add_argument("bootstrap")
@@ -21,17 +21,7 @@ parser.add_argument("--instance-id")
 parser.add_argument("--session-ms", type=int, default=6000)
 args = parser.parse_args()
 
-stop = threading.Event()
-
-
-def watch_stdin():
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            break
-    stop.set()
-
-
-threading.Thread(target=watch_stdin, daemon=True).start()
+stop = stop_on_stdin()
 
 
 def say(*parts):

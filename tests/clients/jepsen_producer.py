@@ -7,24 +7,15 @@ Stops at MAX_SECONDS or when "stop" arrives on stdin, then waits for every answe
 Output lines: ACK partition offset value | FAIL partition value error | DONE acked failed
 """
 import sys
-import threading
 import time
 
 from confluent_kafka import Producer
 
+from stdin_stop import stop_on_stdin
+
 bootstrap, topic = sys.argv[1], sys.argv[2]
 partitions, rate, max_seconds = int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-stop = threading.Event()
-
-
-def watch_stdin():
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            break
-    stop.set()
-
-
-threading.Thread(target=watch_stdin, daemon=True).start()
+stop = stop_on_stdin()
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                      "linger.ms": 5, "message.timeout.ms": 60000, "request.timeout.ms": 5000,
                      "retry.backoff.ms": 100, "topic.metadata.refresh.interval.ms": 1000})
