@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::cluster::{
     ControlPlane, ControllerHandle, Endpoint, LocalMetadata, MetadataImage, MetadataView, PlaneStart, Publisher,
     QuorumStart, Voter, apply_on_shard, opens_for_shard, read_cluster_id,
 };
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, PLAINTEXT_LISTENER, SecurityProtocol};
 use crate::group::{GroupCoordinator, run_group_ticker};
 use crate::http::ShardStats;
 use crate::io::{self, Faults};
@@ -25,6 +26,7 @@ use crate::kafka::server::{KafkaContext, KafkaServices};
 use crate::model::TopicPartition;
 use crate::partition::{PartitionManager, run_retention};
 use crate::replication::Replication;
+use crate::security::ShardSecurity;
 use crate::shard::{ShardInit, ShardLimits, ShardSet, ShardThreads, Sharded, stop_current};
 use crate::storage::{LogContext, ReadCache};
 
@@ -146,18 +148,55 @@ async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> 
         groups: services.groups.clone(),
         controller: controller.clone(),
         config: config.clone(),
+        security: ShardSecurity::new(config.clone()).await?,
     };
     let kafka = KafkaContext::new(shard, kafka_services, metadata.clone());
     services.kafka.install(kafka.clone());
-    // Bound now (the port is taken and connections queue), served once the broker is ready.
+    // Bound now (the ports are taken and connections queue), served once the broker is ready.
     let listener = io::net::reuseport_listener(config.listen, 1024)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    kafka.hold_listener(listener);
+    kafka.hold_listener(listener, PLAINTEXT_LISTENER, SecurityProtocol::Plaintext);
+    for spec in config.extra_listeners()? {
+        let listener = io::net::reuseport_listener(spec.addr, 1024)
+            .map_err(|e| format!("cannot listen on {} ({}): {e}", spec.addr, spec.name))?;
+        kafka.hold_listener(listener, &spec.name, spec.protocol);
+    }
     let retention_ms = config.log_retention_check_interval_ms.max(10);
     io::spawn_detached(run_retention(partitions, std::time::Duration::from_millis(retention_ms)));
     io::spawn_detached(run_group_ticker(groups));
     tracing::debug!(shard, "shard ready");
     Ok(())
+}
+
+/// The address a listener will bind. Port 0: a free port picked once, so every shard binds the
+/// same one (the probe socket, kept in `probes`, stays open in the same SO_REUSEPORT group
+/// until the shards are listening). A fixed port is bound alone first, to be sure it is free:
+/// the shards share it through SO_REUSEPORT, which would just as well let them join another
+/// broker's listener there.
+fn reserve_port(addr: SocketAddr, probes: &mut Vec<std::net::TcpListener>) -> Result<SocketAddr, StartError> {
+    if addr.port() == 0 {
+        let probe = io::net::reuseport_std_listener(addr)
+            .map_err(|e| StartError::Shard(format!("cannot listen on {addr}: {e}")))?;
+        let port = probe.local_addr().map_err(|e| StartError::Shard(e.to_string()))?.port();
+        probes.push(probe);
+        Ok(SocketAddr::new(addr.ip(), port))
+    } else {
+        io::net::exclusive_std_listener_patient(addr, 1, PORT_PATIENCE).map_err(|e| {
+            StartError::Shard(format!("cannot listen on {addr}: {e} (is another broker running there?)"))
+        })?;
+        Ok(addr)
+    }
+}
+
+/// Where clients reach this broker, by listener: the PLAINTEXT one first.
+fn endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
+    let (host, port) = config.advertised();
+    let mut endpoints = vec![Endpoint { listener: PLAINTEXT_LISTENER.into(), host, port }];
+    for spec in config.extra_listeners().unwrap_or_default() {
+        let (host, port) = spec.advertised.unwrap_or_else(|| (spec.addr.ip().to_string(), spec.addr.port()));
+        endpoints.push(Endpoint { listener: spec.name, host, port });
+    }
+    endpoints
 }
 
 /// How long a starting broker waits for a fixed port held by someone else: long enough for a
@@ -176,22 +215,16 @@ impl Broker {
         let lock =
             io::fs::DirLock::acquire(&config.data_dir, &faults).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let mut config = config;
-        // Port 0: pick a free port once, so every shard binds the same one. The probe socket
-        // stays open (in the same SO_REUSEPORT group) until the shards are listening.
-        let probe = if config.listen.port() == 0 {
-            let probe = io::net::reuseport_std_listener(config.listen)
-                .map_err(|e| StartError::Shard(format!("cannot listen on {}: {e}", config.listen)))?;
-            let port = probe.local_addr().map_err(|e| StartError::Shard(e.to_string()))?.port();
-            config.listen.set_port(port);
-            Some(probe)
-        } else {
-            // The shards share the port through SO_REUSEPORT, which would just as well let them
-            // join another broker's listener there: bind it alone first, to be sure it is free.
-            io::net::exclusive_std_listener_patient(config.listen, 1, PORT_PATIENCE).map_err(|e| {
-                StartError::Shard(format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))
-            })?;
-            None
-        };
+        let mut probes = Vec::new();
+        config.listen = reserve_port(config.listen, &mut probes)?;
+        let extra = config.extra_listeners().map_err(StartError::Config)?;
+        let mut resolved = Vec::new();
+        for spec in extra {
+            let addr = reserve_port(spec.addr, &mut probes)?;
+            resolved.push(format!("{}://{addr}", spec.name));
+        }
+        config.listeners = resolved.join(",");
+        let probe = probes;
         let config = Arc::new(config);
         let voters: Vec<Voter> = config
             .parsed_voters()
@@ -258,7 +291,6 @@ impl Broker {
         let threads = ShardThreads::start(&shards, inboxes, init).map_err(StartError::Shard)?;
         // The control plane starts once every shard has opened its partitions, so its first
         // publish never races a shard's start (calls made meanwhile wait in its queue).
-        let (host, port) = config.advertised();
         let kafka = services.kafka.clone();
         let plane_start = PlaneStart {
             config: config.clone(),
@@ -276,7 +308,7 @@ impl Broker {
             ),
             calls,
             listener: controller_listener,
-            endpoints: vec![Endpoint { listener: "PLAINTEXT".into(), host, port }],
+            endpoints: endpoints(&config),
             on_ready: Box::new(move || open_for_clients(kafka)),
         };
         let planes = services.plane.clone();

@@ -6,7 +6,11 @@
 //! decision, not an accident.
 
 mod kafka;
+mod listeners;
 
+pub use listeners::{ListenerSpec, PLAINTEXT_LISTENER, SASL_MECHANISMS, SecurityProtocol};
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +28,41 @@ pub struct BrokerConfig {
     pub advertised_host: Option<String>,
     /// Port advertised to clients; defaults to the listen port.
     pub advertised_port: Option<u16>,
+    /// Client listeners beside `listen`, in Kafka's syntax: `NAME://host:port,...` (e.g.
+    /// `SASL_SSL://127.0.0.1:9094`). `listen` stays the plaintext one brokers talk over.
+    pub listeners: String,
+    /// Where clients are told to reach each of `listeners`: `NAME://host:port,...`.
+    pub advertised_listeners: String,
+    /// Security protocol of listener names that are not one themselves: `NAME:PROTOCOL,...`.
+    pub listener_security_protocol_map: String,
+    /// Format of the key store: PEM only (`ssl.keystore.type`).
+    pub ssl_keystore_type: String,
+    /// A PEM file holding the private key and the certificate chain (`ssl.keystore.location`);
+    /// read again when it changes.
+    pub ssl_keystore_location: Option<PathBuf>,
+    /// The private key, PEM, instead of a file (`ssl.keystore.key`).
+    pub ssl_keystore_key: Option<String>,
+    /// The certificate chain, PEM, instead of a file (`ssl.keystore.certificate.chain`).
+    pub ssl_keystore_certificate_chain: Option<String>,
+    /// Format of the trust store: PEM only (`ssl.truststore.type`).
+    pub ssl_truststore_type: String,
+    /// CA certificates (PEM) client certificates must chain to (`ssl.truststore.location`).
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// Client certificates: `none`, `requested` or `required` (`ssl.client.auth`).
+    pub ssl_client_auth: String,
+    /// SASL mechanisms offered on SASL listeners, comma-separated (`sasl.enabled.mechanisms`).
+    pub sasl_enabled_mechanisms: String,
+    /// PLAIN users and their passwords (Kafka's `user_NAME="password"` options of
+    /// `sasl.jaas.config`).
+    pub sasl_plain_users: BTreeMap<String, String>,
+    /// A file of PLAIN users, one `name=password` per line; read again when it changes.
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// A failed authentication is answered after this delay, then the connection closes
+    /// (`connection.failed.authentication.delay.ms`), so guessing passwords is slow.
+    pub connection_failed_authentication_delay_ms: u64,
+    /// Longest an authenticated SASL session lasts before the client must authenticate again
+    /// (`connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
+    pub connections_max_reauth_ms: u64,
     /// Where partitions and cluster metadata live.
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors); 0 means one per available core.
@@ -139,6 +178,21 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".parse().expect("literal address"),
             advertised_host: None,
             advertised_port: None,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: String::new(),
+            ssl_keystore_type: "PEM".into(),
+            ssl_keystore_location: None,
+            ssl_keystore_key: None,
+            ssl_keystore_certificate_chain: None,
+            ssl_truststore_type: "PEM".into(),
+            ssl_truststore_location: None,
+            ssl_client_auth: "none".into(),
+            sasl_enabled_mechanisms: SASL_MECHANISMS.join(","),
+            sasl_plain_users: BTreeMap::new(),
+            sasl_plain_users_file: None,
+            connection_failed_authentication_delay_ms: 100,
+            connections_max_reauth_ms: 0,
             data_dir: PathBuf::from("./moldau-data"),
             shards: 0,
             flush: FlushPolicy::Always,
@@ -315,6 +369,7 @@ impl BrokerConfig {
                 self.replica_selector
             ));
         }
+        self.extra_listeners().map_err(ConfigError::Invalid)?;
         let voters = self.parsed_voters().map_err(ConfigError::Invalid)?;
         if self.voters.is_some() && self.controller_listen.is_some() && !voters.iter().any(|v| v.0 == self.broker_id) {
             return bad(format!("controller_listen is set but broker {} is not among the voters", self.broker_id));
@@ -496,10 +551,12 @@ log.flush.interval.ms=\
             other => panic!("{item}: {other:?}"),
         };
         assert!(refused("log.retention.dayz=1").contains("log.retention.hours"), "the known names are listed");
-        assert!(refused("listeners=SSL://:9093").contains("TLS and SASL are not supported yet"));
+        assert!(refused("listeners=SSL://:9093").contains("needs a PLAINTEXT listener"));
+        assert!(refused("listeners=PLAINTEXT://:9092,SSL://:9093").contains("ssl_keystore_location"));
+        assert!(refused("ssl.key.password=x").contains("encrypted private keys"));
         assert!(refused("log.dirs=/a,/b").contains("exactly one data directory"));
         assert!(refused("num.partitions=three").contains("not an integer"));
-        assert!(refused("listener.security.protocol.map=PLAINTEXT:SSL").contains("not supported yet"));
+        assert!(refused("listener.security.protocol.map=OTHER:TLS").contains("is not PLAINTEXT, SSL"));
         assert!(refused("controller.quorum.bootstrap.servers=localhost:9093").contains("unknown broker property"));
     }
 }

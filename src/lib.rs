@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod model;
 pub mod partition;
 pub mod replication;
+pub mod security;
 pub mod shard;
 pub mod storage;
 

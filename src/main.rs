@@ -134,7 +134,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One plain line on stdout for scripts and tests: where the broker really listens.
+    // Plain lines on stdout for scripts and tests: where the broker really listens (the other
+    // listeners first, the main one last).
+    for spec in broker.config().extra_listeners().unwrap_or_default() {
+        println!("moldau listener {} {:?} on {}", spec.name, spec.protocol, spec.addr);
+    }
     println!("moldau listening on {}", broker.config().listen);
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down");

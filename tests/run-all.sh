@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Moldau's whole test suite on a fresh Debian 12 machine: installs what the tests need
 # (real Kafka clients: kcat from Debian, confluent-kafka and kafka-python from PyPI, kafkajs from
-# npm; nftables from Debian, to cut links between cluster nodes), then runs every test. `.ci/run` calls this same script.
+# npm; nftables from Debian, to cut links between cluster nodes; openssl, to make the TLS tests' CA), then runs every test. `.ci/run` calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then

@@ -390,6 +390,24 @@ impl Controller {
                     .await;
                 Answer { index, response: Ok(ControllerResponse::Done(results)) }
             }
+            ControllerRequest::AlterScramCredentials { upserts, deletions } => {
+                let mut records: Vec<MetadataRecord> = deletions
+                    .into_iter()
+                    .map(|(name, mechanism)| MetadataRecord::RemoveUserScramCredential { name, mechanism })
+                    .collect();
+                records.extend(
+                    upserts
+                        .into_iter()
+                        .map(|(name, credential)| MetadataRecord::UserScramCredential { name, credential }),
+                );
+                if records.is_empty() {
+                    return Answer { index: 0, response: Ok(ControllerResponse::Done(Vec::new())) };
+                }
+                match self.quorum.propose(records).await {
+                    Ok(index) => Answer { index, response: Ok(ControllerResponse::Done(Vec::new())) },
+                    Err(e) => Answer { index: 0, response: Err(e.into()) },
+                }
+            }
             ControllerRequest::AllocateProducerIds { broker_id, count } => {
                 let first = image.next_producer_id;
                 let record = MetadataRecord::ProducerIds { broker_id, next: first + count.max(1) };

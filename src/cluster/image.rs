@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::{Endpoint, MetadataRecord};
+use super::records::{Endpoint, MetadataRecord, ScramCredential};
 use crate::model::{BrokerId, NO_BROKER};
 
 /// The internal topic holding consumer group state and committed offsets.
@@ -35,9 +35,10 @@ pub struct BrokerRegistration {
 }
 
 impl BrokerRegistration {
-    /// The endpoint clients use (the first one).
-    pub fn endpoint(&self) -> Option<&Endpoint> {
-        self.endpoints.first()
+    /// The endpoint of listener `name` (clients are told the one of the listener they came
+    /// in on; brokers talk over the PLAINTEXT one).
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.listener == name)
     }
 }
 
@@ -108,6 +109,8 @@ pub struct MetadataImage {
     topic_names: HashMap<Uuid, String>,
     /// First producer id not yet handed out.
     pub next_producer_id: i64,
+    /// SCRAM credentials by user name and mechanism.
+    pub scram_credentials: BTreeMap<(String, String), Arc<ScramCredential>>,
     /// Records applied so far.
     pub records_applied: u64,
     /// The metadata log index of the last entry applied (0 before any).
@@ -289,6 +292,13 @@ impl MetadataImage {
             MetadataRecord::ProducerIds { next: n, .. } => {
                 next.next_producer_id = next.next_producer_id.max(*n);
             }
+            MetadataRecord::UserScramCredential { name, credential } => {
+                let key = (name.clone(), credential.mechanism.clone());
+                next.scram_credentials.insert(key, Arc::new(credential.clone()));
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                next.scram_credentials.remove(&(name.clone(), mechanism.clone()));
+            }
         }
     }
 
@@ -317,6 +327,10 @@ impl MetadataImage {
             });
         }
         records.push(MetadataRecord::ProducerIds { broker_id: NO_BROKER, next: self.next_producer_id });
+        for ((name, _), credential) in &self.scram_credentials {
+            records
+                .push(MetadataRecord::UserScramCredential { name: name.clone(), credential: (**credential).clone() });
+        }
         for topic in self.topics.values() {
             records.push(MetadataRecord::Topic { name: topic.name.clone(), id: topic.id, internal: topic.internal });
             for p in &topic.partitions {

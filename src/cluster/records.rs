@@ -129,6 +129,36 @@ pub enum MetadataRecord {
         /// First id not yet handed out.
         next: i64,
     },
+    /// A user's SCRAM credential for one mechanism was set (Kafka's UserScramCredentialRecord).
+    UserScramCredential {
+        /// User name.
+        name: String,
+        /// The credential.
+        credential: ScramCredential,
+    },
+    /// A user's SCRAM credential for one mechanism was removed.
+    RemoveUserScramCredential {
+        /// User name.
+        name: String,
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        mechanism: String,
+    },
+}
+
+/// What a broker keeps of a SCRAM password (RFC 5802): enough to check a client's proof and to
+/// prove itself, not enough to log in as the user.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScramCredential {
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    /// Salt the password was hashed with.
+    pub salt: Vec<u8>,
+    /// H(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: Vec<u8>,
+    /// PBKDF2 iterations.
+    pub iterations: u32,
 }
 
 /// Records of the first metadata log format (one broker, partitions placed on shards), read

@@ -135,6 +135,14 @@ pub enum ControllerRequest {
         /// Only check.
         validate_only: bool,
     },
+    /// AlterUserScramCredentials: credentials to set (user name, credential) and to remove
+    /// (user name, mechanism), checked by the asking broker.
+    AlterScramCredentials {
+        /// Set.
+        upserts: Vec<(String, super::ScramCredential)>,
+        /// Removed.
+        deletions: Vec<(String, String)>,
+    },
     /// A block of producer ids.
     AllocateProducerIds {
         /// The asking broker.

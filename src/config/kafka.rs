@@ -1,7 +1,8 @@
 //! Kafka's broker property names (`server.properties`, `--set log.retention.hours=168`) mapped
 //! onto Moldau's settings, so a Kafka user's configuration works as it is. Properties that only
 //! tune machinery Moldau does not have (network and I/O thread pools, socket buffers) are taken
-//! and said to be without effect; security settings Moldau cannot honour yet are refused.
+//! and said to be without effect; security settings Moldau cannot honour
+//! yet are refused.
 
 use toml::Value;
 
@@ -33,7 +34,9 @@ pub(super) const KNOWN: &[&str] = &[
     "broker.id",
     "broker.rack",
     "broker.session.timeout.ms",
+    "connection.failed.authentication.delay.ms",
     "connections.max.idle.ms",
+    "connections.max.reauth.ms",
     "controller.quorum.voters",
     "default.replication.factor",
     "fetch.max.bytes",
@@ -41,6 +44,7 @@ pub(super) const KNOWN: &[&str] = &[
     "group.max.session.timeout.ms",
     "group.max.size",
     "group.min.session.timeout.ms",
+    "inter.broker.listener.name",
     "leader.imbalance.check.interval.seconds",
     "listener.security.protocol.map",
     "listeners",
@@ -69,14 +73,29 @@ pub(super) const KNOWN: &[&str] = &[
     "replica.fetch.wait.max.ms",
     "replica.lag.time.max.ms",
     "replica.selector.class",
+    "sasl.enabled.mechanisms",
+    "sasl.jaas.config",
+    "security.inter.broker.protocol",
     "socket.request.max.bytes",
+    "ssl.client.auth",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.keystore.location",
+    "ssl.keystore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.type",
 ];
 
 /// Kafka properties taken without effect, and why.
 const NO_EFFECT: &[(&str, &str)] = &[
     ("process.roles", "every Moldau node is a broker; voters are those in controller.quorum.voters"),
     ("controller.listener.names", "the listener named CONTROLLER is the controller listener"),
-    ("inter.broker.listener.name", "brokers talk over their one client listener"),
+    ("ssl.keystore.password", "PEM key stores hold an unencrypted key"),
+    ("ssl.truststore.password", "PEM trust stores need no password"),
+    ("ssl.enabled.protocols", "TLS 1.2 and 1.3 are enabled"),
+    ("ssl.protocol", "TLS 1.2 and 1.3 are enabled"),
+    ("sasl.mechanism.inter.broker.protocol", "brokers talk over the PLAINTEXT listener"),
+    ("ssl.endpoint.identification.algorithm", "brokers talk over the PLAINTEXT listener"),
     ("num.network.threads", "each shard serves its own connections"),
     ("num.io.threads", "each shard serves its own partitions"),
     ("num.replica.fetchers", "each shard runs one fetcher per leader"),
@@ -125,13 +144,37 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
             }
         }
         "listeners" => Some(listeners(value, false)),
-        "listener.security.protocol.map" => {
-            let plain = value.split(',').filter(|m| !m.trim().is_empty()).all(|m| m.trim().ends_with(":PLAINTEXT"));
-            Some(if plain {
-                Ok(Mapped::NoEffect("every listener is plaintext"))
+        "listener.security.protocol.map" => one("listener_security_protocol_map", text()),
+        "inter.broker.listener.name" | "security.inter.broker.protocol" => {
+            if value.eq_ignore_ascii_case(super::PLAINTEXT_LISTENER) {
+                Some(Ok(Mapped::NoEffect("brokers talk over the PLAINTEXT listener")))
             } else {
-                Err(format!("{name}: {value:?}: TLS and SASL are not supported yet"))
-            })
+                Some(Err(format!("{name}: brokers talk over the PLAINTEXT listener for now, not {value:?}")))
+            }
+        }
+        "ssl.keystore.type" => one("ssl_keystore_type", text()),
+        "ssl.keystore.location" => one("ssl_keystore_location", text()),
+        "ssl.keystore.key" => one("ssl_keystore_key", text()),
+        "ssl.keystore.certificate.chain" => one("ssl_keystore_certificate_chain", text()),
+        "ssl.truststore.type" => one("ssl_truststore_type", text()),
+        "ssl.truststore.location" => one("ssl_truststore_location", text()),
+        "ssl.client.auth" => one("ssl_client_auth", text()),
+        "ssl.key.password" => {
+            Some(Err(format!("{name}: encrypted private keys are not supported; give the key unencrypted (PEM)")))
+        }
+        "sasl.enabled.mechanisms" => one("sasl_enabled_mechanisms", text()),
+        "connection.failed.authentication.delay.ms" => one("connection_failed_authentication_delay_ms", int()),
+        "connections.max.reauth.ms" => one("connections_max_reauth_ms", int()),
+        _ if name == "sasl.jaas.config"
+            || (name.starts_with("listener.name.") && name.ends_with("plain.sasl.jaas.config")) =>
+        {
+            match super::listeners::jaas_plain_users(value) {
+                Ok(users) => {
+                    let table: toml::Table = users.into_iter().map(|(u, p)| (u, Value::String(p))).collect();
+                    one("sasl_plain_users", Ok(Value::Table(table)))
+                }
+                Err(e) => Some(Err(e)),
+            }
         }
         "advertised.listeners" => Some(listeners(value, true)),
         "controller.quorum.voters" => one("voters", text()),
@@ -185,36 +228,40 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
     }
 }
 
-/// `listeners` / `advertised.listeners`: `NAME://host:port,...`. The one named CONTROLLER is
-/// the controller listener (not advertised); the other must be plaintext (no TLS or SASL yet).
+/// `listeners` / `advertised.listeners`: `NAME://host:port,...`. PLAINTEXT is the main listener
+/// (`listen`, which brokers talk over), CONTROLLER the controller listener (not advertised); the
+/// others are kept in Kafka's syntax and resolved with the protocol map when the config is checked.
 fn listeners(value: &str, advertised: bool) -> Result<Mapped, String> {
     let mut set = Vec::new();
-    for listener in value.split(',').map(str::trim).filter(|l| !l.is_empty()) {
-        let (name, address) =
-            listener.split_once("://").ok_or_else(|| format!("listener {listener:?} is not NAME://host:port"))?;
-        let (host, port) = address
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| format!("listener {listener:?} is not NAME://host:port"))?;
-        match name {
+    let mut others = Vec::new();
+    let mut main = false;
+    for (name, host, port) in super::listeners::parse_listener_list(value)? {
+        match name.as_str() {
             "CONTROLLER" if !advertised => {
-                let host = if host.is_empty() { "0.0.0.0" } else { host };
+                let host = if host.is_empty() { "0.0.0.0" } else { host.as_str() };
                 set.push(("controller_listen", Value::String(format!("{host}:{port}"))));
             }
             "CONTROLLER" => {}
-            "SSL" | "SASL_SSL" | "SASL_PLAINTEXT" => {
-                return Err(format!("listener {listener:?}: TLS and SASL are not supported yet"));
-            }
-            _ if advertised => {
-                set.push(("advertised_host", Value::String(host.to_owned())));
+            super::PLAINTEXT_LISTENER if advertised => {
+                set.push(("advertised_host", Value::String(host)));
                 set.push(("advertised_port", Value::Integer(i64::from(port))));
             }
-            _ => {
-                let host = if host.is_empty() { "0.0.0.0" } else { host };
+            super::PLAINTEXT_LISTENER => {
+                main = true;
+                let host = if host.is_empty() { "0.0.0.0" } else { host.as_str() };
                 set.push(("listen", Value::String(format!("{host}:{port}"))));
             }
+            _ => others.push(format!("{name}://{host}:{port}")),
         }
     }
+    if !advertised && !main {
+        return Err(format!(
+            "listeners {value:?}: Moldau needs a PLAINTEXT listener (brokers replicate over it); bind it to \
+             127.0.0.1 to keep it to this host"
+        ));
+    }
+    let key = if advertised { "advertised_listeners" } else { "listeners" };
+    set.push((key, Value::String(others.join(","))));
     Ok(Mapped::Set(set))
 }
 

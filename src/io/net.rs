@@ -1,15 +1,18 @@
 //! Sockets over io_uring, behind a transport seam.
 //!
-//! [`Stream`] is what every connection reads and writes through: plain TCP today; TLS will be a
-//! second kind of stream behind the same methods, so nothing above this module knows which one
-//! it has. [`FramedReader`] cuts a stream into Kafka's size-prefixed frames.
+//! [`Stream`] is what every connection reads and writes through: plain TCP, or TLS (a rustls
+//! session over TCP, its records pumped here), behind the same methods, so nothing above this
+//! module knows which one it has. [`FramedReader`] cuts a stream into Kafka's size-prefixed
+//! frames.
 //!
 //! Ownership: a [`Stream`] lives on the shard that accepted (or opened) it; cloning it gives a
 //! second handle to the same socket on the same shard, which is how a connection's reader and
 //! writer halves run as separate tasks.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
@@ -27,6 +30,163 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 enum Kind {
     Plain(TcpStream),
+    Tls(Rc<TlsState>),
+}
+
+/// Ciphertext bytes read from the socket per read, at most.
+const TLS_READ_BYTES: usize = 64 * 1024;
+/// Plaintext bytes encrypted before their records are sent.
+const TLS_WRITE_CHUNK: usize = 256 * 1024;
+
+/// A TLS session over a socket, shared by a connection's reader and writer tasks (on one shard:
+/// the session is borrowed only between awaits). Writes to the socket take `writing`, so the
+/// reader's handshake or alert records never interleave with the writer's.
+struct TlsState {
+    tcp: TcpStream,
+    session: RefCell<rustls::Connection>,
+    /// Ciphertext read but not yet taken by the session.
+    pending: RefCell<BytesMut>,
+    writing: futures_util::lock::Mutex<()>,
+}
+
+impl TlsState {
+    /// Sends every record the session has queued (handshake, data, alerts).
+    async fn flush(&self) -> io::Result<()> {
+        let _writing = self.writing.lock().await;
+        self.flush_locked().await
+    }
+
+    async fn flush_locked(&self) -> io::Result<()> {
+        loop {
+            let mut out = Vec::new();
+            {
+                let mut session = self.session.borrow_mut();
+                while session.wants_write() && out.len() < TLS_WRITE_CHUNK {
+                    session.write_tls(&mut out)?;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            let mut tcp = self.tcp.clone();
+            let BufResult(result, _) = tcp.write_all(out).await;
+            result?;
+        }
+    }
+
+    /// Feeds pending ciphertext to the session. An invalid record queues an alert, sent before
+    /// the error is returned.
+    async fn feed(&self) -> io::Result<()> {
+        let failed = {
+            let mut session = self.session.borrow_mut();
+            let mut pending = self.pending.borrow_mut();
+            let mut failed = None;
+            loop {
+                match session.process_new_packets() {
+                    // Plaintext waiting is read first (the session holds little of it).
+                    Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => break,
+                    Ok(_) => {}
+                    Err(err) => {
+                        failed = Some(io::Error::new(io::ErrorKind::InvalidData, err));
+                        break;
+                    }
+                }
+                if pending.is_empty() {
+                    break;
+                }
+                let mut rest: &[u8] = &pending;
+                match session.read_tls(&mut rest) {
+                    Ok(0) => break,
+                    Ok(taken) => drop(pending.split_to(taken)),
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            failed
+        };
+        if let Some(err) = failed {
+            let _ = self.flush().await;
+            return Err(err);
+        }
+        if self.session.borrow().wants_write() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads more ciphertext from the socket; false at end of stream.
+    async fn read_more(&self) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
+        buf.reserve(TLS_READ_BYTES);
+        let mut tcp = self.tcp.clone();
+        let BufResult(result, buf) = tcp.read(buf.uninit()).await;
+        let buf = buf.into_inner();
+        let empty = buf.is_empty();
+        *self.pending.borrow_mut() = buf;
+        match result {
+            Ok(0) if empty => Ok(false),
+            Ok(_) => Ok(true),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs the handshake to its end.
+    async fn handshake(&self) -> io::Result<()> {
+        loop {
+            self.feed().await?;
+            self.flush().await?;
+            if !self.session.borrow().is_handshaking() {
+                return Ok(());
+            }
+            if !self.read_more().await? {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed during the TLS handshake"));
+            }
+        }
+    }
+
+    /// Decrypted bytes into `buf`'s spare capacity; `Ok(0)` at the end of the stream.
+    async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.feed().await?;
+            {
+                let mut session = self.session.borrow_mut();
+                let start = buf.len();
+                let room = (buf.capacity() - start).clamp(1, TLS_READ_BYTES);
+                buf.resize(start + room, 0);
+                let read = std::io::Read::read(&mut session.reader(), &mut buf[start..]);
+                buf.truncate(start + *read.as_ref().unwrap_or(&0));
+                match read {
+                    Ok(n) => return Ok(n),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            if !self.read_more().await? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Encrypts and sends `bufs`, in order.
+    async fn write_all(&self, bufs: Vec<Bytes>) -> io::Result<()> {
+        let _writing = self.writing.lock().await;
+        let mut queued = 0usize;
+        for buf in bufs {
+            let mut rest: &[u8] = &buf;
+            while !rest.is_empty() {
+                let n = std::io::Write::write(&mut self.session.borrow_mut().writer(), rest)?;
+                rest = &rest[n..];
+                queued += n;
+                if n == 0 || queued >= TLS_WRITE_CHUNK {
+                    self.flush_locked().await?;
+                    queued = 0;
+                }
+            }
+        }
+        self.flush_locked().await
+    }
 }
 
 /// Frames a writer takes from its queue per vectored write, at most.
@@ -68,10 +228,50 @@ impl Stream {
         Ok(Self { kind: Kind::Plain(tcp) })
     }
 
+    /// Starts a TLS session with `session` (a rustls server or client connection) over `tcp`,
+    /// and returns once its handshake is done.
+    async fn tls(tcp: TcpStream, session: rustls::Connection) -> io::Result<Self> {
+        tcp.set_nodelay(true)?;
+        let state = Rc::new(TlsState {
+            tcp,
+            session: RefCell::new(session),
+            pending: RefCell::new(BytesMut::new()),
+            writing: futures_util::lock::Mutex::new(()),
+        });
+        state.handshake().await?;
+        Ok(Self { kind: Kind::Tls(state) })
+    }
+
+    /// Turns this plain stream into a TLS one (a server session: it answers the peer's
+    /// handshake), once the handshake is done.
+    pub async fn accept_tls(self, session: rustls::ServerConnection) -> io::Result<Self> {
+        match self.kind {
+            Kind::Plain(tcp) => Self::tls(tcp, session.into()).await,
+            Kind::Tls(_) => Err(io::Error::other("the stream is TLS already")),
+        }
+    }
+
+    /// The certificates the TLS peer presented, its own first (none on a plain stream).
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        match &self.kind {
+            Kind::Plain(_) => Vec::new(),
+            Kind::Tls(state) => state
+                .session
+                .borrow()
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Reads what the peer has sent into the spare capacity of `buf` (after its current
     /// contents); `Ok(0)` means the peer closed.
-    pub async fn read_into(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    pub async fn read_into(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         match &mut self.kind {
+            Kind::Tls(state) => {
+                let result = state.read_into(&mut buf).await;
+                (result, buf)
+            }
             Kind::Plain(tcp) => {
                 // `read` fills a buffer from its start; `uninit()` aims it past what is there.
                 let BufResult(result, buf) = tcp.read(buf.uninit()).await;
@@ -90,6 +290,7 @@ impl Stream {
                     let BufResult(result, _) = tcp.write_vectored_all(bufs).await;
                     result?;
                 }
+                Kind::Tls(state) => state.write_all(bufs).await?,
             }
             bufs = rest;
         }
@@ -101,6 +302,11 @@ impl Stream {
         match &mut self.kind {
             Kind::Plain(tcp) => {
                 let _ = tcp.shutdown().await;
+            }
+            Kind::Tls(state) => {
+                state.session.borrow_mut().send_close_notify();
+                let _ = state.flush().await;
+                let _ = state.tcp.clone().shutdown().await;
             }
         }
     }

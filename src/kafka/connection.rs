@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_channel::oneshot;
@@ -22,9 +22,11 @@ use super::fetch_response::EncodedBody;
 use super::frame::{FrameLimits, RequestFrameError, RequestReader};
 use super::handlers;
 use super::server::{KafkaContext, KafkaMetrics};
+use crate::config::SecurityProtocol;
 use crate::io::LocalSignal;
 use crate::io::budget::Permit;
 use crate::io::net::Stream;
+use crate::security::sasl::{Mechanism, SaslExchange};
 
 /// Responses gathered into one write at most.
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -85,19 +87,46 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Response>>>>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestContext {
     /// Name of the listener the connection came in on.
-    pub listener: &'static str,
+    pub listener: String,
     /// Peer address.
     pub peer: SocketAddr,
     /// Client id of the latest request.
     pub client_id: Option<String>,
-    /// Authenticated principal (`User:ANONYMOUS` until authentication exists).
-    pub principal: &'static str,
+    /// Authenticated principal (`User:ANONYMOUS` when the listener authenticates no one).
+    pub principal: String,
 }
 
-/// Name of the only listener so far.
-pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
 /// The principal of an unauthenticated connection, as Kafka names it.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// A listener a connection came in on.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    /// Its name (clients are told this listener's endpoints).
+    pub name: String,
+    /// How it secures connections.
+    pub protocol: SecurityProtocol,
+}
+
+/// Where a connection stands with authentication.
+pub enum Auth {
+    /// Authenticated by the listener itself (plaintext or TLS): every request is served.
+    Transport,
+    /// A SASL listener waiting for SaslHandshake: only ApiVersions and SaslHandshake are served.
+    Handshake,
+    /// SaslHandshake chose a mechanism: SaslAuthenticate tokens follow.
+    Exchanging(SaslExchange),
+    /// Authenticated by SASL with `mechanism`, until `expires` (`connections.max.reauth.ms`),
+    /// after which only a new SaslHandshake is served.
+    Authenticated {
+        /// The mechanism (re-authentication uses the same).
+        mechanism: Mechanism,
+        /// When the session ends.
+        expires: Option<Instant>,
+    },
+    /// Refused: the connection closes once its answer is written.
+    Failed,
+}
 
 /// State shared by a connection's tasks.
 pub struct Connection {
@@ -105,8 +134,14 @@ pub struct Connection {
     pub ctx: Rc<KafkaContext>,
     /// Peer address.
     pub peer: SocketAddr,
+    /// The listener it came in on.
+    pub listener: Rc<ListenerInfo>,
     /// Client id of the latest request.
     pub client_id: RefCell<Option<String>>,
+    /// The authenticated principal (`User:NAME`).
+    pub principal: RefCell<String>,
+    /// Where it stands with authentication.
+    pub auth: RefCell<Auth>,
     produces_in_flight: Cell<usize>,
     produces_done: LocalSignal,
 }
@@ -115,11 +150,34 @@ impl Connection {
     /// The request context of this connection's latest request.
     pub fn request_context(&self) -> RequestContext {
         RequestContext {
-            listener: PLAINTEXT_LISTENER,
+            listener: self.listener.name.clone(),
             peer: self.peer,
             client_id: self.client_id.borrow().clone(),
-            principal: ANONYMOUS,
+            principal: self.principal.borrow().clone(),
         }
+    }
+
+    /// Why a request with `api_key` may not be served on this connection now, if it may not.
+    fn refusal(&self, api_key: i16) -> Option<String> {
+        let key = ApiKey::try_from(api_key).ok();
+        let is = |k: ApiKey| key == Some(k);
+        match &*self.auth.borrow() {
+            Auth::Transport => None,
+            Auth::Handshake if is(ApiKey::ApiVersions) || is(ApiKey::SaslHandshake) => None,
+            Auth::Handshake => Some(format!("request {key:?} (API key {api_key}) before the SASL handshake")),
+            Auth::Exchanging(_) if is(ApiKey::SaslAuthenticate) || is(ApiKey::ApiVersions) => None,
+            Auth::Exchanging(_) => Some(format!("request {key:?} (API key {api_key}) during SASL authentication")),
+            Auth::Authenticated { expires: Some(at), .. } if Instant::now() >= *at && !is(ApiKey::SaslHandshake) => {
+                Some("the SASL session expired (connections.max.reauth.ms) without re-authentication".into())
+            }
+            Auth::Authenticated { .. } => None,
+            Auth::Failed => Some("authentication failed".into()),
+        }
+    }
+
+    /// Whether the connection closes after the answer being prepared.
+    pub fn failed(&self) -> bool {
+        matches!(&*self.auth.borrow(), Auth::Failed)
     }
 
     /// Marks a pipelined Produce as started; returns a guard to drop when it completes.
@@ -150,8 +208,15 @@ impl Drop for ProduceGuard {
     }
 }
 
-/// Serves one connection until the peer closes, a request is malformed, or the shard stops.
-pub async fn serve(ctx: Rc<KafkaContext>, stream: Stream, peer: SocketAddr, stop: oneshot::Receiver<()>) {
+/// Serves one connection until the peer closes, a request is malformed, authentication fails,
+/// or the shard stops.
+pub async fn serve(
+    ctx: Rc<KafkaContext>,
+    stream: Stream,
+    peer: SocketAddr,
+    listener: Rc<ListenerInfo>,
+    stop: oneshot::Receiver<()>,
+) {
     let limits = FrameLimits {
         produce_max_bytes: ctx.config.socket_request_max_bytes,
         control_max_bytes: ctx.config.control_request_max_bytes,
@@ -161,10 +226,21 @@ pub async fn serve(ctx: Rc<KafkaContext>, stream: Stream, peer: SocketAddr, stop
     let budget = ctx.request_memory.clone();
     let (queue, responses) = flume::bounded::<Queued>(ctx.config.max_in_flight_requests_per_connection);
     let writer = crate::io::spawn(write_loop(stream.clone(), responses, limits.read_timeout));
+    // A TLS client's certificate names it (Kafka's default mapping: the subject), unless SASL
+    // authenticates it later.
+    let principal = stream
+        .peer_certificates()
+        .first()
+        .and_then(|cert| crate::security::tls::subject_name(cert))
+        .map_or_else(|| ANONYMOUS.to_owned(), |subject| format!("User:{subject}"));
+    let auth = if listener.protocol.sasl() { Auth::Handshake } else { Auth::Transport };
     let conn = Rc::new(Connection {
         ctx,
         peer,
+        listener,
         client_id: RefCell::new(None),
+        principal: RefCell::new(principal),
+        auth: RefCell::new(auth),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });
@@ -202,6 +278,13 @@ async fn read_loop(
             }
         };
         KafkaMetrics::add(&conn.ctx.metrics.requests, 1);
+        if let Some(reason) = conn.refusal(frame.header.api_key) {
+            KafkaMetrics::add(&conn.ctx.metrics.authentication_failures, 1);
+            if let Some(more) = conn.ctx.auth_log.borrow_mut().due() {
+                tracing::warn!(peer = %conn.peer, listener = %conn.listener.name, more, "closing connection: {reason}");
+            }
+            return;
+        }
         if frame.header.api_key != ApiKey::Produce as i16 {
             conn.wait_for_produces().await;
         }
@@ -226,6 +309,9 @@ async fn read_loop(
         };
         if queue.send_async((pending, permit)).await.is_err() {
             return; // the writer is gone (socket error)
+        }
+        if conn.failed() {
+            return; // authentication failed: closed once its answer is written
         }
     }
 }

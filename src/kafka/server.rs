@@ -7,20 +7,26 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
+use super::connection::ListenerInfo;
+
 use crate::cluster::{
     Answer, ControllerError, ControllerHandle, ControllerRequest, ControllerResponse, LocalMetadata, MetadataView,
 };
 use crate::config::BrokerConfig;
+use crate::config::SecurityProtocol;
 use crate::group::GroupCoordinator;
 use crate::io::budget::MemoryBudget;
-use crate::io::{self, Throttled, net::Listener};
+use crate::io::net::{Listener, Stream};
+use crate::io::{self, Throttled};
 use crate::partition::PartitionManager;
+use crate::security::ShardSecurity;
 use crate::shard::{ShardId, ShardSet, Sharded};
 
 /// Longest a handler waits for a change it made to reach its shard's view.
@@ -39,6 +45,9 @@ pub struct KafkaMetrics {
     pub partition_errors: Cell<u64>,
     /// Open connections.
     pub connections: Cell<u64>,
+    /// Connections closed for failing to authenticate (TLS handshakes, SASL, requests before
+    /// authentication).
+    pub authentication_failures: Cell<u64>,
 }
 
 impl KafkaMetrics {
@@ -74,12 +83,16 @@ pub struct KafkaContext {
     /// process may not open that many files (three quarters of the open-files limit go to
     /// connections, shared by the shards; the rest to partitions' files).
     max_connections: usize,
+    /// TLS configuration and PLAIN users.
+    pub security: Rc<ShardSecurity>,
+    /// Authentication failures are logged at most once per interval, with a count of the rest.
+    pub auth_log: RefCell<Throttled>,
     /// Open connections, each with the sender that asks it to finish (taken at shutdown).
     connections: RefCell<HashMap<u64, Option<oneshot::Sender<()>>>>,
-    /// The listener, bound but not served until the broker is ready.
-    held: RefCell<Option<Listener>>,
-    /// The accept loop; dropping it closes the listener.
-    acceptor: RefCell<Option<io::Task<()>>>,
+    /// The listeners, bound but not served until the broker is ready.
+    held: RefCell<Vec<(Listener, Rc<ListenerInfo>)>>,
+    /// The accept loops; dropping them closes the listeners.
+    acceptors: RefCell<Vec<io::Task<()>>>,
     next_connection_id: Cell<u64>,
     stopping: Cell<bool>,
     /// The next producer id to hand out, and the end of this shard's block.
@@ -98,12 +111,14 @@ pub struct KafkaServices {
     pub controller: ControllerHandle,
     /// Broker settings.
     pub config: Arc<BrokerConfig>,
+    /// This shard's TLS configuration and PLAIN users.
+    pub security: Rc<ShardSecurity>,
 }
 
 impl KafkaContext {
     /// The calling shard's context.
     pub fn new(shard: ShardId, services: KafkaServices, metadata: Rc<LocalMetadata>) -> Rc<Self> {
-        let KafkaServices { shards, partitions, groups, controller, config } = services;
+        let KafkaServices { shards, partitions, groups, controller, config, security } = services;
         let request_memory = MemoryBudget::new(config.queued_max_request_bytes / shards.count().max(1));
         let fetch_memory = MemoryBudget::new(config.fetch_read_budget_bytes / shards.count().max(1));
         let by_files = (io::raise_open_files_limit() as usize).saturating_mul(3) / 4 / shards.count().max(1);
@@ -123,9 +138,11 @@ impl KafkaContext {
             request_memory,
             fetch_memory,
             max_connections,
+            security,
+            auth_log: RefCell::new(Throttled::default()),
             connections: RefCell::new(HashMap::new()),
-            held: RefCell::new(None),
-            acceptor: RefCell::new(None),
+            held: RefCell::new(Vec::new()),
+            acceptors: RefCell::new(Vec::new()),
             next_connection_id: Cell::new(0),
             stopping: Cell::new(false),
             producer_ids: Cell::new((0, 0)),
@@ -184,19 +201,20 @@ impl KafkaContext {
         Ok(first)
     }
 
-    /// Keeps `listener` bound (connections wait in its backlog) until
-    /// [`KafkaContext::open_for_clients`].
-    pub fn hold_listener(&self, listener: Listener) {
-        *self.held.borrow_mut() = Some(listener);
+    /// Keeps `listener` (named `name`, secured with `protocol`) bound (connections wait in its
+    /// backlog) until [`KafkaContext::open_for_clients`].
+    pub fn hold_listener(&self, listener: Listener, name: &str, protocol: SecurityProtocol) {
+        let info = Rc::new(ListenerInfo { name: name.to_owned(), protocol });
+        self.held.borrow_mut().push((listener, info));
     }
 
-    /// Accepts connections on the held listener (until [`KafkaContext::stop`]).
+    /// Accepts connections on the held listeners (until [`KafkaContext::stop`]).
     pub fn open_for_clients(self: &Rc<Self>) {
         if self.stopping.get() {
             return;
         }
-        if let Some(listener) = self.held.borrow_mut().take() {
-            *self.acceptor.borrow_mut() = Some(io::spawn(accept_loop(self.clone(), listener)));
+        for (listener, info) in self.held.borrow_mut().drain(..) {
+            self.acceptors.borrow_mut().push(io::spawn(accept_loop(self.clone(), listener, info)));
         }
     }
 
@@ -205,8 +223,8 @@ impl KafkaContext {
     /// grace period) until they have.
     pub async fn stop(&self) {
         self.stopping.set(true);
-        drop(self.held.borrow_mut().take());
-        drop(self.acceptor.borrow_mut().take());
+        self.held.borrow_mut().clear();
+        self.acceptors.borrow_mut().clear();
         let stops: Vec<oneshot::Sender<()>> =
             self.connections.borrow_mut().values_mut().filter_map(Option::take).collect();
         for stop in stops {
@@ -219,8 +237,9 @@ impl KafkaContext {
     }
 }
 
-/// Accepts connections on `listener` and serves each on this shard.
-async fn accept_loop(ctx: Rc<KafkaContext>, listener: Listener) {
+/// Accepts connections on `listener` and serves each on this shard (after its TLS handshake on
+/// a TLS listener).
+async fn accept_loop(ctx: Rc<KafkaContext>, listener: Listener, info: Rc<ListenerInfo>) {
     // Refusals and failures repeat as fast as clients retry: said once per interval, with a
     // count of the rest.
     let mut refused = Throttled::default();
@@ -241,8 +260,13 @@ async fn accept_loop(ctx: Rc<KafkaContext>, listener: Listener) {
                     continue;
                 };
                 let ctx = ctx.clone();
+                let info = info.clone();
                 io::spawn_detached(async move {
-                    super::connection::serve(ctx.clone(), stream, peer, stop).await;
+                    let stream =
+                        if info.protocol.tls() { tls_handshake(&ctx, stream, peer, &info).await } else { Some(stream) };
+                    if let Some(stream) = stream {
+                        super::connection::serve(ctx.clone(), stream, peer, info, stop).await;
+                    }
                     ctx.unregister_connection(id);
                 });
             }
@@ -254,4 +278,24 @@ async fn accept_loop(ctx: Rc<KafkaContext>, listener: Listener) {
             }
         }
     }
+}
+
+/// The TLS handshake of a new connection, within the request read timeout; `None` (logged,
+/// rate-limited) when it fails: a plaintext client on a TLS port, an untrusted certificate.
+async fn tls_handshake(ctx: &KafkaContext, stream: Stream, peer: SocketAddr, info: &ListenerInfo) -> Option<Stream> {
+    let timeout = Duration::from_millis(ctx.config.request_read_timeout_ms);
+    let handshake = async {
+        let session = ctx.security.tls_session().await.map_err(std::io::Error::other)?;
+        stream.accept_tls(session).await
+    };
+    let failure = match io::timeout(timeout, handshake).await {
+        Some(Ok(stream)) => return Some(stream),
+        Some(Err(err)) => err.to_string(),
+        None => format!("no TLS handshake within {timeout:?}"),
+    };
+    KafkaMetrics::add(&ctx.metrics.authentication_failures, 1);
+    if let Some(more) = ctx.auth_log.borrow_mut().due() {
+        tracing::warn!(%peer, listener = %info.name, more, "TLS handshake failed: {failure}");
+    }
+    None
 }

@@ -23,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::client::BrokerConnection;
 use crate::cluster::LocalMetadata;
 use crate::config::BrokerConfig;
+use crate::config::PLAINTEXT_LISTENER;
 use crate::io::{self, LocalSignal};
 use crate::model::{BrokerId, TopicPartition, batch};
 use crate::partition::{PartitionManager, PartitionRef};
@@ -167,7 +168,9 @@ pub async fn run(
             Some(c) => c.clone(),
             None => {
                 let view = metadata.view();
-                let Some(endpoint) = view.image.broker(pipeline.leader).and_then(|b| b.endpoint()).cloned() else {
+                let Some(endpoint) =
+                    view.image.broker(pipeline.leader).and_then(|b| b.endpoint(PLAINTEXT_LISTENER)).cloned()
+                else {
                     let _ = io::timeout(RETRY_PAUSE, pipeline.changed.notified()).await;
                     continue;
                 };

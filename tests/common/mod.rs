@@ -12,6 +12,8 @@ pub struct Broker {
     child: Option<Child>,
     /// host:port clients connect to.
     pub addr: String,
+    /// The other listeners: name and host:port.
+    pub listeners: Vec<(String, String)>,
     /// Data directory (kept across restarts of the same test).
     pub data_dir: PathBuf,
     /// Extra arguments it was started with.
@@ -98,18 +100,30 @@ impl Broker {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+            let mut listeners = Vec::new();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                // "moldau listener NAME PROTOCOL on ADDR" lines come before the main one.
+                if let Some(rest) = line.strip_prefix("moldau listener ") {
+                    let mut words = rest.split_whitespace();
+                    if let (Some(name), Some(addr)) = (words.next(), words.last()) {
+                        listeners.push((name.to_owned(), addr.to_owned()));
+                    }
+                    continue;
+                }
+                let _ = tx.send((line, listeners));
+                break;
             }
             for _ in lines {}
         });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        let (line, listeners) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
             panic!("broker did not start; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
         });
         let addr = line.strip_prefix("moldau listening on ").expect("listening line").trim().to_owned();
         Self {
             child: Some(child),
             addr,
+            listeners,
             data_dir: data_dir.to_owned(),
             args,
             listen: listen.to_owned(),
@@ -172,6 +186,18 @@ impl Broker {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// host:port of the listener named `name`.
+    pub fn listener(&self, name: &str) -> String {
+        if name == "PLAINTEXT" {
+            return self.addr.clone();
+        }
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {name} listener"))
     }
 
     /// The broker's log so far.

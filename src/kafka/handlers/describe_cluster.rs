@@ -27,7 +27,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _ver
         // Fenced brokers only when asked for (v2+), as Kafka answers.
         .filter(|b| !b.fenced || request.include_fenced_brokers)
         .filter_map(|b| {
-            let endpoint = b.endpoint()?;
+            let endpoint = b.endpoint(&conn.listener.name)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))

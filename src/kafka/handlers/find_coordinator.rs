@@ -79,7 +79,7 @@ pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, vers
             let c = Coordinator::default().with_key(key.clone());
             let found = match &error {
                 Some(early) => Err(early.clone()),
-                None => coordinator_of(&view, key.as_str()),
+                None => coordinator_of(&view, key.as_str(), &conn.listener.name),
             };
             match found {
                 Err((code, message)) => c
@@ -107,7 +107,11 @@ pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, vers
 }
 
 /// The broker leading the `__consumer_offsets` partition of `group`, and where to reach it.
-fn coordinator_of(view: &MetadataView, group: &str) -> Result<(i32, Endpoint), (ResponseError, String)> {
+fn coordinator_of(
+    view: &MetadataView,
+    group: &str,
+    listener: &str,
+) -> Result<(i32, Endpoint), (ResponseError, String)> {
     let unavailable = |why: &str| (ResponseError::CoordinatorNotAvailable, why.to_owned());
     let topic =
         view.topic(CONSUMER_OFFSETS_TOPIC).ok_or_else(|| unavailable("the offsets topic does not exist yet"))?;
@@ -116,7 +120,7 @@ fn coordinator_of(view: &MetadataView, group: &str) -> Result<(i32, Endpoint), (
     let endpoint = view
         .image
         .broker(leader)
-        .and_then(|b| b.endpoint())
+        .and_then(|b| b.endpoint(listener))
         .ok_or_else(|| unavailable("the coordinator's broker is not available"))?;
     Ok((leader, endpoint.clone()))
 }

@@ -45,13 +45,14 @@ pub fn describe_topic(topic: &TopicImage, view: &MetadataView, version: i16) -> 
 }
 
 /// Every live broker (registered, not fenced), as Metadata lists them.
-pub fn describe_brokers(view: &MetadataView) -> Vec<MetadataResponseBroker> {
+/// `listener`: the one the request came in on, whose endpoints clients are told.
+pub fn describe_brokers(view: &MetadataView, listener: &str) -> Vec<MetadataResponseBroker> {
     view.image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let endpoint = b.endpoint()?;
+            let endpoint = b.endpoint(listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id))
@@ -128,7 +129,7 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
             .collect(),
     };
     MetadataResponse::default()
-        .with_brokers(describe_brokers(&metadata))
+        .with_brokers(describe_brokers(&metadata, &conn.listener.name))
         .with_cluster_id(Some(StrBytes::from_string(metadata.image.cluster_id.clone())))
         .with_controller_id(BrokerId(metadata.controller_id()))
         .with_topics(topics)

@@ -2,6 +2,7 @@
 
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -13,6 +14,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -30,6 +32,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 
 use std::collections::BTreeMap;
@@ -128,6 +132,11 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
         range::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
         range::<DescribeLogDirsRequest>(ApiKey::DescribeLogDirs),
+        // v0 sends the SASL tokens unframed after it; clients that know v1 use SaslAuthenticate.
+        (ApiKey::SaslHandshake, 1, SaslHandshakeRequest::VERSIONS.max),
+        range::<SaslAuthenticateRequest>(ApiKey::SaslAuthenticate),
+        range::<AlterUserScramCredentialsRequest>(ApiKey::AlterUserScramCredentials),
+        range::<DescribeUserScramCredentialsRequest>(ApiKey::DescribeUserScramCredentials),
     ]
 }
 
@@ -194,6 +203,14 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
         ApiKey::Fetch => fetch::handle(conn, frame).await,
         ApiKey::ApiVersions => simple!(conn, frame, key, ApiVersionsRequest, api_versions),
         ApiKey::Metadata => simple!(conn, frame, key, MetadataRequest, metadata),
+        ApiKey::SaslHandshake => simple!(conn, frame, key, SaslHandshakeRequest, sasl_handshake),
+        ApiKey::SaslAuthenticate => simple!(conn, frame, key, SaslAuthenticateRequest, sasl_authenticate),
+        ApiKey::AlterUserScramCredentials => {
+            simple!(conn, frame, key, AlterUserScramCredentialsRequest, alter_user_scram_credentials)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            simple!(conn, frame, key, DescribeUserScramCredentialsRequest, describe_user_scram_credentials)
+        }
         ApiKey::ListOffsets => simple!(conn, frame, key, ListOffsetsRequest, list_offsets),
         ApiKey::CreateTopics => simple!(conn, frame, key, CreateTopicsRequest, create_topics),
         ApiKey::DeleteTopics => simple!(conn, frame, key, DeleteTopicsRequest, delete_topics),

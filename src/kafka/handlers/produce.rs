@@ -177,6 +177,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         scatter(&conn.ctx.partitions, routed, move |partitions, parts| append(&partitions, parts, acks, timeout)).await;
     let guard = conn.produce_started();
     let ctx = conn.ctx.clone();
+    let listener = conn.listener.name.clone();
     let view = metadata.clone();
     let correlation_id = header.correlation_id;
     Ok(Box::pin(async move {
@@ -240,7 +241,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             .into_iter()
             .filter_map(|id| {
                 let broker = view.image.broker(id)?;
-                let endpoint = broker.endpoint()?;
+                let endpoint = broker.endpoint(&listener)?;
                 Some(
                     NodeEndpoint::default()
                         .with_node_id(BrokerIdWire(id))

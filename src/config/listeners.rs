@@ -1,0 +1,227 @@
+//! Client listeners beside the main plaintext one, their security protocols (Kafka's
+//! `listeners`, `advertised.listeners` and `listener.security.protocol.map`, kept in Kafka's
+//! syntax and resolved here), and the TLS and SASL settings they use.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::BrokerConfig;
+
+/// How a listener secures its connections (Kafka's `security.protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// Neither encrypted nor authenticated.
+    Plaintext,
+    /// TLS; the principal is the client certificate's subject, or `User:ANONYMOUS`.
+    Ssl,
+    /// SASL over plain TCP.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The protocol Kafka names `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(Self::Plaintext),
+            "SSL" => Some(Self::Ssl),
+            "SASL_PLAINTEXT" => Some(Self::SaslPlaintext),
+            "SASL_SSL" => Some(Self::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// Whether connections are TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether clients authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// One client listener, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Listener name, as clients and `advertised.listeners` know it.
+    pub name: String,
+    /// Address it binds.
+    pub addr: SocketAddr,
+    /// How it secures connections.
+    pub protocol: SecurityProtocol,
+    /// Host and port clients are told, when not the bound address.
+    pub advertised: Option<(String, u16)>,
+}
+
+/// Name of the main listener (`listen`): plaintext, and the one brokers talk to each other over.
+pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+
+/// The SASL mechanisms Moldau implements.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// Splits Kafka's `NAME://host:port,...` into names, hosts (empty: every address) and ports.
+pub(super) fn parse_listener_list(value: &str) -> Result<Vec<(String, String, u16)>, String> {
+    let mut out = Vec::new();
+    for listener in value.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        let bad = || format!("listener {listener:?} is not NAME://host:port");
+        let (name, address) = listener.split_once("://").ok_or_else(bad)?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(bad)?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(bad());
+        }
+        out.push((name.to_ascii_uppercase(), host.to_owned(), port));
+    }
+    Ok(out)
+}
+
+/// Parses `NAME:PROTOCOL,...`.
+fn parse_protocol_map(value: &str) -> Result<BTreeMap<String, SecurityProtocol>, String> {
+    let mut map = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, protocol) = entry
+            .split_once(':')
+            .ok_or_else(|| format!("listener_security_protocol_map: {entry:?} is not NAME:PROTOCOL"))?;
+        let protocol = SecurityProtocol::parse(protocol).ok_or_else(|| {
+            format!("listener_security_protocol_map: {protocol:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        })?;
+        map.insert(name.trim().to_ascii_uppercase(), protocol);
+    }
+    Ok(map)
+}
+
+impl BrokerConfig {
+    /// The client listeners beside `listen`, resolved and checked.
+    pub fn extra_listeners(&self) -> Result<Vec<ListenerSpec>, String> {
+        let map = parse_protocol_map(&self.listener_security_protocol_map)?;
+        let advertised: BTreeMap<String, (String, u16)> = parse_listener_list(&self.advertised_listeners)?
+            .into_iter()
+            .map(|(name, host, port)| (name, (host, port)))
+            .collect();
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        for (name, host, port) in parse_listener_list(&self.listeners)? {
+            if name == PLAINTEXT_LISTENER || name == "CONTROLLER" {
+                return Err(format!("listeners: {name} is the name of the main or the controller listener"));
+            }
+            if out.iter().any(|l| l.name == name) {
+                return Err(format!("listeners: {name} is listed twice"));
+            }
+            let protocol = map.get(&name).copied().or_else(|| SecurityProtocol::parse(&name)).ok_or_else(|| {
+                format!(
+                    "listeners: {name} is not a security protocol; name its protocol in listener_security_protocol_map"
+                )
+            })?;
+            let host = if host.is_empty() { "0.0.0.0" } else { host.as_str() };
+            let addr = format!("{host}:{port}")
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("listeners: {name}: {host:?} is not an IP address"))?;
+            if addr == self.listen && addr.port() != 0 {
+                return Err(format!("listeners: {name} binds {addr}, the main listener's address"));
+            }
+            out.push(ListenerSpec { advertised: advertised.get(&name).cloned(), name, addr, protocol });
+        }
+        if let Some(unknown) = advertised.keys().find(|n| !out.iter().any(|l| &l.name == *n)) {
+            return Err(format!("advertised_listeners: {unknown} is not one of the listeners"));
+        }
+        let tls = out.iter().any(|l| l.protocol.tls());
+        if tls && self.ssl_keystore_location.is_none() && self.ssl_keystore_certificate_chain.is_none() {
+            return Err("an SSL or SASL_SSL listener needs ssl_keystore_location (a PEM file with the key and \
+                        certificate chain) or ssl_keystore_key and ssl_keystore_certificate_chain"
+                .into());
+        }
+        if !self.ssl_keystore_type.eq_ignore_ascii_case("PEM") || !self.ssl_truststore_type.eq_ignore_ascii_case("PEM")
+        {
+            return Err("ssl_keystore_type and ssl_truststore_type: only PEM is supported (convert JKS or PKCS12 \
+                        with keytool/openssl)"
+                .into());
+        }
+        if !matches!(self.ssl_client_auth.as_str(), "none" | "requested" | "required") {
+            return Err(format!("ssl_client_auth must be none, requested or required, not {:?}", self.ssl_client_auth));
+        }
+        if self.ssl_client_auth != "none" && tls && self.ssl_truststore_location.is_none() {
+            return Err("ssl_client_auth needs ssl_truststore_location (the CA certificates, PEM)".into());
+        }
+        for mechanism in self.sasl_mechanisms() {
+            if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                return Err(format!(
+                    "sasl_enabled_mechanisms: {mechanism} is not supported (supported: {})",
+                    SASL_MECHANISMS.join(", ")
+                ));
+            }
+        }
+        if out.iter().any(|l| l.protocol.sasl()) && self.sasl_mechanisms().is_empty() {
+            return Err("a SASL listener needs at least one of sasl_enabled_mechanisms".into());
+        }
+        Ok(out)
+    }
+
+    /// The enabled SASL mechanisms, upper case.
+    pub fn sasl_mechanisms(&self) -> Vec<String> {
+        self.sasl_enabled_mechanisms
+            .split(',')
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .collect()
+    }
+}
+
+/// PLAIN users from a JAAS `PlainLoginModule` entry (`user_alice="secret"` options), as Kafka
+/// configures them in `sasl.jaas.config`.
+pub(super) fn jaas_plain_users(value: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut users = BTreeMap::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("user_") {
+        rest = &rest[at + 5..];
+        let (name, after) = rest.split_once('=').ok_or("sasl.jaas.config: user_NAME without =")?;
+        let after = after.trim_start();
+        let quoted = after.strip_prefix('"').ok_or("sasl.jaas.config: user_NAME=\"password\" needs quotes")?;
+        let end = quoted.find('"').ok_or("sasl.jaas.config: unterminated password")?;
+        users.insert(name.trim().to_owned(), quoted[..end].to_owned());
+        rest = &quoted[end + 1..];
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_resolve_their_protocols_from_the_name_or_the_map() {
+        let config = BrokerConfig {
+            listeners: "SASL_SSL://127.0.0.1:9094,internal_tls://:9095".into(),
+            listener_security_protocol_map: "INTERNAL_TLS:SSL".into(),
+            advertised_listeners: "SASL_SSL://kafka.example:19094".into(),
+            ssl_keystore_location: Some("/k.pem".into()),
+            ..BrokerConfig::default()
+        };
+        let listeners = config.extra_listeners().unwrap();
+        assert_eq!(listeners[0].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(listeners[0].advertised, Some(("kafka.example".into(), 19094)));
+        assert_eq!(listeners[1].name, "INTERNAL_TLS");
+        assert_eq!(listeners[1].protocol, SecurityProtocol::Ssl);
+        assert_eq!(listeners[1].addr.to_string(), "0.0.0.0:9095");
+        let no_key = BrokerConfig { ssl_keystore_location: None, ..config.clone() };
+        assert!(no_key.extra_listeners().unwrap_err().contains("ssl_keystore_location"));
+        let unknown = BrokerConfig { listeners: "OTHER://:1".into(), ..BrokerConfig::default() };
+        assert!(unknown.extra_listeners().unwrap_err().contains("listener_security_protocol_map"));
+        let mechanism = BrokerConfig { sasl_enabled_mechanisms: "GSSAPI".into(), ..config };
+        assert!(mechanism.extra_listeners().unwrap_err().contains("GSSAPI"));
+    }
+
+    #[test]
+    fn jaas_plain_users_are_read_from_the_login_module_options() {
+        let users = jaas_plain_users(
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="a" user_admin="a" user_alice="s3 cret";"#,
+        )
+        .unwrap();
+        assert_eq!(users.get("admin").map(String::as_str), Some("a"));
+        assert_eq!(users.get("alice").map(String::as_str), Some("s3 cret"));
+        assert_eq!(users.len(), 2);
+    }
+}

@@ -1,0 +1,92 @@
+"""confluent-kafka over Moldau's secured listeners.
+
+Every mode takes a JSON object of client settings (librdkafka names: security.protocol,
+ssl.ca.location, sasl.mechanism, sasl.username, ...) after the mode.
+
+Usage:
+  security.py roundtrip SETTINGS TOPIC COUNT
+      Produces COUNT records (acks=all) to TOPIC and reads them back with a group consumer.
+      Prints "roundtrip ok COUNT".
+  security.py refused SETTINGS
+      Asks for metadata; the connection must fail to authenticate. Prints "refused NAME" with
+      the librdkafka error name (e.g. _AUTHENTICATION).
+  security.py add-scram SETTINGS USER PASSWORD MECHANISM ITERATIONS
+      AdminClient: creates (or replaces) USER's SCRAM credential, then describes it. Prints
+      "scram MECHANISM ITERATIONS" for every credential USER then has.
+  security.py delete-scram SETTINGS USER MECHANISM
+      AdminClient: removes USER's credential. Prints "deleted" (or "error NAME").
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+
+mode, settings = sys.argv[1], json.loads(sys.argv[2])
+MECHANISMS = {"SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256, "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512}
+
+
+def result(future_or_dict):
+    if isinstance(future_or_dict, dict):
+        return {k: f.result(30) for k, f in future_or_dict.items()}
+    return future_or_dict.result(30)
+
+
+if mode == "roundtrip":
+    topic, count = sys.argv[3], int(sys.argv[4])
+    producer = Producer({**settings, "acks": "all", "enable.idempotence": True})
+    failures = []
+    for i in range(count):
+        producer.produce(topic, key=f"k{i}", value=f"secure-{i}",
+                         on_delivery=lambda err, msg: err and failures.append(err))
+        producer.poll(0)
+    left = producer.flush(60)
+    if left or failures:
+        raise SystemExit(f"produce failed: {left} undelivered, errors {failures[:3]}")
+    consumer = Consumer({**settings, "group.id": f"secure-{topic}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen = set()
+    deadline = time.time() + 60
+    while len(seen) < count and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            raise SystemExit(f"consume failed: {msg.error()}")
+        seen.add(msg.value().decode())
+    consumer.close()
+    if seen != {f"secure-{i}" for i in range(count)}:
+        raise SystemExit(f"read {len(seen)} of {count} records")
+    print(f"roundtrip ok {count}")
+elif mode == "refused":
+    errors = []
+    admin = AdminClient({**settings, "error_cb": lambda err: errors.append(err)})
+    try:
+        admin.list_topics(timeout=5)
+    except KafkaException as e:
+        errors.append(e.args[0])
+    else:
+        raise SystemExit("metadata was served")
+    admin.poll(1)  # serves error_cb, which names the authentication failure
+    names = [e.name() for e in errors]
+    print("refused " + ("_AUTHENTICATION" if "_AUTHENTICATION" in names else ",".join(names)))
+elif mode == "add-scram":
+    user, password, mechanism, iterations = sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+    admin = AdminClient(settings)
+    info = ScramCredentialInfo(MECHANISMS[mechanism], iterations)
+    result(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(user, info, password.encode())]))
+    described = result(admin.describe_user_scram_credentials([user]))
+    for info in described[user].scram_credential_infos:
+        print(f"scram {info.mechanism.name.replace('_', '-')} {info.iterations}")
+elif mode == "delete-scram":
+    user, mechanism = sys.argv[3], sys.argv[4]
+    admin = AdminClient(settings)
+    try:
+        result(admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, MECHANISMS[mechanism])]))
+        print("deleted")
+    except KafkaException as e:
+        print(f"error {e.args[0].name()}")
+else:
+    raise SystemExit(f"unknown mode {mode}")

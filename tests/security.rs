@@ -1,0 +1,432 @@
+//! Secured listeners with real clients and raw sockets: TLS (rustls) with a CA the test makes
+//! with `openssl`, SASL PLAIN and SCRAM-SHA-256/512 with confluent-kafka, SCRAM users created
+//! through an AdminClient on the plaintext listener, and every kind of bad input on the
+//! secured ports.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use common::{Broker, TempDir, python, run_ok, stdout};
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A test CA, a broker certificate for 127.0.0.1, and a client certificate, made by `openssl`.
+struct TestCa {
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run_ok(Command::new("openssl").args(args).current_dir(dir), &format!("openssl {}", args[0]), CLIENT_TIMEOUT);
+}
+
+impl TestCa {
+    fn new(dir: &Path) -> Self {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ca = [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Moldau Test CA"],
+        ]
+        .concat();
+        openssl(dir, &ca);
+        std::fs::write(
+            dir.join("broker.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        let ca = Self { dir: dir.to_owned() };
+        ca.issue("broker", "/CN=localhost", "broker.ext");
+        ca.issue("client", "/O=Moldau Test/OU=eng/CN=alice", "client.ext");
+        ca.keystore("broker");
+        ca
+    }
+
+    /// A key and a certificate signed by the CA: NAME.key, NAME.pem.
+    fn issue(&self, name: &str, subject: &str, ext: &str) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(&self.dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+
+    /// NAME-keystore.pem: the key and the certificate, as Kafka's PEM key store holds them.
+    fn keystore(&self, name: &str) {
+        let key = std::fs::read_to_string(self.dir.join(format!("{name}.key"))).unwrap();
+        let pem = std::fs::read_to_string(self.dir.join(format!("{name}.pem"))).unwrap();
+        std::fs::write(self.dir.join(format!("{name}-keystore.pem")), format!("{key}{pem}")).unwrap();
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+/// A broker with SSL, SASL_SSL and SASL_PLAINTEXT listeners beside the plaintext one; PLAIN
+/// user alice (from the JAAS option, as Kafka takes it) and bob (from a users file).
+fn secured_broker(name: &str, ca: &TestCa, extra: &[&str]) -> Broker {
+    std::fs::write(ca.dir.join("plain-users"), "# PLAIN users\nbob=bob-secret\n").unwrap();
+    let mut args = vec![
+        "--set".to_owned(),
+        "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0".to_owned(),
+        "--set".to_owned(),
+        format!("ssl.keystore.location={}", ca.path("broker-keystore.pem")),
+        "--set".to_owned(),
+        format!("ssl.truststore.location={}", ca.path("ca.pem")),
+        "--set".to_owned(),
+        "ssl.client.auth=requested".to_owned(),
+        "--set".to_owned(),
+        r#"listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-secret";"#.to_owned(),
+        "--set".to_owned(),
+        format!("sasl_plain_users_file=\"{}\"", ca.path("plain-users")),
+        "--set".to_owned(),
+        "connection.failed.authentication.delay.ms=300".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Broker::start(name, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn client_settings(broker: &Broker, ca: &TestCa, listener: &str, extra: &[(&str, &str)]) -> String {
+    let mut settings = serde_json::Map::new();
+    settings.insert("bootstrap.servers".into(), broker.listener(listener).into());
+    settings.insert("security.protocol".into(), listener.into());
+    if listener.ends_with("SSL") {
+        settings.insert("ssl.ca.location".into(), ca.path("ca.pem").into());
+    }
+    for (key, value) in extra {
+        settings.insert((*key).into(), (*value).into());
+    }
+    serde_json::Value::Object(settings).to_string()
+}
+
+fn roundtrip(settings: &str, topic: &str) {
+    let out =
+        run_ok(&mut python("security.py", &["roundtrip", settings, topic, "200"]), "secured roundtrip", CLIENT_TIMEOUT);
+    assert!(stdout(&out).contains("roundtrip ok 200"), "{}", stdout(&out));
+}
+
+fn refused(settings: &str) -> String {
+    let out = run_ok(&mut python("security.py", &["refused", settings]), "refused login", CLIENT_TIMEOUT);
+    stdout(&out).trim().to_owned()
+}
+
+fn sasl<'a>(mechanism: &'a str, user: &'a str, password: &'a str) -> [(&'a str, &'a str); 3] {
+    [("sasl.mechanism", mechanism), ("sasl.username", user), ("sasl.password", password)]
+}
+
+#[test]
+fn tls_and_sasl_listeners_serve_real_clients_and_scram_users_come_from_the_admin_api() {
+    let dir = TempDir::new("security-ca");
+    let ca = TestCa::new(&dir);
+    let mut broker = secured_broker("secured", &ca, &[]);
+    // A SCRAM user made through the plaintext listener with an AdminClient.
+    let admin = client_settings(&broker, &ca, "PLAINTEXT", &[]);
+    for (mechanism, iterations) in [("SCRAM-SHA-512", "8192"), ("SCRAM-SHA-256", "4096")] {
+        let out = run_ok(
+            &mut python("security.py", &["add-scram", &admin, "carol", "carol-secret", mechanism, iterations]),
+            "add SCRAM user",
+            CLIENT_TIMEOUT,
+        );
+        assert!(stdout(&out).contains(&format!("scram {mechanism} {iterations}")), "{}", stdout(&out));
+    }
+    // TLS, without and with a client certificate.
+    roundtrip(&client_settings(&broker, &ca, "SSL", &[]), "tls");
+    let mtls = [("ssl.certificate.location", ca.path("client.pem")), ("ssl.key.location", ca.path("client.key"))];
+    let mtls: Vec<(&str, &str)> = mtls.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    roundtrip(&client_settings(&broker, &ca, "SSL", &mtls), "mtls");
+    // SASL over TLS and over plain TCP, every mechanism.
+    roundtrip(&client_settings(&broker, &ca, "SASL_SSL", &sasl("SCRAM-SHA-512", "carol", "carol-secret")), "scram512");
+    roundtrip(&client_settings(&broker, &ca, "SASL_SSL", &sasl("PLAIN", "alice", "alice-secret")), "plain-jaas");
+    roundtrip(&client_settings(&broker, &ca, "SASL_PLAINTEXT", &sasl("PLAIN", "bob", "bob-secret")), "plain-file");
+    roundtrip(
+        &client_settings(&broker, &ca, "SASL_PLAINTEXT", &sasl("SCRAM-SHA-256", "carol", "carol-secret")),
+        "scram256",
+    );
+    // Wrong passwords, unknown users, and a mechanism the user has no credential for.
+    for (listener, mechanism, user, password) in [
+        ("SASL_SSL", "SCRAM-SHA-512", "carol", "wrong"),
+        ("SASL_SSL", "PLAIN", "alice", "wrong"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256", "nobody", "x"),
+        ("SASL_PLAINTEXT", "PLAIN", "carol", "carol-secret"),
+    ] {
+        let said = refused(&client_settings(&broker, &ca, listener, &sasl(mechanism, user, password)));
+        assert_eq!(said, "refused _AUTHENTICATION", "{listener} {mechanism} {user}");
+    }
+    // A PLAIN user added to the file logs in without a restart.
+    std::fs::write(ca.dir.join("plain-users"), "bob=bob-secret\ndave=dave-secret\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    roundtrip(
+        &client_settings(&broker, &ca, "SASL_PLAINTEXT", &sasl("PLAIN", "dave", "dave-secret")),
+        "plain-reloaded",
+    );
+    // SCRAM credentials are cluster metadata: they survive a restart, and deleting one works.
+    broker.restart_clean();
+    roundtrip(&client_settings(&broker, &ca, "SASL_SSL", &sasl("SCRAM-SHA-512", "carol", "carol-secret")), "scram512");
+    let admin = client_settings(&broker, &ca, "PLAINTEXT", &[]);
+    let out = run_ok(
+        &mut python("security.py", &["delete-scram", &admin, "carol", "SCRAM-SHA-512"]),
+        "delete",
+        CLIENT_TIMEOUT,
+    );
+    assert!(stdout(&out).contains("deleted"), "{}", stdout(&out));
+    let out = run_ok(
+        &mut python("security.py", &["delete-scram", &admin, "carol", "SCRAM-SHA-512"]),
+        "delete",
+        CLIENT_TIMEOUT,
+    );
+    assert!(stdout(&out).contains("error RESOURCE_NOT_FOUND"), "{}", stdout(&out));
+    let said = refused(&client_settings(&broker, &ca, "SASL_SSL", &sasl("SCRAM-SHA-512", "carol", "carol-secret")));
+    assert_eq!(said, "refused _AUTHENTICATION");
+    roundtrip(
+        &client_settings(&broker, &ca, "SASL_PLAINTEXT", &sasl("SCRAM-SHA-256", "carol", "carol-secret")),
+        "scram256",
+    );
+}
+
+#[test]
+fn a_client_certificate_names_its_principal_as_kafka_does() {
+    let dir = TempDir::new("security-principal");
+    let _ca = TestCa::new(&dir);
+    openssl(&dir, &["x509", "-in", "client.pem", "-outform", "der", "-out", "client.der"]);
+    let der = std::fs::read(dir.join("client.der")).unwrap();
+    assert_eq!(moldau::security::tls::subject_name(&der).as_deref(), Some("CN=alice,OU=eng,O=Moldau Test"));
+}
+
+#[test]
+fn tls_certificates_are_read_again_when_their_file_changes() {
+    let dir = TempDir::new("security-reload");
+    let ca = TestCa::new(&dir);
+    let broker = secured_broker("tls-reload", &ca, &[]);
+    let served = |addr: &str| {
+        let out = run_ok(
+            Command::new("python3").args([
+                "-c",
+                "import ssl,sys; h,p=sys.argv[1].rsplit(':',1); print(ssl.get_server_certificate((h,int(p))))",
+                addr,
+            ]),
+            "get the served certificate",
+            CLIENT_TIMEOUT,
+        );
+        stdout(&out).split_whitespace().collect::<String>()
+    };
+    let pem = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap().split_whitespace().collect::<String>();
+    assert_eq!(served(&broker.listener("SSL")), pem("broker.pem"));
+    // A renewed certificate in the same file is served to new connections, no restart.
+    ca.issue("renewed", "/CN=localhost", "broker.ext");
+    let key = std::fs::read_to_string(dir.join("renewed.key")).unwrap();
+    let cert = std::fs::read_to_string(dir.join("renewed.pem")).unwrap();
+    std::fs::write(dir.join("broker-keystore.pem"), format!("{key}{cert}")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served(&broker.listener("SSL")) != pem("renewed.pem") {
+        assert!(Instant::now() < deadline, "the renewed certificate is not served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A broken file keeps the last good one in use.
+    std::fs::write(dir.join("broker-keystore.pem"), "not a key store").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(served(&broker.listener("SSL")), pem("renewed.pem"));
+    roundtrip(&client_settings(&broker, &ca, "SSL", &[]), "after-reload");
+}
+
+// ---- raw sockets ----
+
+/// A request frame (header v1, client id "test").
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = BytesMut::new();
+    frame.put_i16(api_key);
+    frame.put_i16(version);
+    frame.put_i32(77);
+    frame.put_i16(4);
+    frame.put_slice(b"test");
+    frame.put_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    out
+}
+
+fn request(stream: &mut TcpStream, api_key: i16, version: i16, body: &[u8]) -> Option<Vec<u8>> {
+    stream.write_all(&frame(api_key, version, body)).ok()?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body[4..].to_vec())
+}
+
+/// Whether the broker closes the connection (whatever it sends before, e.g. a TLS alert).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+    false
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+fn string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as i16).to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+fn bytes_field(b: &[u8]) -> Vec<u8> {
+    let mut out = (b.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(b);
+    out
+}
+
+const API_VERSIONS: i16 = 18;
+const METADATA: i16 = 3;
+const SASL_HANDSHAKE: i16 = 17;
+const SASL_AUTHENTICATE: i16 = 36;
+
+fn error_code(body: &[u8]) -> i16 {
+    i16::from_be_bytes([body[0], body[1]])
+}
+
+/// SaslHandshake for `mechanism`, then one SaslAuthenticate (v1) with `token`: its error code
+/// and how long the answer took.
+fn authenticate(addr: &str, mechanism: &str, token: &[u8]) -> (i16, Duration, TcpStream) {
+    let mut stream = connect(addr);
+    let handshake = request(&mut stream, SASL_HANDSHAKE, 1, &string(mechanism)).expect("handshake answered");
+    assert_eq!(error_code(&handshake), 0);
+    let started = Instant::now();
+    let answer = request(&mut stream, SASL_AUTHENTICATE, 1, &bytes_field(token)).expect("authenticate answered");
+    (error_code(&answer), started.elapsed(), stream)
+}
+
+#[test]
+fn bad_input_on_secured_listeners_gets_kafka_errors_and_closes_only_that_connection() {
+    let dir = TempDir::new("security-bad");
+    let ca = TestCa::new(&dir);
+    let broker = secured_broker("secured-bad", &ca, &[]);
+    let sasl_plain = broker.listener("SASL_PLAINTEXT");
+    // A plaintext Kafka client on the TLS port: the handshake fails, the connection closes.
+    let mut stream = connect(&broker.listener("SSL"));
+    stream.write_all(&frame(API_VERSIONS, 0, &[])).unwrap();
+    assert!(closed(&mut stream), "plaintext on the TLS port is closed");
+    // A TLS client on the plaintext port: its ClientHello is no Kafka frame.
+    let mut stream = connect(&broker.addr);
+    stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).unwrap();
+    assert!(closed(&mut stream), "TLS on the plaintext port is closed");
+    // Requests before the SASL handshake: ApiVersions is answered, anything else closes.
+    let mut stream = connect(&sasl_plain);
+    assert!(request(&mut stream, API_VERSIONS, 0, &[]).is_some(), "ApiVersions before authentication");
+    assert!(request(&mut stream, METADATA, 1, &(-1i32).to_be_bytes()).is_none(), "Metadata before the handshake");
+    let mut stream = connect(&sasl_plain);
+    assert!(request(&mut stream, SASL_AUTHENTICATE, 1, &bytes_field(b"\0alice\0alice-secret")).is_none());
+    // An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
+    let mut stream = connect(&sasl_plain);
+    let answer = request(&mut stream, SASL_HANDSHAKE, 1, &string("GSSAPI")).unwrap();
+    assert_eq!(error_code(&answer), 33);
+    let listed = String::from_utf8_lossy(&answer);
+    assert!(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].iter().all(|m| listed.contains(m)), "{listed}");
+    assert!(closed(&mut stream));
+    // Wrong, garbage and oversized tokens: SASL_AUTHENTICATION_FAILED after the delay, closed.
+    for (mechanism, token) in [
+        ("PLAIN", b"\0bob\0wrong".to_vec()),
+        ("PLAIN", b"garbage".to_vec()),
+        ("PLAIN", vec![0u8; 9000]),
+        ("SCRAM-SHA-256", b"n,,garbage".to_vec()),
+        ("SCRAM-SHA-512", vec![0xff; 64]),
+    ] {
+        let (code, took, mut stream) = authenticate(&sasl_plain, mechanism, &token);
+        assert_eq!(code, 58, "{mechanism} {:?}", String::from_utf8_lossy(&token));
+        assert!(took >= Duration::from_millis(250), "a failed authentication is answered late ({took:?})");
+        assert!(closed(&mut stream), "closed after a failed authentication");
+    }
+    // SASL requests on the plaintext listener: ILLEGAL_SASL_STATE, the connection stays.
+    let mut stream = connect(&broker.addr);
+    let answer = request(&mut stream, SASL_HANDSHAKE, 1, &string("PLAIN")).unwrap();
+    assert_eq!(error_code(&answer), 34);
+    let answer = request(&mut stream, SASL_AUTHENTICATE, 1, &bytes_field(b"\0bob\0bob-secret")).unwrap();
+    assert_eq!(error_code(&answer), 34);
+    assert!(request(&mut stream, API_VERSIONS, 0, &[]).is_some());
+    // The right password still works, on a raw socket too, and the broker serves everyone.
+    let (code, _, mut stream) = authenticate(&sasl_plain, "PLAIN", b"\0bob\0bob-secret");
+    assert_eq!(code, 0);
+    assert!(request(&mut stream, METADATA, 1, &(-1i32).to_be_bytes()).is_some(), "Metadata once authenticated");
+    roundtrip(&client_settings(&broker, &ca, "SASL_SSL", &sasl("PLAIN", "alice", "alice-secret")), "after-bad-input");
+}
+
+#[test]
+fn a_sasl_session_past_connections_max_reauth_ms_must_authenticate_again() {
+    let dir = TempDir::new("security-reauth");
+    let ca = TestCa::new(&dir);
+    let broker = secured_broker("secured-reauth", &ca, &["--set", "connections.max.reauth.ms=1000"]);
+    let sasl_plain = broker.listener("SASL_PLAINTEXT");
+    let mut stream = connect(&sasl_plain);
+    request(&mut stream, SASL_HANDSHAKE, 1, &string("PLAIN")).unwrap();
+    let answer = request(&mut stream, SASL_AUTHENTICATE, 1, &bytes_field(b"\0bob\0bob-secret")).unwrap();
+    assert_eq!(error_code(&answer), 0);
+    let lifetime = i64::from_be_bytes(answer[answer.len() - 8..].try_into().unwrap());
+    assert_eq!(lifetime, 1000, "session_lifetime_ms tells the client");
+    std::thread::sleep(Duration::from_millis(1200));
+    // Re-authentication (KIP-368) renews the session...
+    let answer = request(&mut stream, SASL_HANDSHAKE, 1, &string("PLAIN")).unwrap();
+    assert_eq!(error_code(&answer), 0);
+    let answer = request(&mut stream, SASL_AUTHENTICATE, 1, &bytes_field(b"\0bob\0bob-secret")).unwrap();
+    assert_eq!(error_code(&answer), 0);
+    assert!(request(&mut stream, METADATA, 1, &(-1i32).to_be_bytes()).is_some());
+    // ...and a session left to expire is closed on its next request.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(request(&mut stream, METADATA, 1, &(-1i32).to_be_bytes()).is_none(), "an expired session is closed");
+    // librdkafka re-authenticates on its own and keeps working past several lifetimes.
+    roundtrip(&client_settings(&broker, &ca, "SASL_SSL", &sasl("PLAIN", "alice", "alice-secret")), "reauth");
+}
+
+#[test]
+fn listener_settings_that_cannot_work_are_refused_at_start() {
+    for (set, expect) in [
+        ("listeners=SSL://127.0.0.1:0", "PLAINTEXT listener"),
+        ("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "ssl_keystore_location"),
+        ("listeners=PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0", "listener_security_protocol_map"),
+        ("sasl.enabled.mechanisms=GSSAPI", "GSSAPI"),
+        ("ssl.keystore.type=JKS", "PEM"),
+        ("inter.broker.listener.name=SASL_SSL", "PLAINTEXT"),
+    ] {
+        let dir = TempDir::new("security-refused");
+        let out = common::run(
+            &mut common::moldau(&["serve", "--data-dir", &dir.0.display().to_string(), "--set", set]),
+            Duration::from_secs(60),
+        );
+        assert!(!out.status.success(), "{set} was taken");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(expect), "{set}: {said}");
+    }
+}
