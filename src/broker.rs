@@ -225,6 +225,15 @@ impl Broker {
         }
         config.listeners = resolved.join(",");
         let probe = probes;
+        if !config.authorizer_class_name.is_empty()
+            && config.voters.is_some()
+            && !config.super_users.split(';').any(|u| u.trim() == "User:ANONYMOUS")
+        {
+            tracing::warn!(
+                "followers fetch over the PLAINTEXT listener as User:ANONYMOUS: give it CLUSTER_ACTION on the \
+                 cluster (or list it in super.users), or replication stops"
+            );
+        }
         let config = Arc::new(config);
         let voters: Vec<Voter> = config
             .parsed_voters()

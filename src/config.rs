@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::FlushPolicy;
 
+/// Kafka's authorizer class names, either of which turns on ACLs.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+/// The ZooKeeper-era name, taken for the same authorizer.
+pub const ACL_AUTHORIZER: &str = "kafka.security.authorizer.AclAuthorizer";
+
 /// Everything a broker process needs to start.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +68,15 @@ pub struct BrokerConfig {
     /// Longest an authenticated SASL session lasts before the client must authenticate again
     /// (`connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
     pub connections_max_reauth_ms: u64,
+    /// The authorizer (`authorizer.class.name`): empty for none (everyone may do everything),
+    /// or Kafka's `StandardAuthorizer` (or `AclAuthorizer`) class name for ACLs in the cluster
+    /// metadata.
+    pub authorizer_class_name: String,
+    /// Principals allowed everything, `;`-separated (`super.users`, e.g. `User:admin;User:ANONYMOUS`).
+    pub super_users: String,
+    /// With an authorizer: whether a resource no ACL names is open to everyone
+    /// (`allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
     /// Where partitions and cluster metadata live.
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors); 0 means one per available core.
@@ -193,6 +207,9 @@ impl Default for BrokerConfig {
             sasl_plain_users_file: None,
             connection_failed_authentication_delay_ms: 100,
             connections_max_reauth_ms: 0,
+            authorizer_class_name: String::new(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
             data_dir: PathBuf::from("./moldau-data"),
             shards: 0,
             flush: FlushPolicy::Always,
@@ -370,6 +387,12 @@ impl BrokerConfig {
             ));
         }
         self.extra_listeners().map_err(ConfigError::Invalid)?;
+        if !matches!(self.authorizer_class_name.as_str(), "" | STANDARD_AUTHORIZER | ACL_AUTHORIZER) {
+            return bad(format!(
+                "authorizer_class_name must be empty or {STANDARD_AUTHORIZER}, not {:?}",
+                self.authorizer_class_name
+            ));
+        }
         let voters = self.parsed_voters().map_err(ConfigError::Invalid)?;
         if self.voters.is_some() && self.controller_listen.is_some() && !voters.iter().any(|v| v.0 == self.broker_id) {
             return bad(format!("controller_listen is set but broker {} is not among the voters", self.broker_id));

@@ -430,3 +430,67 @@ fn listener_settings_that_cannot_work_are_refused_at_start() {
         assert!(said.contains(expect), "{set}: {said}");
     }
 }
+
+fn script(args: &[&str]) -> String {
+    let out = run_ok(&mut python("security.py", args), args[0], CLIENT_TIMEOUT);
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn acls_decide_who_writes_reads_and_sees_what() {
+    let dir = TempDir::new("security-acl");
+    let ca = TestCa::new(&dir);
+    // The plaintext listener's anonymous principal is a super user (brokers and the admin use it).
+    let broker = secured_broker(
+        "secured-acl",
+        &ca,
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "--set",
+            "super.users=User:admin;User:ANONYMOUS",
+        ],
+    );
+    let admin = client_settings(&broker, &ca, "PLAINTEXT", &[]);
+    assert_eq!(script(&["produce", &admin, "orders", "5"]), "produced 5", "super user auto-creates and writes");
+    assert_eq!(script(&["produce", &admin, "secret", "5"]), "produced 5");
+    let mtls_user = "User:CN=alice,OU=eng,O=Moldau Test";
+    let said = script(&[
+        "create-acls",
+        &admin,
+        "TOPIC:orders:LITERAL:User:bob:WRITE:ALLOW",
+        "TOPIC:ord:PREFIXED:User:bob:READ:ALLOW",
+        "GROUP:bob-:PREFIXED:User:bob:READ:ALLOW",
+        &format!("TOPIC:orders:LITERAL:{mtls_user}:WRITE:ALLOW"),
+    ]);
+    assert_eq!(said, "acls 4");
+    let bob = client_settings(&broker, &ca, "SASL_PLAINTEXT", &sasl("PLAIN", "bob", "bob-secret"));
+    assert_eq!(script(&["produce", &bob, "orders", "10"]), "produced 10");
+    assert_eq!(script(&["produce", &bob, "secret", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(script(&["consume", &bob, "orders", "bob-readers", "15"]), "consumed 15");
+    assert_eq!(script(&["consume", &bob, "orders", "other-group", "1"]), "error GROUP_AUTHORIZATION_FAILED");
+    assert_eq!(script(&["consume", &bob, "secret", "bob-readers", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
+    // Topics a principal may not describe are invisible to it.
+    assert_eq!(script(&["topics", &bob]), "topics orders");
+    let alice = client_settings(&broker, &ca, "SASL_SSL", &sasl("PLAIN", "alice", "alice-secret"));
+    assert_eq!(script(&["topics", &alice]), "topics", "alice may describe no topic");
+    assert_eq!(script(&["produce", &alice, "orders", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
+    // A TLS client certificate's subject is the principal the ACL names.
+    let mtls = [("ssl.certificate.location", ca.path("client.pem")), ("ssl.key.location", ca.path("client.key"))];
+    let mtls: Vec<(&str, &str)> = mtls.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cert = client_settings(&broker, &ca, "SSL", &mtls);
+    assert_eq!(script(&["produce", &cert, "orders", "3"]), "produced 3");
+    assert_eq!(script(&["produce", &cert, "secret", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
+    let anonymous_tls = client_settings(&broker, &ca, "SSL", &[]);
+    assert_eq!(script(&["produce", &anonymous_tls, "secret", "1"]), "produced 1", "User:ANONYMOUS is a super user");
+    // ACL changes take effect at once; deleted ACLs grant nothing.
+    assert_eq!(script(&["delete-acls", &admin, "User:bob"]), "deleted 3");
+    assert_eq!(script(&["produce", &bob, "orders", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
+    // Only a principal with ALTER on the cluster manages ACLs.
+    let out = run(&mut python("security.py", &["create-acls", &bob, "TOPIC:secret:LITERAL:User:bob:ALL:ALLOW"]));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("CLUSTER_AUTHORIZATION_FAILED"));
+}
+
+fn run(command: &mut Command) -> std::process::Output {
+    common::run(command, CLIENT_TIMEOUT)
+}

@@ -390,6 +390,26 @@ impl Controller {
                     .await;
                 Answer { index, response: Ok(ControllerResponse::Done(results)) }
             }
+            ControllerRequest::CreateAcls { bindings } => {
+                // Bindings already there are not added twice.
+                let mut records = Vec::new();
+                for binding in bindings {
+                    let present = image.acls.values().any(|b| **b == binding)
+                        || records.iter().any(|r| matches!(r, MetadataRecord::Acl { binding: b, .. } if *b == binding));
+                    if !present {
+                        records.push(MetadataRecord::Acl { id: Uuid::new_v4(), binding });
+                    }
+                }
+                self.propose_all(records).await
+            }
+            ControllerRequest::DeleteAcls { ids } => {
+                let records = ids
+                    .into_iter()
+                    .filter(|id| image.acls.contains_key(id))
+                    .map(|id| MetadataRecord::RemoveAcl { id })
+                    .collect();
+                self.propose_all(records).await
+            }
             ControllerRequest::AlterScramCredentials { upserts, deletions } => {
                 let mut records: Vec<MetadataRecord> = deletions
                     .into_iter()
@@ -400,13 +420,7 @@ impl Controller {
                         .into_iter()
                         .map(|(name, credential)| MetadataRecord::UserScramCredential { name, credential }),
                 );
-                if records.is_empty() {
-                    return Answer { index: 0, response: Ok(ControllerResponse::Done(Vec::new())) };
-                }
-                match self.quorum.propose(records).await {
-                    Ok(index) => Answer { index, response: Ok(ControllerResponse::Done(Vec::new())) },
-                    Err(e) => Answer { index: 0, response: Err(e.into()) },
-                }
+                self.propose_all(records).await
             }
             ControllerRequest::AllocateProducerIds { broker_id, count } => {
                 let first = image.next_producer_id;
@@ -543,6 +557,17 @@ impl Controller {
             | ControllerRequest::DescribeQuorum => {
                 Answer { index: 0, response: Err(ControllerError::InvalidRequest("not a change".into())) }
             }
+        }
+    }
+
+    /// Commits `records` as one entry (nothing to commit: done at once).
+    async fn propose_all(&self, records: Vec<MetadataRecord>) -> Answer {
+        if records.is_empty() {
+            return Answer { index: 0, response: Ok(ControllerResponse::Done(Vec::new())) };
+        }
+        match self.quorum.propose(records).await {
+            Ok(index) => Answer { index, response: Ok(ControllerResponse::Done(Vec::new())) },
+            Err(e) => Answer { index: 0, response: Err(e.into()) },
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::{Endpoint, MetadataRecord, ScramCredential};
+use super::records::{AclBinding, Endpoint, MetadataRecord, ScramCredential};
 use crate::model::{BrokerId, NO_BROKER};
 
 /// The internal topic holding consumer group state and committed offsets.
@@ -109,6 +109,8 @@ pub struct MetadataImage {
     topic_names: HashMap<Uuid, String>,
     /// First producer id not yet handed out.
     pub next_producer_id: i64,
+    /// ACLs by id.
+    pub acls: BTreeMap<Uuid, Arc<AclBinding>>,
     /// SCRAM credentials by user name and mechanism.
     pub scram_credentials: BTreeMap<(String, String), Arc<ScramCredential>>,
     /// Records applied so far.
@@ -296,6 +298,12 @@ impl MetadataImage {
                 let key = (name.clone(), credential.mechanism.clone());
                 next.scram_credentials.insert(key, Arc::new(credential.clone()));
             }
+            MetadataRecord::Acl { id, binding } => {
+                next.acls.insert(*id, Arc::new(binding.clone()));
+            }
+            MetadataRecord::RemoveAcl { id } => {
+                next.acls.remove(id);
+            }
             MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
                 next.scram_credentials.remove(&(name.clone(), mechanism.clone()));
             }
@@ -327,6 +335,9 @@ impl MetadataImage {
             });
         }
         records.push(MetadataRecord::ProducerIds { broker_id: NO_BROKER, next: self.next_producer_id });
+        for (id, binding) in &self.acls {
+            records.push(MetadataRecord::Acl { id: *id, binding: (**binding).clone() });
+        }
         for ((name, _), credential) in &self.scram_credentials {
             records
                 .push(MetadataRecord::UserScramCredential { name: name.clone(), credential: (**credential).clone() });

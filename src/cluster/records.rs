@@ -136,6 +136,18 @@ pub enum MetadataRecord {
         /// The credential.
         credential: ScramCredential,
     },
+    /// An ACL was created (Kafka's AccessControlEntryRecord).
+    Acl {
+        /// Its id.
+        id: Uuid,
+        /// What it allows or denies.
+        binding: AclBinding,
+    },
+    /// An ACL was deleted.
+    RemoveAcl {
+        /// Its id.
+        id: Uuid,
+    },
     /// A user's SCRAM credential for one mechanism was removed.
     RemoveUserScramCredential {
         /// User name.
@@ -143,6 +155,26 @@ pub enum MetadataRecord {
         /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
         mechanism: String,
     },
+}
+
+/// One ACL: which principal from which host may (or may not) do an operation on resources, with
+/// Kafka's codes for resource type, pattern type, operation and permission.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclBinding {
+    /// Resource type (2 topic, 3 group, 4 cluster, 5 transactional id).
+    pub resource_type: i8,
+    /// Resource name, `*` for all, or a prefix.
+    pub resource_name: String,
+    /// Pattern type (3 literal, 4 prefixed).
+    pub pattern_type: i8,
+    /// `User:NAME` or `User:*`.
+    pub principal: String,
+    /// Client host (IP address) or `*`.
+    pub host: String,
+    /// Operation (2 all, 3 read, 4 write, ...).
+    pub operation: i8,
+    /// Permission (2 deny, 3 allow).
+    pub permission: i8,
 }
 
 /// What a broker keeps of a SCRAM password (RFC 5802): enough to check a client's proof and to

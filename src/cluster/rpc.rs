@@ -143,6 +143,16 @@ pub enum ControllerRequest {
         /// Removed.
         deletions: Vec<(String, String)>,
     },
+    /// CreateAcls: these bindings, each under a new id (checked by the asking broker).
+    CreateAcls {
+        /// The ACLs.
+        bindings: Vec<super::AclBinding>,
+    },
+    /// DeleteAcls: the ACLs with these ids.
+    DeleteAcls {
+        /// Their ids.
+        ids: Vec<Uuid>,
+    },
     /// A block of producer ids.
     AllocateProducerIds {
         /// The asking broker.

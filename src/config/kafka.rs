@@ -28,6 +28,8 @@ pub(super) fn precedence(name: &str) -> u8 {
 /// Kafka's names Moldau takes, for error messages.
 pub(super) const KNOWN: &[&str] = &[
     "advertised.listeners",
+    "allow.everyone.if.no.acl.found",
+    "authorizer.class.name",
     "auto.create.topics.enable",
     "auto.leader.rebalance.enable",
     "broker.heartbeat.interval.ms",
@@ -84,6 +86,7 @@ pub(super) const KNOWN: &[&str] = &[
     "ssl.keystore.type",
     "ssl.truststore.location",
     "ssl.truststore.type",
+    "super.users",
 ];
 
 /// Kafka properties taken without effect, and why.
@@ -163,6 +166,9 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
             Some(Err(format!("{name}: encrypted private keys are not supported; give the key unencrypted (PEM)")))
         }
         "sasl.enabled.mechanisms" => one("sasl_enabled_mechanisms", text()),
+        "authorizer.class.name" => one("authorizer_class_name", text()),
+        "super.users" => one("super_users", text()),
+        "allow.everyone.if.no.acl.found" => one("allow_everyone_if_no_acl_found", boolean()),
         "connection.failed.authentication.delay.ms" => one("connection_failed_authentication_delay_ms", int()),
         "connections.max.reauth.ms" => one("connections_max_reauth_ms", int()),
         _ if name == "sasl.jaas.config"

@@ -20,6 +20,9 @@ pub use state::GroupState;
 /// Why a group operation failed; mapped to a Kafka error code at the protocol edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
+    /// The principal may not do this to the group (ACLs).
+    #[error("group authorization failed")]
+    NotAuthorized,
     /// The member id is not (or no longer) part of the group.
     #[error("unknown member id")]
     UnknownMemberId,

@@ -26,6 +26,7 @@ use crate::config::SecurityProtocol;
 use crate::io::LocalSignal;
 use crate::io::budget::Permit;
 use crate::io::net::Stream;
+use crate::security::acl;
 use crate::security::sasl::{Mechanism, SaslExchange};
 
 /// Responses gathered into one write at most.
@@ -173,6 +174,23 @@ impl Connection {
             Auth::Authenticated { .. } => None,
             Auth::Failed => Some("authentication failed".into()),
         }
+    }
+
+    /// Whether this connection's principal may do `operation` on the resource (`resource_type`
+    /// and `name`, Kafka's codes: `security::acl`); always, without an authorizer.
+    pub fn allowed(&self, operation: i8, resource_type: i8, name: &str) -> bool {
+        let authorizer = &self.ctx.security.authorizer;
+        if !authorizer.enabled() {
+            return true;
+        }
+        let view = self.ctx.view();
+        let principal = self.principal.borrow();
+        authorizer.allows(&view.image.acls, &principal, self.peer.ip(), operation, resource_type, name)
+    }
+
+    /// [`Connection::allowed`] on the cluster resource.
+    pub fn cluster_allowed(&self, operation: i8) -> bool {
+        self.allowed(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)
     }
 
     /// Whether the connection closes after the answer being prepared.

@@ -83,6 +83,7 @@ pub fn controller_result<T>(result: &Result<T, ControllerError>) -> (i16, Option
 /// Kafka error code for a group failure.
 pub fn group_error(err: GroupError) -> ResponseError {
     match err {
+        GroupError::NotAuthorized => ResponseError::GroupAuthorizationFailed,
         GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
         GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,

@@ -3,6 +3,7 @@
 //!
 //! Ownership: one [`ShardSecurity`] per shard (`Rc`), used by the shard's connections only.
 
+pub mod acl;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -63,6 +64,8 @@ impl Watched {
 
 /// A shard's TLS configuration and PLAIN users.
 pub struct ShardSecurity {
+    /// Checks requests against the ACLs.
+    pub authorizer: acl::Authorizer,
     config: Arc<BrokerConfig>,
     tls_files: Watched,
     tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
@@ -80,6 +83,7 @@ impl ShardSecurity {
             Vec::new()
         };
         let security = Rc::new(Self {
+            authorizer: acl::Authorizer::new(&config),
             tls_files: Watched::new(tls_paths),
             tls: RefCell::new(None),
             users_file: Watched::new(vec![config.sasl_plain_users_file.clone()]),

@@ -15,14 +15,27 @@ Usage:
       "scram MECHANISM ITERATIONS" for every credential USER then has.
   security.py delete-scram SETTINGS USER MECHANISM
       AdminClient: removes USER's credential. Prints "deleted" (or "error NAME").
+  security.py create-acls SETTINGS ACL...
+      AdminClient: creates each ACL, written TYPE:NAME:PATTERN:PRINCIPAL:OPERATION:PERMISSION
+      (e.g. TOPIC:orders:LITERAL:User:alice:WRITE:ALLOW), host *. Prints "acls N" with the
+      number of ACLs DescribeAcls then lists.
+  security.py delete-acls SETTINGS PRINCIPAL
+      AdminClient: deletes every ACL of PRINCIPAL. Prints "deleted N".
+  security.py produce SETTINGS TOPIC COUNT
+      Prints "produced COUNT", or "error NAME" with the first delivery error.
+  security.py consume SETTINGS TOPIC GROUP COUNT
+      Reads COUNT records in GROUP. Prints "consumed COUNT", or "error NAME".
+  security.py topics SETTINGS
+      Prints "topics A,B,..." (the topics Metadata shows, internal ones left out).
 """
 import json
 import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
+                                   AdminClient, ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 mode, settings = sys.argv[1], json.loads(sys.argv[2])
 MECHANISMS = {"SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256, "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512}
@@ -88,5 +101,50 @@ elif mode == "delete-scram":
         print("deleted")
     except KafkaException as e:
         print(f"error {e.args[0].name()}")
+elif mode == "create-acls":
+    admin = AdminClient(settings)
+    bindings = []
+    for spec in sys.argv[3:]:
+        rtype, name, pattern, kind, user, operation, permission = spec.split(":")
+        bindings.append(AclBinding(ResourceType[rtype], name, ResourcePatternType[pattern], f"{kind}:{user}", "*",
+                                   AclOperation[operation], AclPermissionType[permission]))
+    result(admin.create_acls(bindings))
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    print(f"acls {len(result(admin.describe_acls(everything)))}")
+elif mode == "delete-acls":
+    admin = AdminClient(settings)
+    of_principal = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, sys.argv[3], None,
+                                    AclOperation.ANY, AclPermissionType.ANY)
+    deleted = result(admin.delete_acls([of_principal]))
+    print(f"deleted {sum(len(v) for v in deleted.values())}")
+elif mode == "produce":
+    topic, count = sys.argv[3], int(sys.argv[4])
+    producer = Producer({**settings, "acks": "all", "message.timeout.ms": 10000})
+    failures = []
+    for i in range(count):
+        producer.produce(topic, value=f"acl-{i}", on_delivery=lambda err, msg: err and failures.append(err))
+    producer.flush(30)
+    print(f"error {failures[0].name()}" if failures else f"produced {count}")
+elif mode == "consume":
+    topic, group, count = sys.argv[3], sys.argv[4], int(sys.argv[5])
+    consumer = Consumer({**settings, "group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen, error = 0, None
+    deadline = time.time() + 30
+    while seen < count and error is None and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            error = msg.error().name()
+        else:
+            seen += 1
+    consumer.close()
+    print(f"error {error}" if error else f"consumed {seen}")
+elif mode == "topics":
+    admin = AdminClient(settings)
+    topics = admin.list_topics(timeout=15).topics
+    print("topics " + ",".join(sorted(t for t in topics if not t.startswith("__"))))
 else:
     raise SystemExit(f"unknown mode {mode}")

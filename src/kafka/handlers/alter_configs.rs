@@ -12,6 +12,7 @@ use super::describe_configs::RESOURCE_TOPIC;
 use crate::cluster::{ConfigChange, ControllerError, ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
+use crate::security::acl;
 
 /// Runs topic config changes through the controller and pairs each resource with its outcome
 /// (resources that are not topics are refused here).
@@ -20,9 +21,18 @@ pub async fn apply(
     resources: Vec<(i8, StrBytes, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, i16, Option<String>)> {
+    // ALTER_CONFIGS on each topic.
+    let allowed: Vec<bool> = resources
+        .iter()
+        .map(|(kind, name, _)| {
+            *kind != RESOURCE_TOPIC || conn.allowed(acl::op::ALTER_CONFIGS, acl::resource::TOPIC, name.as_str())
+        })
+        .collect();
     let changes: Vec<(String, ConfigChange)> = resources
         .iter()
-        .filter(|(kind, _, _)| *kind == RESOURCE_TOPIC)
+        .zip(&allowed)
+        .filter(|((kind, _, _), allowed)| *kind == RESOURCE_TOPIC && **allowed)
+        .map(|(resource, _)| resource)
         .map(|(_, name, change)| (name.as_str().to_owned(), change.clone()))
         .collect();
     let count = changes.len();
@@ -35,8 +45,11 @@ pub async fn apply(
     .into_iter();
     resources
         .into_iter()
-        .map(|(kind, name, _)| {
-            let (code, message) = if kind == RESOURCE_TOPIC {
+        .zip(allowed)
+        .map(|((kind, name, _), allowed)| {
+            let (code, message) = if !allowed {
+                (ResponseError::TopicAuthorizationFailed.code(), Some("ALTER_CONFIGS on the topic is needed".into()))
+            } else if kind == RESOURCE_TOPIC {
                 let outcome: Result<(), ControllerError> =
                     outcomes.next().unwrap_or(Err(ControllerError::Storage("controller did not answer".into())));
                 controller_result(&outcome)

@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::{controller_error, controller_result};
+use crate::security::acl;
 
 /// Answers AlterPartitionReassignments.
 pub async fn handle(
@@ -21,6 +22,10 @@ pub async fn handle(
     request: AlterPartitionReassignmentsRequest,
     version: i16,
 ) -> AlterPartitionReassignmentsResponse {
+    if !conn.cluster_allowed(acl::op::ALTER) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let response = AlterPartitionReassignmentsResponse::default();
     let allow_factor_change = version < 1 || request.allow_replication_factor_change;
     let view = conn.ctx.view();

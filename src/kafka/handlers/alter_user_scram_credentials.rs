@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::{ControllerRequest, ScramCredential};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
+use crate::security::acl;
 use crate::security::scram::{MAX_ITERATIONS, MIN_ITERATIONS, ScramMechanism};
 
 type Failure = (ResponseError, String);
@@ -22,6 +23,21 @@ pub async fn handle(
     request: AlterUserScramCredentialsRequest,
     _version: i16,
 ) -> AlterUserScramCredentialsResponse {
+    if !conn.cluster_allowed(acl::op::ALTER) {
+        let mut users: Vec<String> = request.deletions.iter().map(|d| d.name.as_str().to_owned()).collect();
+        users.extend(request.upsertions.iter().map(|u| u.name.as_str().to_owned()));
+        users.sort();
+        users.dedup();
+        let results = users
+            .into_iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(StrBytes::from_string(user))
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     let view = conn.ctx.view();
     // Per user: its first failure, else the changes it asks for.
     let mut outcome: BTreeMap<String, Result<(), Failure>> = BTreeMap::new();

@@ -11,6 +11,7 @@ use super::controller_items;
 use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
+use crate::security::acl;
 
 /// Answers CreatePartitions.
 pub async fn handle(
@@ -23,6 +24,11 @@ pub async fn handle(
     for topic in &request.topics {
         let assignments: Vec<Vec<i32>> =
             topic.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+        if !conn.allowed(acl::op::ALTER, acl::resource::TOPIC, topic.name.as_str()) {
+            let refused = (ResponseError::TopicAuthorizationFailed.code(), "ALTER on the topic is needed".to_owned());
+            results.push((topic.name.clone(), Some(refused)));
+            continue;
+        }
         asked.push((topic.name.as_str().to_owned(), topic.count, assignments));
         results.push((topic.name.clone(), None::<(i16, String)>));
     }

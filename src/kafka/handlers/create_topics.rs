@@ -11,6 +11,7 @@ use super::controller_items;
 use crate::cluster::{ControllerRequest, ControllerResponse, NewTopic, TopicConfig};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
+use crate::security::acl;
 
 /// DescribeConfigs config source for a value set on the topic.
 const SOURCE_TOPIC: i8 = 1;
@@ -43,7 +44,15 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
     let mut duplicate = std::collections::HashSet::new();
     let dupes: std::collections::HashSet<String> =
         topics.iter().filter(|t| !duplicate.insert(t.name.clone())).map(|t| t.name.clone()).collect();
-    let (unique, _): (Vec<NewTopic>, Vec<NewTopic>) = topics.into_iter().partition(|t| !dupes.contains(&t.name));
+    // CREATE on the cluster or on each topic.
+    let create_any = conn.cluster_allowed(acl::op::CREATE);
+    let denied: std::collections::HashSet<String> = topics
+        .iter()
+        .filter(|t| !create_any && !conn.allowed(acl::op::CREATE, acl::resource::TOPIC, &t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    let (unique, _): (Vec<NewTopic>, Vec<NewTopic>) =
+        topics.into_iter().partition(|t| !dupes.contains(&t.name) && !denied.contains(&t.name));
     let count = unique.len();
     let ask = ControllerRequest::CreateTopics {
         topics: unique.clone(),
@@ -65,6 +74,9 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
                 return result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(StrBytes::from_static_str("topic listed more than once in the request")));
+            }
+            if denied.contains(name.as_str()) {
+                return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
             }
             let Some(outcome) = results.remove(name.as_str()) else {
                 return result.with_error_code(ResponseError::RequestTimedOut.code());

@@ -13,6 +13,7 @@ use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
 use crate::model::TopicPartition;
 use crate::partition::{PartitionError, PartitionManager};
+use crate::security::acl;
 
 /// Answers DeleteRecords.
 pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
@@ -26,11 +27,16 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _versi
             .topic(topic.name.as_str())
             .and_then(|t| metadata.config_of(&t.id))
             .is_some_and(|c| c.compact && !c.retention_enabled());
+        let authorized = conn.allowed(acl::op::DELETE, acl::resource::TOPIC, topic.name.as_str());
         for p in &topic.partitions {
             let slot = slots.len();
             slots.push(
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1),
             );
+            if !authorized {
+                slots[slot].error_code = ResponseError::TopicAuthorizationFailed.code();
+                continue;
+            }
             if compacted_only {
                 slots[slot].error_code = ResponseError::PolicyViolation.code();
                 continue;

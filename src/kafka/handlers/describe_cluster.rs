@@ -8,9 +8,14 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 
 /// Answers DescribeCluster.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+    if !conn.cluster_allowed(acl::op::DESCRIBE) {
+        return DescribeClusterResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let metadata = conn.ctx.view();
     let response = DescribeClusterResponse::default().with_endpoint_type(request.endpoint_type);
     // Endpoint type 1 is "brokers"; 2 ("controllers") is for KRaft controller listeners, which

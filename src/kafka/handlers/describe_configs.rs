@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::topic_config::ConfigType;
 use crate::config::BrokerConfig;
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 
 /// Resource type of a topic.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -59,6 +60,18 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let (kind, name) = match resource.resource_type {
+                RESOURCE_TOPIC => (acl::resource::TOPIC, resource.resource_name.as_str()),
+                _ => (acl::resource::CLUSTER, acl::CLUSTER_NAME),
+            };
+            if !conn.allowed(acl::op::DESCRIBE_CONFIGS, kind, name) {
+                let code = if kind == acl::resource::TOPIC {
+                    ResponseError::TopicAuthorizationFailed
+                } else {
+                    ResponseError::ClusterAuthorizationFailed
+                };
+                return result.with_error_code(code.code());
+            }
             match resource.resource_type {
                 RESOURCE_TOPIC => match metadata
                     .topic(resource.resource_name.as_str())

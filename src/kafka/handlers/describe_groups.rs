@@ -8,19 +8,23 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::call_group;
-use crate::group::{GroupCall, GroupDescription};
+use crate::group::{GroupCall, GroupDescription, GroupError};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers DescribeGroups.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     for group_id in &request.groups {
         let id = group_id.as_str().to_owned();
-        let description =
+        let description = if conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, &id) {
             call_group(conn, &id, |reply| GroupCall::Describe { group_id: id.clone(), reply }).await.unwrap_or_else(
                 |error| GroupDescription { error: Some(error), group_id: id.clone(), ..Default::default() },
-            );
+            )
+        } else {
+            GroupDescription { error: Some(GroupError::NotAuthorized), group_id: id.clone(), ..Default::default() }
+        };
         let mut code = group_code(description.error);
         // v6 reports a group that does not exist as such; older versions say "Dead".
         if version >= 6 && description.error.is_none() && description.state == "Dead" {

@@ -14,9 +14,14 @@ use kafka_protocol::protocol::StrBytes;
 use crate::kafka::connection::Connection;
 use crate::model::TopicPartition;
 use crate::partition::PartitionStatus;
+use crate::security::acl;
 
 /// Answers DescribeLogDirs.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeLogDirsRequest, version: i16) -> DescribeLogDirsResponse {
+    if !conn.cluster_allowed(acl::op::DESCRIBE) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let partitions = &conn.ctx.partitions;
     let mut stored: Vec<(TopicPartition, PartitionStatus)> = Vec::new();
     for shard in 0..partitions.shards().count() {

@@ -12,12 +12,17 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
+use crate::security::acl;
 
 /// The name Kafka gives the metadata log's topic.
 const METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// Answers DescribeQuorum.
 pub async fn handle(conn: &Rc<Connection>, request: DescribeQuorumRequest, version: i16) -> DescribeQuorumResponse {
+    if !conn.cluster_allowed(acl::op::DESCRIBE) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let response = DescribeQuorumResponse::default();
     let asks_metadata = request.topics.len() == 1
         && request.topics[0].topic_name.as_str() == METADATA_TOPIC

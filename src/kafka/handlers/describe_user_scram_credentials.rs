@@ -12,6 +12,7 @@ use kafka_protocol::messages::{DescribeUserScramCredentialsRequest, DescribeUser
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 use crate::security::scram::ScramMechanism;
 
 /// Answers DescribeUserScramCredentials (every user when none is named).
@@ -20,6 +21,10 @@ pub async fn handle(
     request: DescribeUserScramCredentialsRequest,
     _version: i16,
 ) -> DescribeUserScramCredentialsResponse {
+    if !conn.cluster_allowed(acl::op::DESCRIBE) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let view = conn.ctx.view();
     let credentials = &view.image.scram_credentials;
     let (users, named): (Vec<String>, bool) = match &request.users {

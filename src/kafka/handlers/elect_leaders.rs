@@ -11,12 +11,17 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::{controller_error, controller_result};
+use crate::security::acl;
 
 /// Kafka's election type for an unclean election.
 const ELECTION_UNCLEAN: i8 = 1;
 
 /// Answers ElectLeaders.
 pub async fn handle(conn: &Rc<Connection>, request: ElectLeadersRequest, version: i16) -> ElectLeadersResponse {
+    if !conn.cluster_allowed(acl::op::ALTER) {
+        return ElectLeadersResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let unclean = version >= 1 && request.election_type == ELECTION_UNCLEAN;
     let partitions: Option<Vec<(String, i32)>> = request.topic_partitions.as_ref().map(|topics| {
         topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.topic.as_str().to_owned(), *p))).collect()

@@ -20,6 +20,7 @@ use crate::kafka::frame::RequestFrame;
 use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
 use crate::partition::{Isolation, PartitionError, PartitionManager, ReadOutcome};
+use crate::security::acl;
 use crate::shard::ShardId;
 
 /// Longest a fetch may wait for data, whatever the client asks.
@@ -66,12 +67,21 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
     }
 
+    // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
+    let replicating = follower.is_some() && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
     let mut topics: Vec<TopicOut> = Vec::new();
     // (topic index, partition index within topic) → what to read, for partitions that resolve.
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
     for topic in &request.topics {
         let found =
             if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(topic.topic.as_str()) };
+        let authorized = match follower {
+            Some(_) => replicating,
+            None => {
+                let name = found.map_or_else(|| topic.topic.as_str().to_owned(), |t| t.name.clone());
+                conn.allowed(acl::op::READ, acl::resource::TOPIC, &name)
+            }
+        };
         let t = topics.len();
         topics.push(TopicOut {
             name: topic.topic.as_str().to_owned(),
@@ -87,6 +97,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 ..PartitionOut::default()
             };
             let located = match found {
+                _ if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 None if version >= 13 => Err(ResponseError::UnknownTopicId),
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(meta) => locate_in(&metadata, meta, p.partition),

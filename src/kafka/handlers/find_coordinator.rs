@@ -15,6 +15,7 @@ use crate::cluster::{
     CONSUMER_OFFSETS_TOPIC, ControllerError, ControllerRequest, ControllerResponse, Endpoint, MetadataView, NewTopic,
 };
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 
 /// Replicas of each `__consumer_offsets` partition (at most: fewer brokers, fewer replicas).
 const OFFSETS_REPLICATION: usize = 3;
@@ -79,6 +80,9 @@ pub async fn handle(conn: &Rc<Connection>, request: FindCoordinatorRequest, vers
             let c = Coordinator::default().with_key(key.clone());
             let found = match &error {
                 Some(early) => Err(early.clone()),
+                None if !conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, key.as_str()) => {
+                    Err((ResponseError::GroupAuthorizationFailed, "DESCRIBE on the group is needed".to_owned()))
+                }
                 None => coordinator_of(&view, key.as_str(), &conn.listener.name),
             };
             match found {

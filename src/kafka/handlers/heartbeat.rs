@@ -2,15 +2,20 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::call_group;
 use crate::group::GroupCall;
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers Heartbeat.
 pub async fn handle(conn: &Rc<Connection>, request: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+    if !conn.allowed(acl::op::READ, acl::resource::GROUP, request.group_id.as_str()) {
+        return HeartbeatResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.as_str().to_owned();
     let error = call_group(conn, &group_id, |reply| GroupCall::Heartbeat {
         group_id: group_id.clone(),

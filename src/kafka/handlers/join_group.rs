@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -10,9 +11,13 @@ use super::{call_group, client_host};
 use crate::group::{GroupCall, GroupError, JoinRequest, JoinResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers JoinGroup (after the rebalance completes).
 pub async fn handle(conn: &Rc<Connection>, request: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    if !conn.allowed(acl::op::READ, acl::resource::GROUP, request.group_id.as_str()) {
+        return JoinGroupResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let join = JoinRequest {
         group_id: request.group_id.as_str().to_owned(),
         member_id: request.member_id.as_str().to_owned(),

@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -10,9 +11,13 @@ use super::call_group;
 use crate::group::GroupCall;
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers LeaveGroup.
 pub async fn handle(conn: &Rc<Connection>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if !conn.allowed(acl::op::READ, acl::resource::GROUP, request.group_id.as_str()) {
+        return LeaveGroupResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.as_str().to_owned();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::group::GroupCall;
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 
 /// Answers ListGroups.
 pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
@@ -17,6 +18,7 @@ pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: 
     // when no type is asked for or "classic" is among those asked for.
     let types_ok = request.types_filter.is_empty()
         || request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    let all_visible = conn.cluster_allowed(acl::op::DESCRIBE);
     let groups = &conn.ctx.groups;
     let mut listings = Vec::new();
     for shard in 0..groups.shards().count() {
@@ -31,7 +33,7 @@ pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: 
     let mut groups = Vec::new();
     for listing in listings {
         for g in listing.unwrap_or_default() {
-            if !types_ok {
+            if !types_ok || !(all_visible || conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, &g.group_id)) {
                 continue;
             }
             let mut listed = ListedGroup::default()

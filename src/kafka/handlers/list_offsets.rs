@@ -11,6 +11,7 @@ use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
 use crate::model::TopicPartition;
 use crate::partition::{Isolation, PartitionError, PartitionManager};
+use crate::security::acl;
 
 /// Answers ListOffsets.
 pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
@@ -22,9 +23,14 @@ pub async fn handle(conn: &Rc<Connection>, request: ListOffsetsRequest, version:
     let mut routed = Vec::new();
     for topic in &request.topics {
         shape.push((topic.name.clone(), topic.partitions.len()));
+        let authorized = conn.allowed(acl::op::DESCRIBE, acl::resource::TOPIC, topic.name.as_str());
         for p in &topic.partitions {
             let slot = slots.len();
             slots.push(ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index));
+            if !authorized {
+                slots[slot].error_code = ResponseError::TopicAuthorizationFailed.code();
+                continue;
+            }
             match locate(&metadata, topic.name.as_str(), p.partition_index) {
                 Ok((key, shard)) => routed.push((shard, slot, (key, p.timestamp, p.current_leader_epoch))),
                 Err(code) => slots[slot].error_code = code.code(),

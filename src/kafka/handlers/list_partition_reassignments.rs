@@ -10,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, ListPartitionReassignmentsRequest, List
 
 use crate::cluster::PartitionImage;
 use crate::kafka::connection::Connection;
+use crate::security::acl;
 
 fn ids(brokers: &[i32]) -> Vec<BrokerId> {
     brokers.iter().copied().map(BrokerId).collect()
@@ -21,6 +22,10 @@ pub async fn handle(
     request: ListPartitionReassignmentsRequest,
     _version: i16,
 ) -> ListPartitionReassignmentsResponse {
+    if !conn.cluster_allowed(acl::op::DESCRIBE) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let view = conn.ctx.view();
     let describe = |p: &PartitionImage| {
         OngoingPartitionReassignment::default()

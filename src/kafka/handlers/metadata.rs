@@ -16,6 +16,7 @@ use crate::cluster::{
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
 use crate::model::wire::topic_name;
+use crate::security::acl;
 
 /// The Metadata description of one topic: per partition its leader, leader epoch, replicas,
 /// in-sync replicas and the replicas on brokers that are not live (offline: unregistered or
@@ -111,6 +112,8 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
             .iter()
             .filter_map(|t| t.name.as_ref().map(|n| n.as_str().to_owned()))
             .filter(|n| metadata.topic(n).is_none() && topic_config::validate_topic_name(n).is_ok())
+            // Auto-creation needs CREATE on the cluster or the topic.
+            .filter(|n| conn.cluster_allowed(acl::op::CREATE) || conn.allowed(acl::op::CREATE, acl::resource::TOPIC, n))
             .collect();
         if !missing.is_empty() {
             for (name, result) in missing.iter().zip(auto_create(conn, missing.clone()).await) {
@@ -121,11 +124,28 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
             metadata = conn.ctx.view();
         }
     }
+    // Topics the principal may not DESCRIBE are left out of "all topics" and refused by name.
+    let describable = |name: &str| conn.allowed(acl::op::DESCRIBE, acl::resource::TOPIC, name);
     let topics = match requested {
-        None => metadata.image.topics().map(|t| describe_topic(t, &metadata, version)).collect(),
+        None => metadata
+            .image
+            .topics()
+            .filter(|t| describable(&t.name))
+            .map(|t| describe_topic(t, &metadata, version))
+            .collect(),
         Some(requested) => requested
             .iter()
-            .map(|t| lookup(&metadata, t.name.as_ref().map(|n| n.as_str()), t.topic_id, version))
+            .map(|t| {
+                let name = t.name.as_ref().map(|n| n.as_str()).filter(|n| !n.is_empty());
+                let resolved =
+                    name.map(str::to_owned).or_else(|| metadata.topic_by_id(&t.topic_id).map(|t| t.name.clone()));
+                match resolved {
+                    Some(resolved) if !describable(&resolved) => {
+                        error_topic(name, t.topic_id, ResponseError::TopicAuthorizationFailed)
+                    }
+                    _ => lookup(&metadata, t.name.as_ref().map(|n| n.as_str()), t.topic_id, version),
+                }
+            })
             .collect(),
     };
     MetadataResponse::default()

@@ -4,11 +4,14 @@ pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -136,6 +139,9 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::SaslHandshake, 1, SaslHandshakeRequest::VERSIONS.max),
         range::<SaslAuthenticateRequest>(ApiKey::SaslAuthenticate),
         range::<AlterUserScramCredentialsRequest>(ApiKey::AlterUserScramCredentials),
+        range::<CreateAclsRequest>(ApiKey::CreateAcls),
+        range::<DescribeAclsRequest>(ApiKey::DescribeAcls),
+        range::<DeleteAclsRequest>(ApiKey::DeleteAcls),
         range::<DescribeUserScramCredentialsRequest>(ApiKey::DescribeUserScramCredentials),
     ]
 }
@@ -203,6 +209,9 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
         ApiKey::Fetch => fetch::handle(conn, frame).await,
         ApiKey::ApiVersions => simple!(conn, frame, key, ApiVersionsRequest, api_versions),
         ApiKey::Metadata => simple!(conn, frame, key, MetadataRequest, metadata),
+        ApiKey::CreateAcls => simple!(conn, frame, key, CreateAclsRequest, create_acls),
+        ApiKey::DescribeAcls => simple!(conn, frame, key, DescribeAclsRequest, describe_acls),
+        ApiKey::DeleteAcls => simple!(conn, frame, key, DeleteAclsRequest, delete_acls),
         ApiKey::SaslHandshake => simple!(conn, frame, key, SaslHandshakeRequest, sasl_handshake),
         ApiKey::SaslAuthenticate => simple!(conn, frame, key, SaslAuthenticateRequest, sasl_authenticate),
         ApiKey::AlterUserScramCredentials => {

@@ -11,6 +11,7 @@ use super::call_group;
 use crate::group::{GroupCall, OffsetCommitEntry};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers OffsetCommit.
 pub async fn handle(conn: &Rc<Connection>, request: OffsetCommitRequest, _version: i16) -> OffsetCommitResponse {
@@ -19,13 +20,22 @@ pub async fn handle(conn: &Rc<Connection>, request: OffsetCommitRequest, _versio
     // (topic index, partition index) → position in the coordinator call, or an early error.
     let mut results: Vec<Vec<Result<usize, ResponseError>>> = Vec::new();
     let mut offsets = Vec::new();
+    // READ on the group and on each topic.
+    let group_ok = conn.allowed(acl::op::READ, acl::resource::GROUP, &group_id);
     for topic in &request.topics {
         let known = metadata.topic(topic.name.as_str());
+        let topic_ok = group_ok && conn.allowed(acl::op::READ, acl::resource::TOPIC, topic.name.as_str());
         results.push(
             topic
                 .partitions
                 .iter()
                 .map(|p| {
+                    if !group_ok {
+                        return Err(ResponseError::GroupAuthorizationFailed);
+                    }
+                    if !topic_ok {
+                        return Err(ResponseError::TopicAuthorizationFailed);
+                    }
                     let exists = known.is_some_and(|t| (0..t.partitions.len() as i32).contains(&p.partition_index));
                     if !exists {
                         return Err(ResponseError::UnknownTopicOrPartition);

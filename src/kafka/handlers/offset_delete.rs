@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
@@ -9,10 +10,14 @@ use super::call_group;
 use crate::group::GroupCall;
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers OffsetDelete.
 pub async fn handle(conn: &Rc<Connection>, request: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
     let group_id = request.group_id.as_str().to_owned();
+    if !conn.allowed(acl::op::DELETE, acl::resource::GROUP, &group_id) {
+        return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()

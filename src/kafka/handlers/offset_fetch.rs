@@ -14,15 +14,23 @@ use crate::group::{GroupCall, GroupError, OffsetCommitEntry};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
 use crate::model::wire::topic_name;
+use crate::security::acl;
 
 async fn fetch_group(
     conn: &Connection,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> (Option<GroupError>, Vec<OffsetCommitEntry>) {
-    call_group(conn, group_id, |reply| GroupCall::FetchOffsets { group_id: group_id.to_owned(), topics, reply })
-        .await
-        .unwrap_or_else(|e| (Some(e), Vec::new()))
+    if !conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, group_id) {
+        return (Some(GroupError::NotAuthorized), Vec::new());
+    }
+    let (error, mut entries) =
+        call_group(conn, group_id, |reply| GroupCall::FetchOffsets { group_id: group_id.to_owned(), topics, reply })
+            .await
+            .unwrap_or_else(|e| (Some(e), Vec::new()));
+    // Offsets of topics the principal may not DESCRIBE are not shown.
+    entries.retain(|e| conn.allowed(acl::op::DESCRIBE, acl::resource::TOPIC, &e.topic));
+    (error, entries)
 }
 
 /// Groups entries by topic, keeping first-seen order.

@@ -11,6 +11,7 @@ use crate::kafka::connection::Connection;
 use crate::kafka::errors::partition_error;
 use crate::model::TopicPartition;
 use crate::partition::{PartitionError, PartitionManager};
+use crate::security::acl;
 
 /// Answers OffsetForLeaderEpoch.
 pub async fn handle(
@@ -22,11 +23,23 @@ pub async fn handle(
     let mut slots: Vec<EpochEndOffset> = Vec::new();
     let mut shape = Vec::new();
     let mut routed = Vec::new();
+    // Followers (replica id >= 0) need CLUSTER_ACTION on the cluster; clients DESCRIBE on the topic.
+    let replica = request.replica_id.0 >= 0;
+    let replicating = replica && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
     for topic in &request.topics {
         shape.push((topic.topic.clone(), topic.partitions.len()));
+        let authorized = if replica {
+            replicating
+        } else {
+            conn.allowed(acl::op::DESCRIBE, acl::resource::TOPIC, topic.topic.as_str())
+        };
         for p in &topic.partitions {
             let slot = slots.len();
             slots.push(EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1));
+            if !authorized {
+                slots[slot].error_code = kafka_protocol::error::ResponseError::TopicAuthorizationFailed.code();
+                continue;
+            }
             match locate(&metadata, topic.topic.as_str(), p.partition) {
                 Ok((key, shard)) => routed.push((shard, slot, (key, p.leader_epoch, p.current_leader_epoch))),
                 Err(code) => slots[slot].error_code = code.code(),

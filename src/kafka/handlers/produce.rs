@@ -25,6 +25,7 @@ use crate::model::records::recompress;
 use crate::model::validate::{RecordRules, check_records};
 use crate::model::{BatchSpan, TopicPartition};
 use crate::partition::{Acks, Appended, PartitionError, PartitionManager};
+use crate::security::acl;
 
 /// Longest a Produce waits for its acknowledgement, whatever the client asks.
 const MAX_PRODUCE_TIMEOUT_MS: i32 = 300_000;
@@ -70,6 +71,9 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             Some(name) => metadata.topic(name),
             None => metadata.topic_by_id(&topic.topic_id),
         };
+        // WRITE on the topic, checked once per topic (before whether it exists, as Kafka does).
+        let name = topic.name.clone().or_else(|| found.map(|t| t.name.clone()));
+        let authorized = name.is_none_or(|name| conn.allowed(acl::op::WRITE, acl::resource::TOPIC, &name));
         for partition in &topic.partitions {
             let slot = slots.len();
             slots.push(Slot {
@@ -82,6 +86,10 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             let slot_ref = &mut slots[slot];
             if acks.is_none() {
                 slot_ref.fail(ResponseError::InvalidRequiredAcks, None);
+                continue;
+            }
+            if !authorized {
+                slot_ref.fail(ResponseError::TopicAuthorizationFailed, None);
                 continue;
             }
             if request.transactional_id.is_some() {

@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -9,9 +10,13 @@ use super::call_group;
 use crate::group::{GroupCall, SyncRequest, SyncResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::group_code;
+use crate::security::acl;
 
 /// Answers SyncGroup.
 pub async fn handle(conn: &Rc<Connection>, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    if !conn.allowed(acl::op::READ, acl::resource::GROUP, request.group_id.as_str()) {
+        return SyncGroupResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.as_str().to_owned();
     let sync = SyncRequest {
         group_id: group_id.clone(),
