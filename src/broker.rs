@@ -26,7 +26,7 @@ use crate::kafka::server::{KafkaContext, KafkaServices};
 use crate::model::TopicPartition;
 use crate::partition::{PartitionManager, run_retention};
 use crate::replication::Replication;
-use crate::security::ShardSecurity;
+use crate::security::{SecurityFiles, ShardSecurity};
 use crate::shard::{ShardInit, ShardLimits, ShardSet, ShardThreads, Sharded, stop_current};
 use crate::storage::{LogContext, ReadCache};
 
@@ -115,11 +115,13 @@ struct Startup {
     controller: ControllerHandle,
     /// Partitions a shard could not open (a full disk, say): the publisher tries them again.
     failed: std::sync::Mutex<BTreeSet<TopicPartition>>,
+    /// TLS configuration and PLAIN users, shared by the shards.
+    security: Arc<SecurityFiles>,
 }
 
 /// Builds the calling shard's services, opens its partitions, starts listening.
 async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> {
-    let Startup { config, faults, view, services, controller, failed } = &*startup;
+    let Startup { config, faults, view, services, controller, failed, security } = &*startup;
     let cache = Rc::new(RefCell::new(ReadCache::new(config.cache_bytes_per_shard)));
     let partitions = Rc::new(PartitionManager::new(
         config.data_dir.clone(),
@@ -148,7 +150,7 @@ async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> 
         groups: services.groups.clone(),
         controller: controller.clone(),
         config: config.clone(),
-        security: ShardSecurity::new(config.clone()).await?,
+        security: ShardSecurity::new(config.clone(), security.clone()).await?,
     };
     let kafka = KafkaContext::new(shard, kafka_services, metadata.clone());
     services.kafka.install(kafka.clone());
@@ -292,6 +294,7 @@ impl Broker {
             services: services.clone(),
             controller,
             failed: std::sync::Mutex::new(BTreeSet::new()),
+            security: SecurityFiles::new(config.clone()),
         });
         let init: ShardInit = {
             let startup = startup.clone();

@@ -50,6 +50,8 @@ fn name(s: &str) -> TopicName {
 
 /// A request of every API the broker lists, most with some content, at every version.
 fn corpus() -> Vec<Seed> {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -134,6 +136,38 @@ fn corpus() -> Vec<Seed> {
     seeds_of(&AlterPartitionReassignmentsRequest::default(), &mut out);
     seeds_of(&ListPartitionReassignmentsRequest::default(), &mut out);
     seeds_of(&DescribeLogDirsRequest::default(), &mut out);
+    seeds_of(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")), &mut out);
+    seeds_of(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")), &mut out);
+    seeds_of(
+        &CreateAclsRequest::default().with_creations(vec![
+            AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("fuzz"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:fuzz"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ]),
+        &mut out,
+    );
+    seeds_of(&DescribeAclsRequest::default().with_resource_type_filter(1).with_pattern_type_filter(1), &mut out);
+    seeds_of(&DeleteAclsRequest::default(), &mut out);
+    seeds_of(
+        &AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            ScramCredentialUpsertion::default()
+                .with_name(StrBytes::from_static_str("fuzz"))
+                .with_mechanism(1)
+                .with_iterations(4096)
+                .with_salt(Bytes::from_static(b"salt"))
+                .with_salted_password(Bytes::from_static(b"salted")),
+        ]),
+        &mut out,
+    );
+    seeds_of(&DescribeUserScramCredentialsRequest::default(), &mut out);
+    // Only versions the broker serves (SaslHandshake v0 is not: its tokens come unframed).
+    let served = moldau::kafka::handlers::supported_apis();
+    out.retain(|s| served.iter().any(|(k, min, max)| *k as i16 == s.key && (*min..=*max).contains(&s.version)));
     out
 }
 

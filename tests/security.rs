@@ -494,3 +494,59 @@ fn acls_decide_who_writes_reads_and_sees_what() {
 fn run(command: &mut Command) -> std::process::Output {
     common::run(command, CLIENT_TIMEOUT)
 }
+
+#[test]
+fn kafka_python_and_kafkajs_authenticate_with_scram_and_plain_over_tls() {
+    let dir = TempDir::new("security-clients");
+    let ca = TestCa::new(&dir);
+    let broker = secured_broker("secured-clients", &ca, &[]);
+    let admin = client_settings(&broker, &ca, "PLAINTEXT", &[]);
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let said = script(&["add-scram", &admin, "erin", "erin-secret", mechanism, "4096"]);
+        assert!(said.contains(mechanism), "{said}");
+    }
+    let ca_file = ca.path("ca.pem");
+    let sasl_ssl = broker.listener("SASL_SSL");
+    let sasl_plain = broker.listener("SASL_PLAINTEXT");
+    // kafka-python: SCRAM-SHA-512 over TLS, SCRAM-SHA-256 and PLAIN over plain TCP; a wrong password.
+    for (addr, protocol, mechanism, user, password, topic) in [
+        (&sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", "erin", "erin-secret", "kp-scram512"),
+        (&sasl_plain, "SASL_PLAINTEXT", "SCRAM-SHA-256", "erin", "erin-secret", "kp-scram256"),
+        (&sasl_ssl, "SASL_SSL", "PLAIN", "alice", "alice-secret", "kp-plain"),
+    ] {
+        let out = run_ok(
+            &mut python("kafka_python_secure.py", &[addr, protocol, mechanism, user, password, &ca_file, topic, "50"]),
+            "kafka-python secured",
+            CLIENT_TIMEOUT,
+        );
+        assert!(stdout(&out).contains("roundtrip ok 50"), "{protocol} {mechanism}: {}", stdout(&out));
+    }
+    let out = run_ok(
+        &mut python(
+            "kafka_python_secure.py",
+            &[&sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", "erin", "wrong", &ca_file, "x", "0"],
+        ),
+        "kafka-python wrong password",
+        CLIENT_TIMEOUT,
+    );
+    assert!(stdout(&out).contains("refused"), "{}", stdout(&out));
+    // kafkajs: PLAIN and SCRAM-SHA-512 over TLS, SCRAM-SHA-256 over plain TCP; a wrong password.
+    for (addr, tls, mechanism, user, password, topic) in [
+        (&sasl_ssl, "true", "plain", "alice", "alice-secret", "js-plain"),
+        (&sasl_ssl, "true", "scram-sha-512", "erin", "erin-secret", "js-scram512"),
+        (&sasl_plain, "false", "scram-sha-256", "erin", "erin-secret", "js-scram256"),
+    ] {
+        let out = run_ok(
+            &mut common::node("kafkajs_secure.js", &[addr, tls, mechanism, user, password, &ca_file, topic, "50"]),
+            "kafkajs secured",
+            CLIENT_TIMEOUT,
+        );
+        assert!(stdout(&out).contains("roundtrip ok 50"), "{mechanism}: {}", stdout(&out));
+    }
+    let out = run_ok(
+        &mut common::node("kafkajs_secure.js", &[&sasl_ssl, "true", "plain", "alice", "wrong", &ca_file, "x", "0"]),
+        "kafkajs wrong password",
+        CLIENT_TIMEOUT,
+    );
+    assert!(stdout(&out).contains("refused KafkaJSSASLAuthenticationError"), "{}", stdout(&out));
+}

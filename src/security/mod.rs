@@ -1,18 +1,18 @@
 //! Security: TLS on client listeners, SASL authentication (PLAIN, SCRAM), and what each shard
 //! keeps of it: the TLS configuration and the PLAIN users, re-read when their files change.
 //!
-//! Ownership: one [`ShardSecurity`] per shard (`Rc`), used by the shard's connections only.
+//! Ownership: one [`SecurityFiles`] per broker (`Arc`, shared by the shards so they all serve the
+//! same certificate), one [`ShardSecurity`] per shard (`Rc`), used by its connections.
 
 pub mod acl;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::BrokerConfig;
@@ -21,120 +21,154 @@ use crate::io::{self, Faults};
 /// Files are looked at again at most this often.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Files whose contents a setting is built from, re-read when asked at most once per
-/// [`RELOAD_INTERVAL`].
-struct Watched {
+/// A setting built from files, shared by every shard (so all serve the same version): the
+/// files are re-read when asked at most once per [`RELOAD_INTERVAL`], and a change that does
+/// not build leaves the last good value in use.
+struct Watched<T> {
     paths: Vec<Option<PathBuf>>,
-    contents: RefCell<Vec<Option<Vec<u8>>>>,
-    checked: Cell<Option<Instant>>,
+    state: Mutex<WatchedState<T>>,
 }
 
-impl Watched {
+struct WatchedState<T> {
+    contents: Option<Vec<Option<Vec<u8>>>>,
+    value: Option<T>,
+    checked: Option<Instant>,
+}
+
+impl<T: Clone> Watched<T> {
     fn new(paths: Vec<Option<PathBuf>>) -> Self {
-        let none = vec![None; paths.len()];
-        Self { paths, contents: RefCell::new(none), checked: Cell::new(None) }
+        Self { paths, state: Mutex::new(WatchedState { contents: None, value: None, checked: None }) }
     }
 
-    /// The files' new contents when any changed since the last look (always on the first).
-    async fn changed(&self) -> Result<Option<Vec<Option<Vec<u8>>>>, String> {
-        let first = self.checked.get().is_none();
-        if self.checked.get().is_some_and(|at| at.elapsed() < RELOAD_INTERVAL) {
-            return Ok(None);
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchedState<T>> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current value, after reading the files again if due; `build` makes a value of new
+    /// contents. Errors: the files could not be read or built (the last good value stays).
+    async fn get(&self, build: impl FnOnce(&[Option<Vec<u8>>]) -> Result<T, String>) -> (Option<T>, Option<String>) {
+        {
+            let mut state = self.lock();
+            // Nothing good yet (another shard may be reading right now): read them here too.
+            let due = state.value.is_none() || state.checked.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
+            if !due {
+                return (state.value.clone(), None);
+            }
+            state.checked = Some(Instant::now());
         }
-        self.checked.set(Some(Instant::now()));
         let mut now = Vec::with_capacity(self.paths.len());
         for path in &self.paths {
-            now.push(match path {
-                Some(path) => Some(
-                    io::fs::read(path, &Faults::none())
-                        .await
-                        .map_err(|e| format!("{}: {e}", path.display()))?
-                        .ok_or_else(|| format!("{}: no such file", path.display()))?,
-                ),
+            let read = match path {
+                Some(path) => match io::fs::read(path, &Faults::none()).await {
+                    Ok(Some(bytes)) => Some(bytes),
+                    Ok(None) => return (self.lock().value.clone(), Some(format!("{}: no such file", path.display()))),
+                    Err(e) => return (self.lock().value.clone(), Some(format!("{}: {e}", path.display()))),
+                },
                 None => None,
-            });
+            };
+            now.push(read);
         }
-        if !first && *self.contents.borrow() == now {
-            return Ok(None);
+        let mut state = self.lock();
+        if state.contents.as_ref() == Some(&now) {
+            return (state.value.clone(), None);
         }
-        *self.contents.borrow_mut() = now.clone();
-        Ok(Some(now))
+        let built = build(&now);
+        state.contents = Some(now);
+        match built {
+            Ok(value) => {
+                let replaced = state.value.replace(value.clone()).is_some();
+                (Some(value), replaced.then(String::new))
+            }
+            Err(err) => (state.value.clone(), Some(err)),
+        }
     }
 }
 
-/// A shard's TLS configuration and PLAIN users.
+/// The TLS configuration and PLAIN users of a broker, shared by its shards.
+pub struct SecurityFiles {
+    config: Arc<BrokerConfig>,
+    tls: Watched<Arc<rustls::ServerConfig>>,
+    users: Watched<Arc<BTreeMap<String, String>>>,
+}
+
+impl SecurityFiles {
+    /// For `config` (read on first use).
+    pub fn new(config: Arc<BrokerConfig>) -> Arc<Self> {
+        let tls_paths = vec![config.ssl_keystore_location.clone(), config.ssl_truststore_location.clone()];
+        let users_paths = vec![config.sasl_plain_users_file.clone()];
+        Arc::new(Self { tls: Watched::new(tls_paths), users: Watched::new(users_paths), config })
+    }
+
+    /// The TLS server configuration as the files are now. `Err` only when none ever loaded.
+    async fn tls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let config = &self.config;
+        let (value, said) =
+            self.tls.get(|files| tls::server_config(config, files[0].as_deref(), files[1].as_deref())).await;
+        match (&value, said) {
+            (Some(_), Some(err)) if err.is_empty() => {
+                tracing::info!("TLS key store or trust store changed: new connections use the new one")
+            }
+            (Some(_), Some(err)) => {
+                tracing::warn!(error = %err, "TLS files changed but do not load; keeping the previous ones")
+            }
+            (None, Some(err)) => return Err(err),
+            _ => {}
+        }
+        value.ok_or_else(|| "no TLS configuration".into())
+    }
+
+    /// The PLAIN users as they are now (the JAAS ones and the users file's).
+    async fn plain_users(&self) -> Result<Arc<BTreeMap<String, String>>, String> {
+        if self.config.sasl_plain_users_file.is_none() {
+            return Ok(Arc::new(self.config.sasl_plain_users.clone()));
+        }
+        let config = &self.config;
+        let (value, said) = self
+            .users
+            .get(|files| {
+                let text = String::from_utf8_lossy(files[0].as_deref().unwrap_or_default()).into_owned();
+                let mut users = config.sasl_plain_users.clone();
+                users.extend(sasl::parse_users_file(&text)?);
+                Ok(Arc::new(users))
+            })
+            .await;
+        match (value, said) {
+            (Some(users), Some(err)) if !err.is_empty() => {
+                tracing::warn!(error = %err, "PLAIN users file changed but does not load; keeping the previous users");
+                Ok(users)
+            }
+            (Some(users), _) => Ok(users),
+            (None, err) => Err(err.unwrap_or_default()),
+        }
+    }
+}
+
+/// A shard's view of the security settings.
 pub struct ShardSecurity {
     /// Checks requests against the ACLs.
     pub authorizer: acl::Authorizer,
-    config: Arc<BrokerConfig>,
-    tls_files: Watched,
-    tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
-    users_file: Watched,
-    plain_users: RefCell<Rc<BTreeMap<String, String>>>,
+    files: Arc<SecurityFiles>,
 }
 
 impl ShardSecurity {
-    /// Reads the TLS and PLAIN settings once (errors: the broker does not start).
-    pub async fn new(config: Arc<BrokerConfig>) -> Result<Rc<Self>, String> {
-        let tls_needed = config.extra_listeners()?.iter().any(|l| l.protocol.tls());
-        let tls_paths = if tls_needed {
-            vec![config.ssl_keystore_location.clone(), config.ssl_truststore_location.clone()]
-        } else {
-            Vec::new()
-        };
-        let security = Rc::new(Self {
-            authorizer: acl::Authorizer::new(&config),
-            tls_files: Watched::new(tls_paths),
-            tls: RefCell::new(None),
-            users_file: Watched::new(vec![config.sasl_plain_users_file.clone()]),
-            plain_users: RefCell::new(Rc::new(config.sasl_plain_users.clone())),
-            config,
-        });
-        if tls_needed {
-            security.refresh_tls().await?;
+    /// Loads what the listeners need (errors: the broker does not start).
+    pub async fn new(config: Arc<BrokerConfig>, files: Arc<SecurityFiles>) -> Result<Rc<Self>, String> {
+        if config.extra_listeners()?.iter().any(|l| l.protocol.tls()) {
+            files.tls().await?;
         }
-        security.refresh_users().await?;
-        Ok(security)
-    }
-
-    async fn refresh_tls(&self) -> Result<(), String> {
-        if let Some(files) = self.tls_files.changed().await? {
-            let built = tls::server_config(&self.config, files[0].as_deref(), files[1].as_deref())?;
-            if self.tls.borrow_mut().replace(built).is_some() {
-                tracing::info!("TLS key store or trust store changed: new connections use the new one");
-            }
-        }
-        Ok(())
-    }
-
-    async fn refresh_users(&self) -> Result<(), String> {
-        if self.config.sasl_plain_users_file.is_none() {
-            return Ok(());
-        }
-        if let Some(files) = self.users_file.changed().await? {
-            let text = String::from_utf8_lossy(files[0].as_deref().unwrap_or_default()).into_owned();
-            let mut users = self.config.sasl_plain_users.clone();
-            users.extend(sasl::parse_users_file(&text)?);
-            *self.plain_users.borrow_mut() = Rc::new(users);
-        }
-        Ok(())
+        files.plain_users().await?;
+        Ok(Rc::new(Self { authorizer: acl::Authorizer::new(&config), files }))
     }
 
     /// A server session for a new TLS connection, with the key store as it is now (a changed
     /// file is read again; one that no longer loads leaves the previous configuration in use).
     pub async fn tls_session(&self) -> Result<rustls::ServerConnection, String> {
-        if let Err(err) = self.refresh_tls().await {
-            tracing::warn!(error = %err, "TLS files changed but do not load; keeping the previous ones");
-        }
-        let config = self.tls.borrow().clone().ok_or("no TLS configuration")?;
+        let config = self.files.tls().await?;
         rustls::ServerConnection::new(config).map_err(|e| e.to_string())
     }
 
     /// The PLAIN users as they are now.
-    pub async fn plain_users(&self) -> Rc<BTreeMap<String, String>> {
-        if let Err(err) = self.refresh_users().await {
-            tracing::warn!(error = %err, "PLAIN users file changed but does not load; keeping the previous users");
-        }
-        self.plain_users.borrow().clone()
+    pub async fn plain_users(&self) -> Arc<BTreeMap<String, String>> {
+        self.files.plain_users().await.unwrap_or_default()
     }
 }
