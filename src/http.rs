@@ -25,6 +25,8 @@ pub struct ShardStats {
     pub request_errors: u64,
     /// Partition-level errors returned.
     pub partition_errors: u64,
+    /// Connections closed for failing TLS or SASL authentication.
+    pub authentication_failures: u64,
     /// Record bytes appended to the shard's partitions.
     pub produce_bytes: u64,
     /// Record bytes read from the shard's partitions for fetches.
@@ -69,12 +71,17 @@ type MetricSpec = (&'static str, &'static str, fn(&ShardStats) -> u64);
 
 fn prometheus(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let metrics: [MetricSpec; 10] = [
+    let metrics: [MetricSpec; 11] = [
         ("moldau_shard_partitions", "Partitions owned by the shard", |s| s.partitions as u64),
         ("moldau_shard_connections", "Open client connections", |s| s.connections),
         ("moldau_shard_requests_total", "Requests read", |s| s.requests),
         ("moldau_shard_request_errors_total", "Requests that closed their connection", |s| s.request_errors),
         ("moldau_shard_partition_errors_total", "Partition-level errors returned", |s| s.partition_errors),
+        (
+            "moldau_shard_authentication_failures_total",
+            "Connections closed for failing TLS or SASL authentication",
+            |s| s.authentication_failures,
+        ),
         ("moldau_shard_produce_bytes_total", "Record bytes appended", |s| s.produce_bytes),
         ("moldau_shard_fetch_bytes_total", "Record bytes served", |s| s.fetch_bytes),
         ("moldau_shard_cache_bytes", "Read cache bytes held", |s| s.cache_bytes),
