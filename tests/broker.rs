@@ -27,19 +27,7 @@ fn code_of(err: ClientError) -> i16 {
 /// Sends a raw request frame and returns the response body after the correlation id, or None
 /// when the broker closed the connection.
 fn raw_request(stream: &mut TcpStream, api_key: i16, version: i16, body: &[u8]) -> Option<Vec<u8>> {
-    let mut frame = BytesMut::new();
-    frame.put_i16(api_key);
-    frame.put_i16(version);
-    frame.put_i32(77);
-    frame.put_i16(4);
-    frame.put_slice(b"test");
-    if version >= 3 && api_key == 18 {
-        frame.put_u8(0); // ApiVersions v3+ header is flexible
-    }
-    frame.put_slice(body);
-    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&frame);
-    stream.write_all(&out).ok()?;
+    stream.write_all(&common::request_frame(api_key, version, body)).ok()?;
     read_response(stream)
 }
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use common::{Broker, TempDir, python, run_ok, stdout};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -256,22 +255,8 @@ fn tls_certificates_are_read_again_when_their_file_changes() {
 
 // ---- raw sockets ----
 
-/// A request frame (header v1, client id "test").
-fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
-    let mut frame = BytesMut::new();
-    frame.put_i16(api_key);
-    frame.put_i16(version);
-    frame.put_i32(77);
-    frame.put_i16(4);
-    frame.put_slice(b"test");
-    frame.put_slice(body);
-    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&frame);
-    out
-}
-
 fn request(stream: &mut TcpStream, api_key: i16, version: i16, body: &[u8]) -> Option<Vec<u8>> {
-    stream.write_all(&frame(api_key, version, body)).ok()?;
+    stream.write_all(&common::request_frame(api_key, version, body)).ok()?;
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).ok()?;
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
@@ -338,7 +323,7 @@ fn bad_input_on_secured_listeners_gets_kafka_errors_and_closes_only_that_connect
     let sasl_plain = broker.listener("SASL_PLAINTEXT");
     // A plaintext Kafka client on the TLS port: the handshake fails, the connection closes.
     let mut stream = connect(&broker.listener("SSL"));
-    stream.write_all(&frame(API_VERSIONS, 0, &[])).unwrap();
+    stream.write_all(&common::request_frame(API_VERSIONS, 0, &[])).unwrap();
     assert!(closed(&mut stream), "plaintext on the TLS port is closed");
     // A TLS client on the plaintext port: its ClientHello is no Kafka frame.
     let mut stream = connect(&broker.addr);

@@ -270,6 +270,24 @@ pub fn moldau(args: &[&str]) -> Command {
     command
 }
 
+/// A raw request frame: size, header v1 (correlation id 77, client id "test"; ApiVersions v3+
+/// gets the flexible header's empty tag buffer), then `body`.
+pub fn request_frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + body.len());
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&77i32.to_be_bytes());
+    frame.extend_from_slice(&4i16.to_be_bytes());
+    frame.extend_from_slice(b"test");
+    if version >= 3 && api_key == 18 {
+        frame.push(0);
+    }
+    frame.extend_from_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    out
+}
+
 /// stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
