@@ -436,6 +436,7 @@ fn collect_stats(services: &Services) -> Vec<ShardStats> {
                         request_errors: kafka.metrics.request_errors.get(),
                         partition_errors: kafka.metrics.partition_errors.get(),
                         authentication_failures: kafka.metrics.authentication_failures.get(),
+                        quota_throttles: kafka.metrics.quota_throttles.get(),
                         produce_bytes: partitions.appended_bytes,
                         fetch_bytes: partitions.read_bytes,
                         cache_bytes: partitions.cache.used_bytes,

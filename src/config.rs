@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     /// Longest an authenticated SASL session lasts before the client must authenticate again
     /// (`connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
     pub connections_max_reauth_ms: u64,
+    /// Client quotas measure rates over this many samples (`quota.window.num`)...
+    pub quota_window_num: u32,
+    /// ... of this many seconds each (`quota.window.size.seconds`).
+    pub quota_window_size_seconds: u64,
     /// The authorizer (`authorizer.class.name`): empty for none (everyone may do everything),
     /// or Kafka's `StandardAuthorizer` (or `AclAuthorizer`) class name for ACLs in the cluster
     /// metadata.
@@ -207,6 +211,8 @@ impl Default for BrokerConfig {
             sasl_plain_users_file: None,
             connection_failed_authentication_delay_ms: 100,
             connections_max_reauth_ms: 0,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             authorizer_class_name: String::new(),
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
@@ -385,6 +391,9 @@ impl BrokerConfig {
                 "replica_selector must be empty (the leader) or rack-aware, not {:?}",
                 self.replica_selector
             ));
+        }
+        if self.quota_window_num == 0 || self.quota_window_size_seconds == 0 {
+            return bad("quota_window_num and quota_window_size_seconds must be at least 1".into());
         }
         self.extra_listeners().map_err(ConfigError::Invalid)?;
         if !matches!(self.authorizer_class_name.as_str(), "" | STANDARD_AUTHORIZER | ACL_AUTHORIZER) {

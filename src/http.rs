@@ -27,6 +27,8 @@ pub struct ShardStats {
     pub partition_errors: u64,
     /// Connections closed for failing TLS or SASL authentication.
     pub authentication_failures: u64,
+    /// Responses that throttled their client for exceeding a quota.
+    pub quota_throttles: u64,
     /// Record bytes appended to the shard's partitions.
     pub produce_bytes: u64,
     /// Record bytes read from the shard's partitions for fetches.
@@ -71,7 +73,7 @@ type MetricSpec = (&'static str, &'static str, fn(&ShardStats) -> u64);
 
 fn prometheus(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let metrics: [MetricSpec; 11] = [
+    let metrics: [MetricSpec; 12] = [
         ("moldau_shard_partitions", "Partitions owned by the shard", |s| s.partitions as u64),
         ("moldau_shard_connections", "Open client connections", |s| s.connections),
         ("moldau_shard_requests_total", "Requests read", |s| s.requests),
@@ -82,6 +84,9 @@ fn prometheus(stats: &[ShardStats]) -> String {
             "Connections closed for failing TLS or SASL authentication",
             |s| s.authentication_failures,
         ),
+        ("moldau_shard_quota_throttles_total", "Responses that throttled a client over its quota", |s| {
+            s.quota_throttles
+        }),
         ("moldau_shard_produce_bytes_total", "Record bytes appended", |s| s.produce_bytes),
         ("moldau_shard_fetch_bytes_total", "Record bytes served", |s| s.fetch_bytes),
         ("moldau_shard_cache_bytes", "Read cache bytes held", |s| s.cache_bytes),

@@ -165,6 +165,8 @@ fn corpus() -> Vec<Seed> {
         &mut out,
     );
     seeds_of(&DescribeUserScramCredentialsRequest::default(), &mut out);
+    seeds_of(&AlterClientQuotasRequest::default(), &mut out);
+    seeds_of(&DescribeClientQuotasRequest::default(), &mut out);
     // Only versions the broker serves (SaslHandshake v0 is not: its tokens come unframed).
     let served = moldau::kafka::handlers::supported_apis();
     out.retain(|s| served.iter().any(|(k, min, max)| *k as i16 == s.key && (*min..=*max).contains(&s.version)));

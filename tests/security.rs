@@ -535,3 +535,13 @@ fn kafka_python_and_kafkajs_authenticate_with_scram_and_plain_over_tls() {
     );
     assert!(stdout(&out).contains("refused KafkaJSSASLAuthenticationError"), "{}", stdout(&out));
 }
+
+#[test]
+fn client_quotas_are_set_described_and_throttle_a_greedy_producer() {
+    // kafka-python sets and describes the quotas (bad keys, entity types and values refused);
+    // a confluent-kafka producer under a 200 KB/s quota is held near it while one without a
+    // quota runs free on the same broker.
+    let broker = Broker::start("quotas", &[]);
+    let out = run_ok(&mut python("quotas.py", &[&broker.addr, "quota-topic"]), "client quotas", CLIENT_TIMEOUT);
+    assert!(stdout(&out).contains("greedy_bytes_per_s"), "{}", stdout(&out));
+}

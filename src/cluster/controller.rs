@@ -402,6 +402,13 @@ impl Controller {
                 }
                 self.propose_all(records).await
             }
+            ControllerRequest::AlterClientQuotas { changes } => {
+                let records = changes
+                    .into_iter()
+                    .map(|(entity, key, value)| MetadataRecord::ClientQuota { entity, key, value })
+                    .collect();
+                self.propose_all(records).await
+            }
             ControllerRequest::DeleteAcls { ids } => {
                 let records = ids
                     .into_iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::records::{AclBinding, Endpoint, MetadataRecord, ScramCredential};
+use super::records::{AclBinding, Endpoint, MetadataRecord, QuotaEntity, ScramCredential};
 use crate::model::{BrokerId, NO_BROKER};
 
 /// The internal topic holding consumer group state and committed offsets.
@@ -113,6 +113,8 @@ pub struct MetadataImage {
     pub acls: BTreeMap<Uuid, Arc<AclBinding>>,
     /// SCRAM credentials by user name and mechanism.
     pub scram_credentials: BTreeMap<(String, String), Arc<ScramCredential>>,
+    /// Client quotas: each entity's bounds by key.
+    pub client_quotas: BTreeMap<QuotaEntity, BTreeMap<String, f64>>,
     /// Records applied so far.
     pub records_applied: u64,
     /// The metadata log index of the last entry applied (0 before any).
@@ -307,6 +309,19 @@ impl MetadataImage {
             MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
                 next.scram_credentials.remove(&(name.clone(), mechanism.clone()));
             }
+            MetadataRecord::ClientQuota { entity, key, value } => match value {
+                Some(value) => {
+                    next.client_quotas.entry(entity.clone()).or_default().insert(key.clone(), *value);
+                }
+                None => {
+                    if let Some(bounds) = next.client_quotas.get_mut(entity) {
+                        bounds.remove(key);
+                        if bounds.is_empty() {
+                            next.client_quotas.remove(entity);
+                        }
+                    }
+                }
+            },
         }
     }
 
@@ -337,6 +352,15 @@ impl MetadataImage {
         records.push(MetadataRecord::ProducerIds { broker_id: NO_BROKER, next: self.next_producer_id });
         for (id, binding) in &self.acls {
             records.push(MetadataRecord::Acl { id: *id, binding: (**binding).clone() });
+        }
+        for (entity, bounds) in &self.client_quotas {
+            for (key, value) in bounds {
+                records.push(MetadataRecord::ClientQuota {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: Some(*value),
+                });
+            }
         }
         for ((name, _), credential) in &self.scram_credentials {
             records

@@ -22,7 +22,7 @@ pub use image::{BrokerRegistration, CONSUMER_OFFSETS_TOPIC, MetadataImage, Parti
 pub use plane::{ControlPlane, PlaneStart, read_cluster_id};
 pub use publisher::{Publisher, apply_on_shard, opens_for_shard};
 pub use quorum::{QuorumStart, QuorumStatus, Voter, VoterState};
-pub use records::{AclBinding, Endpoint, MetadataRecord, ScramCredential};
+pub use records::{AclBinding, Endpoint, MetadataRecord, QuotaEntity, QuotaName, ScramCredential};
 pub use rpc::{Answer, ControllerRequest, ControllerResponse, CreatedTopicInfo, IsrChange};
 pub use topic_config::TopicConfig;
 pub use view::{LocalChange, LocalMetadata, LocateError, MetadataView};

@@ -155,6 +155,34 @@ pub enum MetadataRecord {
         /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
         mechanism: String,
     },
+    /// A client quota was set, or removed when `value` is `None` (Kafka's ClientQuotaRecord).
+    ClientQuota {
+        /// Who it applies to.
+        entity: QuotaEntity,
+        /// `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`, ...
+        key: String,
+        /// The bound.
+        value: Option<f64>,
+    },
+}
+
+/// Who a client quota applies to (Kafka's entity types `user` and `client-id`): a user, a client
+/// id, or both; each a name or the default for names without a quota of their own.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuotaEntity {
+    /// The user part (the principal's name without `User:`).
+    pub user: Option<QuotaName>,
+    /// The client id part.
+    pub client_id: Option<QuotaName>,
+}
+
+/// One part of a [`QuotaEntity`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuotaName {
+    /// Every name that has no entity of its own (Kafka's `<default>`).
+    Default,
+    /// This name.
+    Named(String),
 }
 
 /// One ACL: which principal from which host may (or may not) do an operation on resources, with

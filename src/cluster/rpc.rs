@@ -148,6 +148,11 @@ pub enum ControllerRequest {
         /// The ACLs.
         bindings: Vec<super::AclBinding>,
     },
+    /// AlterClientQuotas: bounds to set (`Some`) or remove (`None`), checked by the asking broker.
+    AlterClientQuotas {
+        /// Entity, key, bound.
+        changes: Vec<(super::QuotaEntity, String, Option<f64>)>,
+    },
     /// DeleteAcls: the ACLs with these ids.
     DeleteAcls {
         /// Their ids.

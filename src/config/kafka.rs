@@ -171,6 +171,8 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
         "allow.everyone.if.no.acl.found" => one("allow_everyone_if_no_acl_found", boolean()),
         "connection.failed.authentication.delay.ms" => one("connection_failed_authentication_delay_ms", int()),
         "connections.max.reauth.ms" => one("connections_max_reauth_ms", int()),
+        "quota.window.num" => one("quota_window_num", int()),
+        "quota.window.size.seconds" => one("quota_window_size_seconds", int()),
         _ if name == "sasl.jaas.config"
             || (name.starts_with("listener.name.") && name.ends_with("plain.sasl.jaas.config")) =>
         {

@@ -27,6 +27,7 @@ use crate::io::LocalSignal;
 use crate::io::budget::Permit;
 use crate::io::net::Stream;
 use crate::security::acl;
+use crate::security::quota::{self, QuotaKind, SensorId};
 use crate::security::sasl::{Mechanism, SaslExchange};
 
 /// Responses gathered into one write at most.
@@ -143,6 +144,10 @@ pub struct Connection {
     pub principal: RefCell<String>,
     /// Where it stands with authentication.
     pub auth: RefCell<Auth>,
+    /// Nothing more is read from the connection before this (a client over its quota).
+    muted_until: Cell<Option<Instant>>,
+    /// A follower replicating (its fetches are not bound by client quotas).
+    pub replica: Cell<bool>,
     produces_in_flight: Cell<usize>,
     produces_done: LocalSignal,
 }
@@ -191,6 +196,42 @@ impl Connection {
     /// [`Connection::allowed`] on the cluster resource.
     pub fn cluster_allowed(&self, operation: i8) -> bool {
         self.allowed(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)
+    }
+
+    /// The quota of `kind` this connection's requests count against now, if one applies.
+    pub fn quota(&self, kind: QuotaKind) -> Option<(SensorId, f64)> {
+        let view = self.ctx.view();
+        if view.image.client_quotas.is_empty() {
+            return None;
+        }
+        let principal = self.principal.borrow();
+        let user = principal.strip_prefix("User:").unwrap_or(&principal);
+        let client_id = self.client_id.borrow();
+        quota::resolve(&view.image.client_quotas, kind, user, client_id.as_deref().unwrap_or(""))
+    }
+
+    /// Counts `value` against the connection's quota of `kind`, if one applies; returns the
+    /// throttle time its client has earned (0 within its quota), for which the connection is
+    /// muted.
+    pub fn charge(&self, kind: QuotaKind, value: f64) -> i32 {
+        let Some((sensor, bound)) = self.quota(kind) else {
+            return 0;
+        };
+        let wait = self.ctx.security.quotas.record(&sensor, bound, value);
+        self.mute_for(wait)
+    }
+
+    /// Reads nothing more from the connection for `wait`; returns it in milliseconds.
+    pub fn mute_for(&self, wait: Duration) -> i32 {
+        if wait.is_zero() {
+            return 0;
+        }
+        let until = Instant::now() + wait;
+        if self.muted_until.get().is_none_or(|at| at < until) {
+            self.muted_until.set(Some(until));
+        }
+        KafkaMetrics::add(&self.ctx.metrics.quota_throttles, 1);
+        wait.as_millis().min(i32::MAX as u128) as i32
     }
 
     /// Whether the connection closes after the answer being prepared.
@@ -259,6 +300,8 @@ pub async fn serve(
         client_id: RefCell::new(None),
         principal: RefCell::new(principal),
         auth: RefCell::new(auth),
+        muted_until: Cell::new(None),
+        replica: Cell::new(false),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });
@@ -277,6 +320,18 @@ async fn read_loop(
 ) {
     let mut stop = stop.fuse();
     loop {
+        // A client over its quota: nothing is read from it until its throttle time is over.
+        if let Some(until) = conn.muted_until.take() {
+            let now = Instant::now();
+            if until > now {
+                let pause = crate::io::sleep(until - now).fuse();
+                futures_util::pin_mut!(pause);
+                futures_util::select_biased! {
+                    _ = stop => return,
+                    _ = pause => {},
+                }
+            }
+        }
         let next = futures_util::select_biased! {
             _ = stop => return,
             frame = reader.next().fuse() => frame,
@@ -310,7 +365,20 @@ async fn read_loop(
         if header.client_id.is_some() && *conn.client_id.borrow() != header.client_id {
             *conn.client_id.borrow_mut() = header.client_id.clone();
         }
-        let pending = match handlers::dispatch(conn, frame).await {
+        // Under a request quota, the time this shard spends handling the request counts against it.
+        let request_quota = if conn.replica.get() { None } else { conn.quota(QuotaKind::Request) };
+        let dispatched = handlers::dispatch(conn, frame);
+        let dispatched = match &request_quota {
+            None => dispatched.await,
+            Some((sensor, bound)) => {
+                let (outcome, spent) = timed(dispatched).await;
+                // In percent of one shard's time: 1 s of work per second is 100.
+                let wait = conn.ctx.security.quotas.record(sensor, *bound, spent.as_secs_f64() * 100.0);
+                conn.mute_for(wait);
+                outcome
+            }
+        };
+        let pending = match dispatched {
             Ok(pending) => pending,
             Err(err) => {
                 tracing::warn!(
@@ -332,6 +400,21 @@ async fn read_loop(
             return; // authentication failed: closed once its answer is written
         }
     }
+}
+
+/// Runs `work` and measures the time spent polling it (the shard's time it took, not the time
+/// it waited).
+async fn timed<T>(work: impl Future<Output = T>) -> (T, Duration) {
+    let mut spent = Duration::ZERO;
+    futures_util::pin_mut!(work);
+    let outcome = std::future::poll_fn(|cx| {
+        let started = Instant::now();
+        let poll = work.as_mut().poll(cx);
+        spent += started.elapsed();
+        poll
+    })
+    .await;
+    (outcome, spent)
 }
 
 /// Writes the responses in order. A write that cannot finish within `stall` (the client does

@@ -48,6 +48,8 @@ pub struct KafkaMetrics {
     /// Connections closed for failing to authenticate (TLS handshakes, SASL, requests before
     /// authentication).
     pub authentication_failures: Cell<u64>,
+    /// Responses that throttled their client for exceeding a quota.
+    pub quota_throttles: Cell<u64>,
 }
 
 impl KafkaMetrics {

@@ -1,10 +1,12 @@
-//! Security: TLS on client listeners, SASL authentication (PLAIN, SCRAM), and what each shard
-//! keeps of it: the TLS configuration and the PLAIN users, re-read when their files change.
+//! Security: TLS on client listeners, SASL authentication (PLAIN, SCRAM), ACLs, client quotas,
+//! and what each shard keeps of it: the TLS configuration and the PLAIN users, re-read when
+//! their files change, and the broker's quota sensors.
 //!
 //! Ownership: one [`SecurityFiles`] per broker (`Arc`, shared by the shards so they all serve the
 //! same certificate), one [`ShardSecurity`] per shard (`Rc`), used by its connections.
 
 pub mod acl;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -84,9 +86,10 @@ impl<T: Clone> Watched<T> {
     }
 }
 
-/// The TLS configuration and PLAIN users of a broker, shared by its shards.
+/// The TLS configuration, PLAIN users and quota sensors of a broker, shared by its shards.
 pub struct SecurityFiles {
     config: Arc<BrokerConfig>,
+    quotas: Arc<quota::Quotas>,
     tls: Watched<Arc<rustls::ServerConfig>>,
     users: Watched<Arc<BTreeMap<String, String>>>,
 }
@@ -96,7 +99,8 @@ impl SecurityFiles {
     pub fn new(config: Arc<BrokerConfig>) -> Arc<Self> {
         let tls_paths = vec![config.ssl_keystore_location.clone(), config.ssl_truststore_location.clone()];
         let users_paths = vec![config.sasl_plain_users_file.clone()];
-        Arc::new(Self { tls: Watched::new(tls_paths), users: Watched::new(users_paths), config })
+        let quotas = quota::Quotas::new(&config);
+        Arc::new(Self { tls: Watched::new(tls_paths), users: Watched::new(users_paths), quotas, config })
     }
 
     /// The TLS server configuration as the files are now. `Err` only when none ever loaded.
@@ -147,6 +151,8 @@ impl SecurityFiles {
 pub struct ShardSecurity {
     /// Checks requests against the ACLs.
     pub authorizer: acl::Authorizer,
+    /// The broker's quota sensors.
+    pub quotas: Arc<quota::Quotas>,
     files: Arc<SecurityFiles>,
 }
 
@@ -157,7 +163,7 @@ impl ShardSecurity {
             files.tls().await?;
         }
         files.plain_users().await?;
-        Ok(Rc::new(Self { authorizer: acl::Authorizer::new(&config), files }))
+        Ok(Rc::new(Self { authorizer: acl::Authorizer::new(&config), quotas: files.quotas.clone(), files }))
     }
 
     /// A server session for a new TLS connection, with the key store as it is now (a changed

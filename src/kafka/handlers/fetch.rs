@@ -21,6 +21,7 @@ use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
 use crate::partition::{Isolation, PartitionError, PartitionManager, ReadOutcome};
 use crate::security::acl;
+use crate::security::quota::QuotaKind;
 use crate::shard::ShardId;
 
 /// Longest a fetch may wait for data, whatever the client asks.
@@ -69,6 +70,9 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
 
     // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
     let replicating = follower.is_some() && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
+    if replicating {
+        conn.replica.set(true);
+    }
     let mut topics: Vec<TopicOut> = Vec::new();
     // (topic index, partition index within topic) → what to read, for partitions that resolve.
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
@@ -145,8 +149,12 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         }
     }
 
+    // A consumer under a fetch quota gets at most what its quota allows over the measured span
+    // in one response (followers are not bound by client quotas).
+    let quota = if follower.is_none() { conn.quota(QuotaKind::Fetch) } else { None };
     let asked = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
-    let max_bytes = fetch_max_bytes.min(asked);
+    let by_quota = quota.as_ref().map_or(usize::MAX, |(_, bound)| conn.ctx.security.quotas.most_per_window(*bound));
+    let max_bytes = fetch_max_bytes.min(asked).min(by_quota);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let ctx = conn.ctx.clone();
@@ -229,6 +237,19 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     }
     let errors = topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
     KafkaMetrics::add(&ctx.metrics.partition_errors, errors as u64);
+    if let Some((sensor, bound)) = quota {
+        let bytes: usize = topics.iter().flat_map(|t| &t.partitions).flat_map(|p| &p.records).map(|b| b.len()).sum();
+        let quotas = &ctx.security.quotas;
+        let wait = quotas.record(&sensor, bound, bytes as f64);
+        if !wait.is_zero() {
+            // Over the quota: nothing is sent (so nothing counts), the client is told to back off
+            // and muted that long, as Kafka does.
+            quotas.unrecord(&sensor, bytes as f64);
+            let throttle_ms = conn.mute_for(wait);
+            let body = fetch_response::encode(version, throttle_ms, 0, 0, &[]);
+            return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
+        }
+    }
     let body = fetch_response::encode(version, 0, 0, 0, &topics);
     let mut response = respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body));
     response.held = Some(held);

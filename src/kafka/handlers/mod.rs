@@ -1,5 +1,6 @@
 //! One handler per Kafka API, and the dispatch that routes a request to it.
 
+pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
@@ -12,6 +13,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -143,6 +145,8 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<DescribeAclsRequest>(ApiKey::DescribeAcls),
         range::<DeleteAclsRequest>(ApiKey::DeleteAcls),
         range::<DescribeUserScramCredentialsRequest>(ApiKey::DescribeUserScramCredentials),
+        range::<DescribeClientQuotasRequest>(ApiKey::DescribeClientQuotas),
+        range::<AlterClientQuotasRequest>(ApiKey::AlterClientQuotas),
     ]
 }
 
@@ -212,6 +216,10 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
         ApiKey::CreateAcls => simple!(conn, frame, key, CreateAclsRequest, create_acls),
         ApiKey::DescribeAcls => simple!(conn, frame, key, DescribeAclsRequest, describe_acls),
         ApiKey::DeleteAcls => simple!(conn, frame, key, DeleteAclsRequest, delete_acls),
+        ApiKey::DescribeClientQuotas => {
+            simple!(conn, frame, key, DescribeClientQuotasRequest, describe_client_quotas)
+        }
+        ApiKey::AlterClientQuotas => simple!(conn, frame, key, AlterClientQuotasRequest, alter_client_quotas),
         ApiKey::SaslHandshake => simple!(conn, frame, key, SaslHandshakeRequest, sasl_handshake),
         ApiKey::SaslAuthenticate => simple!(conn, frame, key, SaslAuthenticateRequest, sasl_authenticate),
         ApiKey::AlterUserScramCredentials => {

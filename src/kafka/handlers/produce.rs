@@ -26,6 +26,7 @@ use crate::model::validate::{RecordRules, check_records};
 use crate::model::{BatchSpan, TopicPartition};
 use crate::partition::{Acks, Appended, PartitionError, PartitionManager};
 use crate::security::acl;
+use crate::security::quota::QuotaKind;
 
 /// Longest a Produce waits for its acknowledgement, whatever the client asks.
 const MAX_PRODUCE_TIMEOUT_MS: i32 = 300_000;
@@ -57,6 +58,9 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         version,
         reason: e.to_string(),
     })?;
+    // The request's size counts against the client's produce quota (KIP-13); over it, the
+    // response says how long to back off and the connection is muted that long.
+    let throttle_ms = conn.charge(QuotaKind::Produce, body.len() as f64);
     let metadata = conn.ctx.view();
     let acks = Acks::from_wire(request.acks);
     let mut slots: Vec<Slot> = Vec::new();
@@ -259,7 +263,10 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 )
             })
             .collect();
-        let response = ProduceResponse::default().with_responses(responses).with_node_endpoints(node_endpoints);
+        let response = ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints)
+            .with_throttle_time_ms(throttle_ms);
         match encode(ApiKey::Produce, version, &response) {
             Ok(body) => Some(respond(ApiKey::Produce, version, correlation_id, ResponseBody::Bytes(body))),
             Err(err) => {
