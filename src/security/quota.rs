@@ -149,13 +149,21 @@ pub fn matches(entity: &QuotaEntity, components: &[(&str, Match)], strict: bool)
     })
 }
 
-/// Why a quota value is refused.
-pub fn invalid_value(key: &str, value: f64) -> Option<String> {
+/// Why a quota key is refused.
+pub fn invalid_key(key: &str) -> Option<String> {
     if key == key::CONTROLLER_MUTATION_RATE {
         return Some(format!("{key} is not supported by this broker (topic changes are not throttled)"));
     }
     if !key::ALL.contains(&key) {
         return Some(format!("unknown quota key {key:?}; known: {}", key::ALL.join(", ")));
+    }
+    None
+}
+
+/// Why a quota value (or its key) is refused.
+pub fn invalid_value(key: &str, value: f64) -> Option<String> {
+    if let Some(why) = invalid_key(key) {
+        return Some(why);
     }
     if !value.is_finite() || value <= 0.0 {
         return Some(format!("{key} must be a positive number, not {value}"));

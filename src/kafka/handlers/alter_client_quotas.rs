@@ -44,17 +44,11 @@ fn check(
         if changes.iter().any(|(_, k, _)| k == key) {
             return Err(format!("quota key {key} given twice"));
         }
-        let value = if op.remove {
-            if !quota::key::ALL.contains(&key) {
-                return Err(format!("unknown quota key {key:?}; known: {}", quota::key::ALL.join(", ")));
-            }
-            None
-        } else {
-            if let Some(why) = quota::invalid_value(key, op.value) {
-                return Err(why);
-            }
-            Some(op.value)
-        };
+        let refused = if op.remove { quota::invalid_key(key) } else { quota::invalid_value(key, op.value) };
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        let value = (!op.remove).then_some(op.value);
         changes.push((entity.clone(), key.to_owned(), value));
     }
     Ok(changes)
