@@ -227,13 +227,23 @@ impl Broker {
         }
         config.listeners = resolved.join(",");
         let probe = probes;
-        if !config.authorizer_class_name.is_empty()
+        // The principal followers fetch as (over SSL it is the key store's subject: not checked).
+        let follower = match config.inter_broker_protocol().map_err(StartError::Config)? {
+            SecurityProtocol::Plaintext => Some("User:ANONYMOUS".to_owned()),
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => {
+                config.inter_broker_sasl_username.as_ref().map(|user| format!("User:{user}"))
+            }
+            SecurityProtocol::Ssl => None,
+        };
+        if let Some(principal) = follower
+            && !config.authorizer_class_name.is_empty()
             && config.voters.is_some()
-            && !config.super_users.split(';').any(|u| u.trim() == "User:ANONYMOUS")
+            && !config.super_users.split(';').any(|u| u.trim() == principal)
         {
             tracing::warn!(
-                "followers fetch over the PLAINTEXT listener as User:ANONYMOUS: give it CLUSTER_ACTION on the \
-                 cluster (or list it in super.users), or replication stops"
+                listener = %config.inter_broker_listener_name,
+                "followers fetch as {principal}: give it CLUSTER_ACTION on the cluster (or list it in super.users), \
+                 or replication stops"
             );
         }
         let config = Arc::new(config);

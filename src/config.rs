@@ -62,6 +62,22 @@ pub struct BrokerConfig {
     pub sasl_plain_users: BTreeMap<String, String>,
     /// A file of PLAIN users, one `name=password` per line; read again when it changes.
     pub sasl_plain_users_file: Option<PathBuf>,
+    /// The listener brokers replicate over (`inter.broker.listener.name`): PLAINTEXT (the main
+    /// one) or one of `listeners`; a follower connects to the leader's listener of this name,
+    /// secured and authenticated as that listener's protocol asks.
+    pub inter_broker_listener_name: String,
+    /// The SASL mechanism brokers log in to each other with, over a SASL inter-broker listener
+    /// (`sasl.mechanism.inter.broker.protocol`).
+    pub sasl_mechanism_inter_broker_protocol: String,
+    /// The user a broker logs in as on another's SASL listener (Kafka: `username` in the
+    /// listener's `sasl.jaas.config`).
+    pub inter_broker_sasl_username: Option<String>,
+    /// Its password (Kafka: `password` in the listener's `sasl.jaas.config`).
+    pub inter_broker_sasl_password: Option<String>,
+    /// `https`: a broker connecting to another over TLS checks that the certificate names the
+    /// host it connects to; empty: the chain is checked, the name is not
+    /// (`ssl.endpoint.identification.algorithm`).
+    pub ssl_endpoint_identification_algorithm: String,
     /// A failed authentication is answered after this delay, then the connection closes
     /// (`connection.failed.authentication.delay.ms`), so guessing passwords is slow.
     pub connection_failed_authentication_delay_ms: u64,
@@ -209,6 +225,11 @@ impl Default for BrokerConfig {
             sasl_enabled_mechanisms: SASL_MECHANISMS.join(","),
             sasl_plain_users: BTreeMap::new(),
             sasl_plain_users_file: None,
+            inter_broker_listener_name: PLAINTEXT_LISTENER.into(),
+            sasl_mechanism_inter_broker_protocol: "PLAIN".into(),
+            inter_broker_sasl_username: None,
+            inter_broker_sasl_password: None,
+            ssl_endpoint_identification_algorithm: "https".into(),
             connection_failed_authentication_delay_ms: 100,
             connections_max_reauth_ms: 0,
             quota_window_num: 11,
@@ -395,7 +416,7 @@ impl BrokerConfig {
         if self.quota_window_num == 0 || self.quota_window_size_seconds == 0 {
             return bad("quota_window_num and quota_window_size_seconds must be at least 1".into());
         }
-        self.extra_listeners().map_err(ConfigError::Invalid)?;
+        self.inter_broker_protocol().map_err(ConfigError::Invalid)?;
         if !matches!(self.authorizer_class_name.as_str(), "" | STANDARD_AUTHORIZER | ACL_AUTHORIZER) {
             return bad(format!(
                 "authorizer_class_name must be empty or {STANDARD_AUTHORIZER}, not {:?}",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Broker, SmallDisk, TempDir};
+use common::{Broker, SmallDisk, TempDir, TestCa};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
@@ -1349,4 +1349,53 @@ fn a_follower_whose_disk_fills_leaves_the_isr_and_nothing_else_stops() {
     // The disk goes before the data directories are removed (its mount point is among them).
     cluster.node(follower).kill();
     drop(disk);
+}
+
+/// Brokers replicate over a SASL_SSL listener: logged in with PLAIN as `User:broker`, the only
+/// super user, and checking each other's certificates against the test CA. ACLs are on and
+/// `User:ANONYMOUS` (what a follower on the PLAINTEXT listener would be) may do nothing, so the
+/// acks=all writes of a topic with min.insync.replicas=3 are acknowledged only if both followers'
+/// secured fetches work.
+#[test]
+fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_as_an_authenticated_broker() {
+    let subnet = 27;
+    let ca_dir = TempDir::new("cluster-inter-broker-ca");
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.{subnet}.{i}")).collect();
+    let ca = TestCa::for_addresses(&ca_dir.0, &ips.iter().map(String::as_str).collect::<Vec<_>>());
+    let settings = [
+        format!("ssl.keystore.location={}", ca.path("broker-keystore.pem")),
+        format!("ssl.truststore.location={}", ca.path("ca.pem")),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+         required username=\"broker\" password=\"broker-secret\" user_broker=\"broker-secret\";"
+            .to_owned(),
+        "inter.broker.listener.name=SASL_SSL".to_owned(),
+        "sasl.mechanism.inter.broker.protocol=PLAIN".to_owned(),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_owned(),
+        "super.users=User:broker".to_owned(),
+    ];
+    let extra: Vec<String> = settings.iter().flat_map(|s| ["--set".to_owned(), s.clone()]).collect();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_each("cluster-inter-broker", subnet, 3, 3, &extra, &|i| {
+        vec!["--set".into(), format!("listeners=PLAINTEXT://127.0.{subnet}.{i}:0,SASL_SSL://127.0.{subnet}.{i}:0")]
+    });
+    let client = serde_json::json!({
+        "bootstrap.servers": cluster.nodes[0].listener("SASL_SSL"),
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": ca.path("ca.pem"),
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "broker",
+        "sasl.password": "broker-secret",
+    })
+    .to_string();
+    let script = |args: &[&str]| {
+        let out = common::run_ok(&mut common::python("security.py", args), "security.py", Duration::from_secs(180));
+        common::stdout(&out)
+    };
+    let created = script(&["create-topic", &client, "replicated", "2", "3", "min.insync.replicas=3"]);
+    assert!(created.contains("created replicated"), "{created}\n{}", cluster.logs());
+    let roundtrip = script(&["roundtrip", &client, "replicated", "200"]);
+    assert!(roundtrip.contains("roundtrip ok 200"), "{roundtrip}\n{}", cluster.logs());
+    let logs = cluster.logs();
+    assert!(!logs.contains("cannot connect to the leader's inter-broker listener"), "{logs}");
+    assert!(!logs.contains("followers fetch as"), "User:broker is a super user: no warning\n{logs}");
 }

@@ -7,84 +7,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Broker, TempDir, python, run_ok, stdout};
+use common::{Broker, TempDir, TestCa, openssl, python, run_ok, stdout};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A test CA, a broker certificate for 127.0.0.1, and a client certificate, made by `openssl`.
-struct TestCa {
-    dir: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    run_ok(Command::new("openssl").args(args).current_dir(dir), &format!("openssl {}", args[0]), CLIENT_TIMEOUT);
-}
-
-impl TestCa {
-    fn new(dir: &Path) -> Self {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let ca = [
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Moldau Test CA"],
-        ]
-        .concat();
-        openssl(dir, &ca);
-        std::fs::write(
-            dir.join("broker.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        let ca = Self { dir: dir.to_owned() };
-        ca.issue("broker", "/CN=localhost", "broker.ext");
-        ca.issue("client", "/O=Moldau Test/OU=eng/CN=alice", "client.ext");
-        ca.keystore("broker");
-        ca
-    }
-
-    /// A key and a certificate signed by the CA: NAME.key, NAME.pem.
-    fn issue(&self, name: &str, subject: &str, ext: &str) {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-        openssl(&self.dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        );
-    }
-
-    /// NAME-keystore.pem: the key and the certificate, as Kafka's PEM key store holds them.
-    fn keystore(&self, name: &str) {
-        let key = std::fs::read_to_string(self.dir.join(format!("{name}.key"))).unwrap();
-        let pem = std::fs::read_to_string(self.dir.join(format!("{name}.pem"))).unwrap();
-        std::fs::write(self.dir.join(format!("{name}-keystore.pem")), format!("{key}{pem}")).unwrap();
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-}
 
 /// A broker with SSL, SASL_SSL and SASL_PLAINTEXT listeners beside the plaintext one; PLAIN
 /// user alice (from the JAAS option, as Kafka takes it) and bob (from a users file).

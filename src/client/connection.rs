@@ -1,5 +1,6 @@
-//! One client connection to a Kafka-compatible broker: version negotiation with ApiVersions,
-//! pipelined requests matched to responses by correlation id.
+//! One client connection to a Kafka-compatible broker: TLS and SASL when asked for (Kafka's
+//! `security.protocol`), version negotiation with ApiVersions, pipelined requests matched to
+//! responses by correlation id.
 //!
 //! Ownership: a `BrokerConnection` lives on the thread (executor) that opened it; it is cloned
 //! freely there (`Rc`). Its reader and writer run as tasks on that executor.
@@ -8,10 +9,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_channel::oneshot;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use crate::io::net::{FrameRules, FramedReader, Stream};
@@ -51,6 +55,37 @@ pub enum ClientError {
     /// Nothing answered (no broker, no leader, timeout).
     #[error("{0}")]
     Unavailable(String),
+    /// The connection could not be secured: a TLS name that cannot be, or a server that did
+    /// not prove it knows the SASL credential.
+    #[error("cannot secure the connection to {addr}: {reason}")]
+    Security {
+        /// Broker address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The client's side of one SASL exchange.
+pub trait SaslClient {
+    /// The mechanism's SASL name (`PLAIN`, `SCRAM-SHA-512`).
+    fn mechanism(&self) -> &str;
+
+    /// The next token to send: the first one when `challenge` is `None`, else the answer to the
+    /// server's last message; `Ok(None)` once the exchange is over (the server's last message
+    /// checked). Errors: the server's message is malformed or proves nothing.
+    fn step(&mut self, challenge: Option<&[u8]>) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// How connections secure themselves (Kafka's `security.protocol`): TLS, SASL, both or neither
+/// (the default).
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    /// TLS with this configuration; the server's certificate is checked against the host the
+    /// connection was asked for (when the configuration checks names at all).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL: a new exchange for each connection.
+    pub sasl: Option<Rc<dyn Fn() -> Box<dyn SaslClient>>>,
 }
 
 impl ClientError {
@@ -109,24 +144,35 @@ const MAX_QUEUED_WRITES: usize = 1024;
 impl BrokerConnection {
     /// Connects and negotiates API versions.
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
-        Self::connect_from(addr, client_id, None).await
+        Self::connect_from(addr, client_id, None, &ClientSecurity::default()).await
     }
 
     /// [`BrokerConnection::connect`] from the local address `source` (a broker's own address,
-    /// when several share a host).
+    /// when several share a host), secured by `security` (TLS first, then SASL after the
+    /// version negotiation).
     pub async fn connect_from(
         addr: &str,
         client_id: &str,
         source: Option<std::net::IpAddr>,
+        security: &ClientSecurity,
     ) -> Result<Self, ClientError> {
         let io_err = |source| ClientError::Io { addr: addr.to_owned(), source };
         let resolved: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
             .map_err(io_err)?
             .next()
             .ok_or_else(|| ClientError::Unavailable(format!("cannot resolve {addr}")))?;
-        let stream = crate::io::net::connect_from(resolved, source)
+        let mut stream = crate::io::net::connect_from(resolved, source)
             .await
             .map_err(|source| ClientError::Io { addr: addr.to_owned(), source })?;
+        if let Some(tls) = &security.tls {
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host).trim_matches(['[', ']']);
+            let insecure = |reason: String| ClientError::Security { addr: addr.to_owned(), reason };
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|_| insecure(format!("{host:?} is not a host name or IP address")))?;
+            let session = rustls::ClientConnection::new(tls.clone(), name).map_err(|e| insecure(e.to_string()))?;
+            stream =
+                stream.start_tls(session).await.map_err(|source| ClientError::Io { addr: addr.to_owned(), source })?;
+        }
         let (writes, queue) = flume::bounded::<Bytes>(MAX_QUEUED_WRITES);
         let inner = Rc::new(Inner {
             addr: addr.to_owned(),
@@ -141,7 +187,37 @@ impl BrokerConnection {
         crate::io::spawn_detached(read_loop(stream, Rc::downgrade(&inner)));
         let conn = Self { inner };
         conn.negotiate().await?;
+        if let Some(login) = &security.sasl {
+            conn.authenticate(login()).await?;
+        }
         Ok(conn)
+    }
+
+    /// Runs a SASL exchange: SaslHandshake v1 names the mechanism, then SaslAuthenticate carries
+    /// the tokens until `login` is done.
+    async fn authenticate(&self, mut login: Box<dyn SaslClient>) -> Result<(), ClientError> {
+        let insecure = |reason: String| ClientError::Security { addr: self.inner.addr.clone(), reason };
+        let mechanism = login.mechanism().to_owned();
+        let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(mechanism.clone()));
+        let handshake = self.send_version(request, 1).await?;
+        let enabled: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+        let message = format!("{mechanism} asked, the broker enables {}", enabled.join(", "));
+        if let Some(err) = ClientError::from_code("SaslHandshake", handshake.error_code, Some(message)) {
+            return Err(err);
+        }
+        let mut token = login.step(None).map_err(insecure)?.unwrap_or_default();
+        loop {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+            let (response, _) = self.send_capped(request, 2).await?;
+            let message = response.error_message.map(|m| m.to_string());
+            if let Some(err) = ClientError::from_code("SaslAuthenticate", response.error_code, message) {
+                return Err(err);
+            }
+            match login.step(Some(&response.auth_bytes)).map_err(insecure)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// The broker address.

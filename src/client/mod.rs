@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 /// Where the tools look for a broker unless told otherwise (the broker's default listener).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
-pub use connection::{BrokerConnection, ClientError};
+pub use connection::{BrokerConnection, ClientError, ClientSecurity, SaslClient};
 pub use partitioner::{murmur2, partition_for_key};
 
 /// Highest Produce version used (v13 names topics by id).

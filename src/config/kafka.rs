@@ -77,9 +77,11 @@ pub(super) const KNOWN: &[&str] = &[
     "replica.selector.class",
     "sasl.enabled.mechanisms",
     "sasl.jaas.config",
+    "sasl.mechanism.inter.broker.protocol",
     "security.inter.broker.protocol",
     "socket.request.max.bytes",
     "ssl.client.auth",
+    "ssl.endpoint.identification.algorithm",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
     "ssl.keystore.location",
@@ -97,8 +99,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("ssl.truststore.password", "PEM trust stores need no password"),
     ("ssl.enabled.protocols", "TLS 1.2 and 1.3 are enabled"),
     ("ssl.protocol", "TLS 1.2 and 1.3 are enabled"),
-    ("sasl.mechanism.inter.broker.protocol", "brokers talk over the PLAINTEXT listener"),
-    ("ssl.endpoint.identification.algorithm", "brokers talk over the PLAINTEXT listener"),
     ("num.network.threads", "each shard serves its own connections"),
     ("num.io.threads", "each shard serves its own partitions"),
     ("num.replica.fetchers", "each shard runs one fetcher per leader"),
@@ -148,13 +148,10 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
         }
         "listeners" => Some(listeners(value, false)),
         "listener.security.protocol.map" => one("listener_security_protocol_map", text()),
-        "inter.broker.listener.name" | "security.inter.broker.protocol" => {
-            if value.eq_ignore_ascii_case(super::PLAINTEXT_LISTENER) {
-                Some(Ok(Mapped::NoEffect("brokers talk over the PLAINTEXT listener")))
-            } else {
-                Some(Err(format!("{name}: brokers talk over the PLAINTEXT listener for now, not {value:?}")))
-            }
-        }
+        // Kafka's security.inter.broker.protocol names the listener called after the protocol.
+        "inter.broker.listener.name" | "security.inter.broker.protocol" => one("inter_broker_listener_name", text()),
+        "sasl.mechanism.inter.broker.protocol" => one("sasl_mechanism_inter_broker_protocol", text()),
+        "ssl.endpoint.identification.algorithm" => one("ssl_endpoint_identification_algorithm", text()),
         "ssl.keystore.type" => one("ssl_keystore_type", text()),
         "ssl.keystore.location" => one("ssl_keystore_location", text()),
         "ssl.keystore.key" => one("ssl_keystore_key", text()),
@@ -174,12 +171,20 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
         "quota.window.num" => one("quota_window_num", int()),
         "quota.window.size.seconds" => one("quota_window_size_seconds", int()),
         _ if name == "sasl.jaas.config"
-            || (name.starts_with("listener.name.") && name.ends_with("plain.sasl.jaas.config")) =>
+            || (name.starts_with("listener.name.") && name.ends_with(".sasl.jaas.config")) =>
         {
-            match super::listeners::jaas_plain_users(value) {
-                Ok(users) => {
-                    let table: toml::Table = users.into_iter().map(|(u, p)| (u, Value::String(p))).collect();
-                    one("sasl_plain_users", Ok(Value::Table(table)))
+            match super::listeners::jaas(value) {
+                Ok(jaas) => {
+                    let mut set = Vec::new();
+                    if !jaas.users.is_empty() {
+                        let table: toml::Table = jaas.users.into_iter().map(|(u, p)| (u, Value::String(p))).collect();
+                        set.push(("sasl_plain_users", Value::Table(table)));
+                    }
+                    if let Some((user, password)) = jaas.login {
+                        set.push(("inter_broker_sasl_username", Value::String(user)));
+                        set.push(("inter_broker_sasl_password", Value::String(password)));
+                    }
+                    Some(Ok(Mapped::Set(set)))
                 }
                 Err(e) => Some(Err(e)),
             }
@@ -264,8 +269,8 @@ fn listeners(value: &str, advertised: bool) -> Result<Mapped, String> {
     }
     if !advertised && !main {
         return Err(format!(
-            "listeners {value:?}: Moldau needs a PLAINTEXT listener (brokers replicate over it); bind it to \
-             127.0.0.1 to keep it to this host"
+            "listeners {value:?}: Moldau needs a PLAINTEXT listener (its main one, which the tools reach); \
+             bind it to 127.0.0.1 to keep it to this host"
         ));
     }
     let key = if advertised { "advertised_listeners" } else { "listeners" };

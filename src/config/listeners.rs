@@ -160,6 +160,48 @@ impl BrokerConfig {
         Ok(out)
     }
 
+    /// The security protocol of the listener brokers replicate over, once its settings are
+    /// checked: it must be one of the listeners, and have what a broker needs to connect to
+    /// another's (a trust store for TLS, a login for SASL).
+    pub fn inter_broker_protocol(&self) -> Result<SecurityProtocol, String> {
+        let name = self.inter_broker_listener_name.trim().to_ascii_uppercase();
+        let listeners = self.extra_listeners()?;
+        let protocol = if name == PLAINTEXT_LISTENER {
+            SecurityProtocol::Plaintext
+        } else {
+            listeners.into_iter().find(|l| l.name == name).map(|l| l.protocol).ok_or_else(|| {
+                format!("inter_broker_listener_name: {name} is neither PLAINTEXT nor one of the listeners")
+            })?
+        };
+        if protocol.sasl() {
+            let mechanism = self.sasl_mechanism_inter_broker_protocol.trim().to_ascii_uppercase();
+            if !self.sasl_mechanisms().contains(&mechanism) {
+                return Err(format!(
+                    "sasl_mechanism_inter_broker_protocol: {mechanism} is not one of sasl_enabled_mechanisms"
+                ));
+            }
+            if self.inter_broker_sasl_username.is_none() || self.inter_broker_sasl_password.is_none() {
+                return Err(format!(
+                    "the inter-broker listener {name} is SASL: brokers need inter_broker_sasl_username and \
+                     inter_broker_sasl_password (Kafka: username and password in that listener's sasl.jaas.config)"
+                ));
+            }
+        }
+        if protocol.tls() && self.ssl_truststore_location.is_none() {
+            return Err(format!(
+                "the inter-broker listener {name} is TLS: brokers need ssl_truststore_location, the CA \
+                 certificates they check each other's against"
+            ));
+        }
+        if !matches!(self.ssl_endpoint_identification_algorithm.to_ascii_lowercase().as_str(), "https" | "") {
+            return Err(format!(
+                "ssl_endpoint_identification_algorithm must be https or empty, not {:?}",
+                self.ssl_endpoint_identification_algorithm
+            ));
+        }
+        Ok(protocol)
+    }
+
     /// The enabled SASL mechanisms, upper case.
     pub fn sasl_mechanisms(&self) -> Vec<String> {
         self.sasl_enabled_mechanisms
@@ -170,21 +212,40 @@ impl BrokerConfig {
     }
 }
 
-/// PLAIN users from a JAAS `PlainLoginModule` entry (`user_alice="secret"` options), as Kafka
-/// configures them in `sasl.jaas.config`.
-pub(super) fn jaas_plain_users(value: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut users = BTreeMap::new();
+/// The options of a JAAS login module entry (`Module required key="value" ...;`), as Kafka
+/// configures SASL in `sasl.jaas.config`.
+fn jaas_options(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut options = Vec::new();
     let mut rest = value;
-    while let Some(at) = rest.find("user_") {
-        rest = &rest[at + 5..];
-        let (name, after) = rest.split_once('=').ok_or("sasl.jaas.config: user_NAME without =")?;
-        let after = after.trim_start();
-        let quoted = after.strip_prefix('"').ok_or("sasl.jaas.config: user_NAME=\"password\" needs quotes")?;
-        let end = quoted.find('"').ok_or("sasl.jaas.config: unterminated password")?;
-        users.insert(name.trim().to_owned(), quoted[..end].to_owned());
+    while let Some(at) = rest.find('=') {
+        let key = rest[..at].rsplit(char::is_whitespace).next().unwrap_or_default().to_owned();
+        let after = rest[at + 1..].trim_start();
+        let quoted =
+            after.strip_prefix('"').ok_or_else(|| format!("sasl.jaas.config: {key}=\"value\" needs quotes"))?;
+        let end = quoted.find('"').ok_or("sasl.jaas.config: unterminated value")?;
+        options.push((key, quoted[..end].to_owned()));
         rest = &quoted[end + 1..];
     }
-    Ok(users)
+    Ok(options)
+}
+
+/// What a JAAS entry configures: the PLAIN users it knows (`user_alice="secret"`), and the
+/// login this broker presents to others (`username`, `password`).
+pub(super) struct Jaas {
+    pub users: BTreeMap<String, String>,
+    pub login: Option<(String, String)>,
+}
+
+pub(super) fn jaas(value: &str) -> Result<Jaas, String> {
+    let options = jaas_options(value)?;
+    let find = |name: &str| options.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let users = options.iter().filter_map(|(k, v)| Some((k.strip_prefix("user_")?.to_owned(), v.clone()))).collect();
+    let login = match (find("username"), find("password")) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => return Err("sasl.jaas.config: username and password go together".into()),
+    };
+    Ok(Jaas { users, login })
 }
 
 #[cfg(test)]
@@ -215,11 +276,49 @@ mod tests {
     }
 
     #[test]
+    fn an_inter_broker_listener_must_exist_and_have_what_a_broker_connects_with() {
+        let config = BrokerConfig {
+            listeners: "SASL_SSL://127.0.0.1:9094".into(),
+            ssl_keystore_location: Some("/k.pem".into()),
+            ssl_truststore_location: Some("/ca.pem".into()),
+            inter_broker_listener_name: "sasl_ssl".into(),
+            inter_broker_sasl_username: Some("broker".into()),
+            inter_broker_sasl_password: Some("secret".into()),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(config.inter_broker_protocol(), Ok(SecurityProtocol::SaslSsl));
+        assert_eq!(BrokerConfig::default().inter_broker_protocol(), Ok(SecurityProtocol::Plaintext));
+        let refused = |config: BrokerConfig| config.inter_broker_protocol().unwrap_err();
+        assert!(
+            refused(BrokerConfig { inter_broker_listener_name: "OTHER".into(), ..config.clone() })
+                .contains("neither PLAINTEXT nor one of the listeners")
+        );
+        assert!(
+            refused(BrokerConfig { inter_broker_sasl_password: None, ..config.clone() })
+                .contains("inter_broker_sasl_password")
+        );
+        assert!(
+            refused(BrokerConfig { ssl_truststore_location: None, ..config.clone() })
+                .contains("ssl_truststore_location")
+        );
+        assert!(
+            refused(BrokerConfig { sasl_enabled_mechanisms: "SCRAM-SHA-512".into(), ..config.clone() })
+                .contains("not one of sasl_enabled_mechanisms")
+        );
+        assert!(
+            refused(BrokerConfig { ssl_endpoint_identification_algorithm: "ldap".into(), ..config })
+                .contains("https or empty")
+        );
+    }
+
+    #[test]
     fn jaas_plain_users_are_read_from_the_login_module_options() {
-        let users = jaas_plain_users(
-            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="a" user_admin="a" user_alice="s3 cret";"#,
+        let jaas = jaas(
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="a=b" user_admin="a" user_alice="s3 cret";"#,
         )
         .unwrap();
+        assert_eq!(jaas.login, Some(("admin".to_owned(), "a=b".to_owned())));
+        let users = jaas.users;
         assert_eq!(users.get("admin").map(String::as_str), Some("a"));
         assert_eq!(users.get("alice").map(String::as_str), Some("s3 cret"));
         assert_eq!(users.len(), 2);

@@ -242,9 +242,10 @@ impl Stream {
         Ok(Self { kind: Kind::Tls(state) })
     }
 
-    /// Turns this plain stream into a TLS one (a server session: it answers the peer's
-    /// handshake), once the handshake is done.
-    pub async fn accept_tls(self, session: rustls::ServerConnection) -> io::Result<Self> {
+    /// Turns this plain stream into a TLS one, once the handshake is done: a server session
+    /// answers the peer's handshake, a client session starts it and checks the server's
+    /// certificate as it was configured to.
+    pub async fn start_tls(self, session: impl Into<rustls::Connection>) -> io::Result<Self> {
         match self.kind {
             Kind::Plain(tcp) => Self::tls(tcp, session.into()).await,
             Kind::Tls(_) => Err(io::Error::other("the stream is TLS already")),

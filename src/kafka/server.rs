@@ -288,7 +288,7 @@ async fn tls_handshake(ctx: &KafkaContext, stream: Stream, peer: SocketAddr, inf
     let timeout = Duration::from_millis(ctx.config.request_read_timeout_ms);
     let handshake = async {
         let session = ctx.security.tls_session().await.map_err(std::io::Error::other)?;
-        stream.accept_tls(session).await
+        stream.start_tls(session).await
     };
     let failure = match io::timeout(timeout, handshake).await {
         Some(Ok(stream)) => return Some(stream),

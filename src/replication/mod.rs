@@ -2,7 +2,8 @@
 //! the leader's upkeep of its in-sync replicas.
 //!
 //! **Follower pipelines.** A shard runs one pipeline per leader broker it follows partitions
-//! from: one connection to that broker's Kafka listener, and Kafka's own Fetch (with this
+//! from: one connection to that broker's inter-broker listener (`inter_broker_listener_name`:
+//! TLS and SASL when it is secured, `security::inter_broker_client`), and Kafka's own Fetch (with this
 //! broker's replica id, each partition's current leader epoch and the epoch of its last batch)
 //! covering every partition the shard follows from it. What comes back is appended as the leader
 //! stamped it (`Partition::append_replica`: no record is decoded, the batches are checked and

@@ -20,13 +20,13 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderP
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::BrokerConnection;
+use crate::client::{BrokerConnection, ClientError};
 use crate::cluster::LocalMetadata;
 use crate::config::BrokerConfig;
-use crate::config::PLAINTEXT_LISTENER;
 use crate::io::{self, LocalSignal};
 use crate::model::{BrokerId, TopicPartition, batch};
 use crate::partition::{PartitionManager, PartitionRef};
+use crate::security;
 use crate::storage::FlushPolicy;
 
 /// Fetch version the pipelines speak (replica id in the request, last fetched epoch per
@@ -127,7 +127,11 @@ pub async fn run(
 ) {
     let me = config.broker_id;
     let source = Some(config.listen.ip());
+    let listener = config.inter_broker_listener_name.trim().to_ascii_uppercase();
     let mut conn: Option<BrokerConnection> = None;
+    // The last reason the leader could not be reached, said once at warn when it is one an
+    // operator must fix (a certificate, a password, an ACL), not on every retry.
+    let mut said: Option<String> = None;
     while !pipeline.stopped.get() {
         let now = io::now_ms();
         let parts: Vec<Part> = pipeline
@@ -168,25 +172,36 @@ pub async fn run(
             Some(c) => c.clone(),
             None => {
                 let view = metadata.view();
-                let Some(endpoint) =
-                    view.image.broker(pipeline.leader).and_then(|b| b.endpoint(PLAINTEXT_LISTENER)).cloned()
+                let Some(endpoint) = view.image.broker(pipeline.leader).and_then(|b| b.endpoint(&listener)).cloned()
                 else {
                     let _ = io::timeout(RETRY_PAUSE, pipeline.changed.notified()).await;
                     continue;
                 };
                 let addr = format!("{}:{}", endpoint.host, endpoint.port);
-                match io::timeout(
-                    Duration::from_secs(3),
-                    BrokerConnection::connect_from(&addr, "moldau-replica", source),
-                )
-                .await
-                {
-                    Some(Ok(c)) => {
+                let connected = match security::inter_broker_client(&config).await {
+                    Ok(secured) => io::timeout(
+                        Duration::from_secs(3),
+                        BrokerConnection::connect_from(&addr, "moldau-replica", source, &secured),
+                    )
+                    .await
+                    .unwrap_or_else(|| Err(ClientError::Unavailable("timed out".into()))),
+                    Err(reason) => Err(ClientError::Security { addr: addr.clone(), reason }),
+                };
+                match connected {
+                    Ok(c) => {
+                        said = None;
                         conn = Some(c.clone());
                         c
                     }
-                    _ => {
-                        tracing::debug!(leader = pipeline.leader, %addr, "cannot reach the leader; trying again");
+                    Err(err) => {
+                        let error = err.to_string();
+                        let operator = matches!(err, ClientError::Security { .. } | ClientError::Kafka { .. });
+                        if operator && said.as_ref() != Some(&error) {
+                            tracing::warn!(leader = pipeline.leader, %addr, %listener, %error, "cannot connect to the leader's inter-broker listener");
+                        } else {
+                            tracing::debug!(leader = pipeline.leader, %addr, %error, "cannot reach the leader; trying again");
+                        }
+                        said = Some(error);
                         io::sleep(RETRY_PAUSE).await;
                         continue;
                     }

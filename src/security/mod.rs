@@ -1,6 +1,7 @@
 //! Security: TLS on client listeners, SASL authentication (PLAIN, SCRAM), ACLs, client quotas,
 //! and what each shard keeps of it: the TLS configuration and the PLAIN users, re-read when
-//! their files change, and the broker's quota sensors.
+//! their files change, and the broker's quota sensors. Also the client's side a broker uses
+//! on another's inter-broker listener ([`inter_broker_client`]).
 //!
 //! Ownership: one [`SecurityFiles`] per broker (`Arc`, shared by the shards so they all serve the
 //! same certificate), one [`ShardSecurity`] per shard (`Rc`), used by its connections.
@@ -17,6 +18,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::client::ClientSecurity;
 use crate::config::BrokerConfig;
 use crate::io::{self, Faults};
 
@@ -177,4 +179,45 @@ impl ShardSecurity {
     pub async fn plain_users(&self) -> Arc<BTreeMap<String, String>> {
         self.files.plain_users().await.unwrap_or_default()
     }
+}
+
+/// A PEM file's contents.
+async fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    match io::fs::read(path, &Faults::none()).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(format!("{what} {}: no such file", path.display())),
+        Err(e) => Err(format!("{what} {}: {e}", path.display())),
+    }
+}
+
+/// How this broker connects to another's inter-broker listener (`inter_broker_listener_name`):
+/// over TLS it checks the other's certificate against the trust store (and its name, unless
+/// `ssl_endpoint_identification_algorithm` is empty) and presents its own key store where
+/// listeners ask for client certificates; over SASL it logs in as `inter_broker_sasl_username`.
+/// The files are read at each call (followers connect rarely), so a renewed certificate is used
+/// from the next connection on.
+pub async fn inter_broker_client(config: &BrokerConfig) -> Result<ClientSecurity, String> {
+    let protocol = config.inter_broker_protocol()?;
+    let mut security = ClientSecurity::default();
+    if protocol.tls() {
+        let trust_path = config.ssl_truststore_location.as_deref().ok_or("no ssl_truststore_location")?;
+        let trust = read_pem("trust store", trust_path).await?;
+        let identity = if config.ssl_client_auth == "none" {
+            None
+        } else {
+            let file = match &config.ssl_keystore_location {
+                Some(path) => Some(read_pem("key store", path).await?),
+                None => None,
+            };
+            Some(tls::keystore_pem(config, file.as_deref()))
+        };
+        let verify_hostname = !config.ssl_endpoint_identification_algorithm.is_empty();
+        security.tls = Some(tls::client_config(&trust, identity.as_deref(), verify_hostname)?);
+    }
+    if protocol.sasl() {
+        let user = config.inter_broker_sasl_username.as_deref().unwrap_or_default();
+        let password = config.inter_broker_sasl_password.as_deref().unwrap_or_default();
+        security.sasl = Some(sasl::login(&config.sasl_mechanism_inter_broker_protocol, user, password)?);
+    }
+    Ok(security)
 }

@@ -1,9 +1,12 @@
 //! SASL on Kafka connections (SaslHandshake v1, then SaslAuthenticate tokens): the mechanisms
-//! PLAIN and SCRAM-SHA-256/512, one exchange per connection at a time.
+//! PLAIN and SCRAM-SHA-256/512, one exchange per connection at a time; and the client's side,
+//! the logins a broker presents to another and the CLI to a broker.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use super::scram::{ScramError, ScramMechanism, ScramServer, ScramStep};
+use super::scram::{ScramClient, ScramError, ScramMechanism, ScramServer, ScramStep};
+use crate::client::SaslClient;
 use crate::cluster::MetadataImage;
 
 /// A SASL mechanism a client chose.
@@ -131,6 +134,35 @@ fn plain(token: &[u8], users: &BTreeMap<String, String>) -> SaslOutcome {
     }
 }
 
+/// The client's side of PLAIN: one token, `NUL user NUL password`.
+struct PlainClient {
+    token: Vec<u8>,
+}
+
+impl SaslClient for PlainClient {
+    fn mechanism(&self) -> &str {
+        "PLAIN"
+    }
+
+    fn step(&mut self, challenge: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        Ok(challenge.is_none().then(|| std::mem::take(&mut self.token)))
+    }
+}
+
+/// A login as `user` with `password` by SASL `mechanism` (PLAIN, SCRAM-SHA-256 or -512): a new
+/// client exchange for each connection.
+pub fn login(mechanism: &str, user: &str, password: &str) -> Result<Rc<dyn Fn() -> Box<dyn SaslClient>>, String> {
+    let (user, password) = (user.to_owned(), password.to_owned());
+    match Mechanism::from_name(&mechanism.trim().to_ascii_uppercase()) {
+        Some(Mechanism::Plain) => Ok(Rc::new(move || {
+            let token = [b"\0", user.as_bytes(), b"\0", password.as_bytes()].concat();
+            Box::new(PlainClient { token })
+        })),
+        Some(Mechanism::Scram(m)) => Ok(Rc::new(move || Box::new(ScramClient::new(m, &user, &password)))),
+        None => Err(format!("SASL mechanism {mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")),
+    }
+}
+
 /// Parses a PLAIN users file: `name=password` per line, `#` comments.
 pub fn parse_users_file(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut users = BTreeMap::new();
@@ -163,6 +195,18 @@ mod tests {
         assert!(matches!(step(b"bob\0alice\0secret"), SaslOutcome::Failed(_)));
         assert!(matches!(step(b"garbage"), SaslOutcome::Failed(_)));
         assert!(matches!(step(&vec![0u8; MAX_TOKEN_BYTES + 1]), SaslOutcome::Failed(_)));
+    }
+
+    #[test]
+    fn the_plain_login_is_what_the_server_takes() {
+        let users = BTreeMap::from([("alice".to_owned(), "secret".to_owned())]);
+        let mut client = login("plain", "alice", "secret").unwrap()();
+        assert_eq!(client.mechanism(), "PLAIN");
+        let token = client.step(None).unwrap().unwrap();
+        let outcome = SaslExchange::new(Mechanism::Plain).step(&token, &users, &MetadataImage::empty());
+        assert!(matches!(outcome, SaslOutcome::Authenticated { .. }));
+        assert_eq!(client.step(Some(b"")), Ok(None));
+        assert!(login("GSSAPI", "a", "b").is_err());
     }
 
     #[test]

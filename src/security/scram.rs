@@ -1,5 +1,6 @@
-//! SCRAM (RFC 5802, RFC 7677) as Kafka uses it: SCRAM-SHA-256 and SCRAM-SHA-512, the server's
-//! side of the exchange, and the credentials a broker stores (never the password).
+//! SCRAM (RFC 5802, RFC 7677) as Kafka uses it: SCRAM-SHA-256 and SCRAM-SHA-512, both sides of
+//! the exchange (the client's is what a broker presents to another, and the CLI to a broker),
+//! and the credentials a broker stores (never the password).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -146,6 +147,96 @@ pub enum ScramStep {
     Done(String, Vec<u8>),
 }
 
+/// The client's side of one SCRAM exchange.
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    user: String,
+    password: String,
+    state: ClientState,
+}
+
+enum ClientState {
+    /// Nothing sent yet.
+    Start,
+    /// Sent client-first; waiting for server-first.
+    SentFirst { client_first_bare: String, nonce: String },
+    /// Sent client-final; waiting for the server's signature.
+    SentFinal { server_final: String },
+    /// Finished (either way).
+    Done,
+}
+
+/// SCRAM's escaping of user names (`,` is `=2C`, `=` is `=3D`).
+fn escape_name(name: &str) -> String {
+    name.replace('=', "=3D").replace(',', "=2C")
+}
+
+impl ScramClient {
+    /// An exchange for `user` with `password`.
+    pub fn new(mechanism: ScramMechanism, user: &str, password: &str) -> Self {
+        Self { mechanism, user: user.to_owned(), password: password.to_owned(), state: ClientState::Start }
+    }
+
+    /// client-final for `server_first`, and the server-final that proves the server knows the
+    /// credential.
+    fn answer(&self, client_first_bare: &str, nonce: &str, server_first: &str) -> Result<(String, String), String> {
+        let parts: Vec<&str> = server_first.split(',').collect();
+        if let Some(error) = attribute(&parts, 'e') {
+            return Err(format!("the server refused: {error}"));
+        }
+        let combined = attribute(&parts, 'r').ok_or("server-first has no nonce")?;
+        if !combined.starts_with(nonce) || combined.len() == nonce.len() {
+            return Err("server-first's nonce does not extend ours".into());
+        }
+        let salt = BASE64.decode(attribute(&parts, 's').ok_or("server-first has no salt")?);
+        let salt = salt.map_err(|_| "server-first's salt is not base64")?;
+        let iterations: u32 = attribute(&parts, 'i').and_then(|i| i.parse().ok()).ok_or("bad iteration count")?;
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!("{iterations} iterations is outside {MIN_ITERATIONS}..={MAX_ITERATIONS}"));
+        }
+        let salted = self.mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = self.mechanism.mac(&salted, b"Client Key");
+        let stored_key = digest::digest(self.mechanism.digest(), &client_key);
+        let without_proof = format!("c={},r={combined}", BASE64.encode("n,,"));
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = self.mechanism.mac(stored_key.as_ref(), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let server_key = self.mechanism.mac(&salted, b"Server Key");
+        let server_final = format!("v={}", BASE64.encode(self.mechanism.mac(&server_key, auth_message.as_bytes())));
+        Ok((format!("{without_proof},p={}", BASE64.encode(proof)), server_final))
+    }
+}
+
+impl crate::client::SaslClient for ScramClient {
+    fn mechanism(&self) -> &str {
+        self.mechanism.name()
+    }
+
+    fn step(&mut self, challenge: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        let text = challenge.map(|c| std::str::from_utf8(c).map_err(|_| "the server's message is not UTF-8"));
+        match (std::mem::replace(&mut self.state, ClientState::Done), text.transpose()?) {
+            (ClientState::Start, None) => {
+                let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(24));
+                let client_first_bare = format!("n={},r={nonce}", escape_name(&self.user));
+                let first = format!("n,,{client_first_bare}").into_bytes();
+                self.state = ClientState::SentFirst { client_first_bare, nonce };
+                Ok(Some(first))
+            }
+            (ClientState::SentFirst { client_first_bare, nonce }, Some(server_first)) => {
+                let (client_final, server_final) = self.answer(&client_first_bare, &nonce, server_first)?;
+                self.state = ClientState::SentFinal { server_final };
+                Ok(Some(client_final.into_bytes()))
+            }
+            (ClientState::SentFinal { server_final }, Some(given)) if given == server_final => Ok(None),
+            (ClientState::SentFinal { .. }, Some(given)) => Err(match given.strip_prefix("e=") {
+                Some(error) => format!("the server refused: {error}"),
+                None => "the server's signature is wrong: it does not know the credential".into(),
+            }),
+            _ => Err("the SCRAM exchange is out of step".into()),
+        }
+    }
+}
+
 /// Undoes SCRAM's escaping of user names (`=2C` is `,`, `=3D` is `=`).
 fn unescape_name(name: &str) -> Result<String, ScramError> {
     let mut out = String::new();
@@ -257,51 +348,42 @@ impl ScramServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The client's side, written from RFC 5802, to check the server against.
-    fn client_final(
-        mechanism: ScramMechanism,
-        password: &str,
-        client_first_bare: &str,
-        server_first: &str,
-    ) -> (String, Vec<u8>) {
-        let parts: Vec<&str> = server_first.split(',').collect();
-        let nonce = attribute(&parts, 'r').unwrap();
-        let salt = BASE64.decode(attribute(&parts, 's').unwrap()).unwrap();
-        let iterations: u32 = attribute(&parts, 'i').unwrap().parse().unwrap();
-        let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = mechanism.mac(&salted, b"Client Key");
-        let stored_key = digest::digest(mechanism.digest(), &client_key);
-        let without_proof = format!("c={},r={nonce}", BASE64.encode("n,,"));
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = mechanism.mac(stored_key.as_ref(), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
-        let server_key = mechanism.mac(&salted, b"Server Key");
-        let expected_v = format!("v={}", BASE64.encode(mechanism.mac(&server_key, auth_message.as_bytes())));
-        (format!("{without_proof},p={}", BASE64.encode(proof)), expected_v.into_bytes())
-    }
+    use crate::client::SaslClient;
 
     fn exchange(mechanism: ScramMechanism, stored_password: &str, given_password: &str) -> Result<String, ScramError> {
         let salt = random_bytes(16);
         let credential =
             mechanism.credential(&salt, &mechanism.salted_password(stored_password.as_bytes(), &salt, 4096), 4096);
         let mut server = ScramServer::new(mechanism);
-        let client_first_bare = "n=al=3Dice,r=fyko+d2lbbFgONRv9qkxdawL";
-        let ScramStep::Continue(server_first) = server.step(format!("n,,{client_first_bare}").as_bytes(), |user| {
-            (user == "al=ice").then(|| credential.clone())
-        })?
+        let mut client = ScramClient::new(mechanism, "al=ice", given_password);
+        let first = client.step(None).unwrap().unwrap();
+        assert!(first.starts_with(b"n,,n=al=3Dice,r="), "the user name is escaped");
+        let ScramStep::Continue(server_first) =
+            server.step(&first, |user| (user == "al=ice").then(|| credential.clone()))?
         else {
             panic!("the first step continues")
         };
-        let server_first = String::from_utf8(server_first).unwrap();
-        let (final_message, expected_v) = client_final(mechanism, given_password, client_first_bare, &server_first);
-        match server.step(final_message.as_bytes(), |_| unreachable!())? {
+        let final_message = client.step(Some(&server_first)).unwrap().unwrap();
+        match server.step(&final_message, |_| unreachable!())? {
             ScramStep::Done(user, v) => {
-                assert_eq!(v, expected_v, "the server proves it knows the credential");
+                assert_eq!(client.step(Some(&v)), Ok(None), "the server proves it knows the credential");
                 Ok(user)
             }
             ScramStep::Continue(_) => panic!("the exchange has two steps"),
         }
+    }
+
+    #[test]
+    fn a_server_that_does_not_know_the_credential_is_caught() {
+        let mut client = ScramClient::new(ScramMechanism::Sha256, "u", "p");
+        let first = String::from_utf8(client.step(None).unwrap().unwrap()).unwrap();
+        let nonce = first.rsplit_once("r=").unwrap().1;
+        let server_first = format!("r={nonce}xyz,s={},i=4096", BASE64.encode(b"salt"));
+        assert!(client.step(Some(server_first.as_bytes())).unwrap().is_some());
+        assert!(client.step(Some(b"v=AAAA")).unwrap_err().contains("does not know"));
+        let mut client = ScramClient::new(ScramMechanism::Sha256, "u", "p");
+        client.step(None).unwrap();
+        assert!(client.step(Some(b"r=other,s=c2FsdA==,i=4096")).unwrap_err().contains("nonce"));
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! TLS for client listeners: the rustls server configuration built from Kafka's PEM settings
-//! (`ssl.keystore.*`, `ssl.truststore.*`, `ssl.client.auth`), and the principal a client
-//! certificate gives (its subject, as Kafka's default mapping writes it: RFC 2253).
+//! (`ssl.keystore.*`, `ssl.truststore.*`, `ssl.client.auth`), the client configuration a broker
+//! connects to another with (or the CLI to a broker), and the principal a client certificate
+//! gives (its subject, as Kafka's default mapping writes it: RFC 2253).
 
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::config::BrokerConfig;
 
@@ -18,23 +21,7 @@ pub fn server_config(
     keystore: Option<&[u8]>,
     truststore: Option<&[u8]>,
 ) -> Result<Arc<ServerConfig>, String> {
-    let pem: Vec<u8> = match keystore {
-        Some(bytes) => bytes.to_vec(),
-        None => format!(
-            "{}\n{}\n",
-            config.ssl_keystore_key.as_deref().unwrap_or_default(),
-            config.ssl_keystore_certificate_chain.as_deref().unwrap_or_default()
-        )
-        .into_bytes(),
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("key store: cannot read the certificate chain: {e}"))?;
-    if certs.is_empty() {
-        return Err("key store: no certificate (PEM CERTIFICATE section) found".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("key store: no unencrypted private key (PEM PRIVATE KEY section): {e}"))?;
+    let (certs, key) = identity(&keystore_pem(config, keystore))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -42,21 +29,131 @@ pub fn server_config(
     let builder = if config.ssl_client_auth == "none" {
         builder.with_no_client_auth()
     } else {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(truststore.unwrap_or_default()) {
-            let cert = cert.map_err(|e| format!("trust store: {e}"))?;
-            roots.add(cert).map_err(|e| format!("trust store: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("trust store: no CA certificate found".into());
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let roots = roots(truststore.unwrap_or_default())?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
         let verifier = if config.ssl_client_auth == "requested" { verifier.allow_unauthenticated() } else { verifier };
         builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("trust store: {e}"))?)
     };
     let mut server = builder.with_single_cert(certs, key).map_err(|e| format!("key store: {e}"))?;
     server.alpn_protocols.clear();
     Ok(Arc::new(server))
+}
+
+/// The PEM key store: the file's contents, or the inline `ssl.keystore.key` and
+/// `.certificate.chain` that stand in for one.
+pub fn keystore_pem(config: &BrokerConfig, file: Option<&[u8]>) -> Vec<u8> {
+    match file {
+        Some(bytes) => bytes.to_vec(),
+        None => format!(
+            "{}\n{}\n",
+            config.ssl_keystore_key.as_deref().unwrap_or_default(),
+            config.ssl_keystore_certificate_chain.as_deref().unwrap_or_default()
+        )
+        .into_bytes(),
+    }
+}
+
+/// The certificate chain and the unencrypted private key in a PEM key store.
+fn identity(pem: &[u8]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("key store: cannot read the certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err("key store: no certificate (PEM CERTIFICATE section) found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| format!("key store: no unencrypted private key (PEM PRIVATE KEY section): {e}"))?;
+    Ok((certs, key))
+}
+
+/// The CA certificates of a PEM trust store (at least one).
+fn roots(truststore: &[u8]) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(truststore) {
+        let cert = cert.map_err(|e| format!("trust store: {e}"))?;
+        roots.add(cert).map_err(|e| format!("trust store: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("trust store: no CA certificate found".into());
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A client configuration: servers must present a chain to a CA in `truststore` (PEM) and,
+/// when `verify_hostname` (Kafka's `ssl.endpoint.identification.algorithm=https`), a
+/// certificate for the host connected to; `identity` (a PEM key and certificate chain) is
+/// presented to servers that ask for a client certificate.
+pub fn client_config(
+    truststore: &[u8],
+    identity_pem: Option<&[u8]>,
+    verify_hostname: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(truststore)?, provider.clone())
+        .build()
+        .map_err(|e| format!("trust store: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = if verify_hostname {
+        builder.with_webpki_verifier(verifier)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyHostName(verifier)))
+    };
+    let config = match identity_pem {
+        Some(pem) => {
+            let (certs, key) = identity(pem)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| format!("key store: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Checks a server's chain as webpki does but takes a certificate for any host name (Kafka's
+/// `ssl.endpoint.identification.algorithm` set empty): the name is checked only once the chain
+/// is valid, so this error means nothing else was wrong.
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// One DER element: tag and contents, and what follows it.

@@ -27,6 +27,8 @@ Usage:
       Reads COUNT records in GROUP. Prints "consumed COUNT", or "error NAME".
   security.py topics SETTINGS
       Prints "topics A,B,..." (the topics Metadata shows, internal ones left out).
+  security.py create-topic SETTINGS TOPIC PARTITIONS REPLICAS [NAME=VALUE...]
+      AdminClient: creates TOPIC with those topic configs. Prints "created TOPIC".
 """
 import json
 import sys
@@ -34,7 +36,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
-                                   AdminClient, ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   AdminClient, NewTopic, ResourcePatternType, ResourceType, ScramCredentialInfo,
                                    ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 mode, settings = sys.argv[1], json.loads(sys.argv[2])
@@ -146,5 +148,11 @@ elif mode == "topics":
     admin = AdminClient(settings)
     topics = admin.list_topics(timeout=15).topics
     print("topics " + ",".join(sorted(t for t in topics if not t.startswith("__"))))
+elif mode == "create-topic":
+    topic, partitions, replicas = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    configs = dict(arg.split("=", 1) for arg in sys.argv[6:])
+    admin = AdminClient(settings)
+    result(admin.create_topics([NewTopic(topic, partitions, replicas, config=configs)]))
+    print(f"created {topic}")
 else:
     raise SystemExit(f"unknown mode {mode}")

@@ -349,3 +349,90 @@ impl Drop for SmallDisk {
         let _ = std::fs::remove_file(&self.image);
     }
 }
+
+/// A test CA, a broker certificate for 127.0.0.1 (and any other addresses asked for), and a
+/// client certificate, made by `openssl` (Debian's, installed by tests/run-all.sh).
+pub struct TestCa {
+    /// Where its files are.
+    pub dir: PathBuf,
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    run_ok(
+        Command::new("openssl").args(args).current_dir(dir),
+        &format!("openssl {}", args[0]),
+        Duration::from_secs(60),
+    );
+}
+
+impl TestCa {
+    /// A CA in `dir` whose broker certificate is for 127.0.0.1 and localhost.
+    pub fn new(dir: &Path) -> Self {
+        Self::for_addresses(dir, &[])
+    }
+
+    /// [`TestCa::new`], the broker certificate also naming `ips` (one certificate all the
+    /// nodes of a test cluster share).
+    pub fn for_addresses(dir: &Path, ips: &[&str]) -> Self {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ca = [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Moldau Test CA"],
+        ]
+        .concat();
+        openssl(dir, &ca);
+        std::fs::write(
+            dir.join("broker.ext"),
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost{}\nextendedKeyUsage=serverAuth\n",
+                ips.iter().map(|ip| format!(",IP:{ip}")).collect::<String>()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        let ca = Self { dir: dir.to_owned() };
+        ca.issue("broker", "/CN=localhost", "broker.ext");
+        ca.issue("client", "/O=Moldau Test/OU=eng/CN=alice", "client.ext");
+        ca.keystore("broker");
+        ca
+    }
+
+    /// A key and a certificate signed by the CA: NAME.key, NAME.pem.
+    pub fn issue(&self, name: &str, subject: &str, ext: &str) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(&self.dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+
+    /// NAME-keystore.pem: the key and the certificate, as Kafka's PEM key store holds them.
+    pub fn keystore(&self, name: &str) {
+        let key = std::fs::read_to_string(self.dir.join(format!("{name}.key"))).unwrap();
+        let pem = std::fs::read_to_string(self.dir.join(format!("{name}.pem"))).unwrap();
+        std::fs::write(self.dir.join(format!("{name}-keystore.pem")), format!("{key}{pem}")).unwrap();
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
