@@ -8,7 +8,8 @@
 mod kafka;
 mod listeners;
 
-pub use listeners::{ListenerSpec, PLAINTEXT_LISTENER, SASL_MECHANISMS, SecurityProtocol};
+pub use kafka::parse_properties;
+pub use listeners::{Jaas, ListenerSpec, PLAINTEXT_LISTENER, SASL_MECHANISMS, SecurityProtocol, jaas};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

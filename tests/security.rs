@@ -473,3 +473,141 @@ fn client_quotas_are_set_described_and_throttle_a_greedy_producer() {
     let out = run_ok(&mut python("quotas.py", &[&broker.addr, "quota-topic"]), "client quotas", CLIENT_TIMEOUT);
     assert!(stdout(&out).contains("greedy_bytes_per_s"), "{}", stdout(&out));
 }
+
+/// `moldau` with `--command-config`: the output of a CLI command that must succeed.
+fn moldau_ok(args: &[&str]) -> String {
+    stdout(&run_ok(&mut common::moldau(args), &format!("moldau {args:?}"), CLIENT_TIMEOUT))
+}
+
+/// The error a CLI command that must fail prints.
+fn moldau_fails(args: &[&str]) -> String {
+    let out = run(&mut common::moldau(args));
+    assert!(!out.status.success(), "moldau {args:?} should fail: {}", stdout(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn produce_with(args: &[&str], lines: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child =
+        common::moldau(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_cli_manages_scram_users_and_acls_and_connects_as_a_command_config_file_says() {
+    let dir = TempDir::new("security-cli");
+    let ca = TestCa::new(&dir);
+    let broker = secured_broker(
+        "secured-cli",
+        &ca,
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "--set",
+            "super.users=User:ANONYMOUS",
+        ],
+    );
+    let plain = broker.addr.clone();
+    let sasl_ssl = broker.listener("SASL_SSL");
+    // A SCRAM user, salted by the CLI, created over the plaintext listener (anonymous super user).
+    assert!(
+        moldau_ok(&[
+            "user",
+            "set",
+            "carol",
+            "--password",
+            "carol-secret",
+            "--mechanism",
+            "scram-sha-256",
+            "--bootstrap",
+            &plain
+        ])
+        .contains("set carol SCRAM-SHA-256")
+    );
+    assert!(moldau_ok(&["user", "list", "--bootstrap", &plain]).contains("carol SCRAM-SHA-256 iterations=4096"));
+    let properties = |name: &str, lines: &[String]| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path.display().to_string()
+    };
+    let ca_line = format!("ssl.ca.location={}", ca.path("ca.pem"));
+    let carol = properties(
+        "carol.properties",
+        &[
+            "# librdkafka's names".into(),
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanism=SCRAM-SHA-256".into(),
+            "sasl.username=carol".into(),
+            "sasl.password=carol-secret".into(),
+            ca_line.clone(),
+        ],
+    );
+    moldau_ok(&["topic", "create", "orders", "--bootstrap", &plain]);
+    moldau_ok(&["topic", "create", "ledger", "--bootstrap", &plain]);
+    // Authenticated but allowed nothing yet: carol sees no topic.
+    let seen = moldau_ok(&["topic", "list", "--bootstrap", &sasl_ssl, "--command-config", &carol]);
+    assert!(!seen.contains("orders"), "{seen}");
+    let added = moldau_ok(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:carol",
+        "--operation",
+        "write",
+        "--topic",
+        "orders",
+        "--bootstrap",
+        &plain,
+    ]);
+    assert!(added.contains("TOPIC orders LITERAL User:carol host=* WRITE ALLOW"), "{added}");
+    let listed = moldau_ok(&["acl", "list", "--principal", "User:carol", "--bootstrap", &plain]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let to = |topic: &str| {
+        produce_with(&["produce", "--topic", topic, "--bootstrap", &sasl_ssl, "--command-config", &carol], "one\ntwo\n")
+    };
+    let out = to("orders");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = to("ledger");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("TopicAuthorizationFailed"),
+        "{out:?}"
+    );
+    // A Java-style file (JAAS line) with a wrong password is refused by the broker.
+    let wrong = properties(
+        "wrong.properties",
+        &[
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanism=SCRAM-SHA-256".into(),
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"carol\" password=\"nope\";".into(),
+            format!("ssl.truststore.location={}", ca.path("ca.pem")),
+        ],
+    );
+    let said = moldau_fails(&["topic", "list", "--bootstrap", &sasl_ssl, "--command-config", &wrong]);
+    assert!(said.contains("SaslAuthenticationFailed"), "{said}");
+    // A client certificate over SSL (the principal is its subject).
+    let mtls = properties(
+        "mtls.properties",
+        &[
+            "security.protocol=SSL".into(),
+            ca_line,
+            format!("ssl.certificate.location={}", ca.path("client.pem")),
+            format!("ssl.key.location={}", ca.path("client.key")),
+        ],
+    );
+    moldau_ok(&["topic", "list", "--bootstrap", &broker.listener("SSL"), "--command-config", &mtls]);
+    let unknown = properties("unknown.properties", &["bootstrap.servers=x".into()]);
+    assert!(
+        moldau_fails(&["topic", "list", "--command-config", &unknown, "--bootstrap", &plain])
+            .contains("unknown client property")
+    );
+    // Removed ACLs and users grant nothing.
+    assert!(
+        moldau_ok(&["acl", "remove", "--principal", "User:carol", "--bootstrap", &plain]).contains("removed 1 ACLs")
+    );
+    assert!(!to("orders").status.success());
+    moldau_ok(&["user", "delete", "carol", "--mechanism", "SCRAM-SHA-256", "--bootstrap", &plain]);
+    assert!(!moldau_ok(&["user", "list", "--bootstrap", &plain]).contains("carol"));
+    let said = moldau_fails(&["topic", "list", "--bootstrap", &sasl_ssl, "--command-config", &carol]);
+    assert!(said.contains("SaslAuthenticationFailed"), "{said}");
+}

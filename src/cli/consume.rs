@@ -2,16 +2,16 @@
 
 use std::io::Write;
 
-use super::{DEFAULT_BOOTSTRAP, connect};
+use super::{Target, connect};
 use crate::client::ClientError;
 use crate::model::records::decode_records;
 
 /// Arguments of `moldau consume`.
 #[derive(clap::Args, Debug)]
 pub struct ConsumeArgs {
-    /// Broker(s), host:port[,host:port...].
-    #[arg(long, default_value = DEFAULT_BOOTSTRAP)]
-    bootstrap: String,
+    /// The brokers, and how to secure connections to them.
+    #[command(flatten)]
+    target: Target,
     /// Topic to read.
     #[arg(long)]
     topic: String,
@@ -40,7 +40,7 @@ pub struct ConsumeArgs {
 
 /// Runs `moldau consume`.
 pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
-    let client = connect(&args.bootstrap).await?;
+    let client = connect(&args.target).await?;
     let topic = client.topic(&args.topic, false).await?;
     let mut partitions: Vec<i32> = match args.partition {
         Some(p) => vec![p],

@@ -64,8 +64,8 @@ async fn end_offsets(
 }
 
 /// Runs a group action.
-pub async fn run(bootstrap: &str, action: GroupAction) -> Result<(), ClientError> {
-    let client = connect(bootstrap).await?;
+pub async fn run(target: &super::Target, action: GroupAction) -> Result<(), ClientError> {
+    let client = connect(target).await?;
     match action {
         GroupAction::List => {
             for (group, state, protocol) in client.list_groups().await? {

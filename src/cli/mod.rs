@@ -1,16 +1,21 @@
-//! The command-line tools beside `serve`: topics, produce and consume, against any
-//! Kafka-compatible broker reached with `--bootstrap`.
+//! The command-line tools beside `serve`: topics, groups, produce and consume, ACLs and SCRAM
+//! users, against any Kafka-compatible broker reached with `--bootstrap` (secured as a
+//! `--command-config` file of librdkafka's client properties says).
 
+pub mod acl;
+pub mod command_config;
 pub mod consume;
 pub mod group;
 pub mod produce;
 pub mod topic;
+pub mod user;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::client::{ClientError, KafkaClient};
+use crate::client::{ClientError, ClientSecurity, KafkaClient};
 
 pub use crate::client::DEFAULT_BOOTSTRAP;
 
@@ -19,21 +24,39 @@ pub use crate::client::DEFAULT_BOOTSTRAP;
 pub enum ToolCommand {
     /// Create, list, describe, alter or delete topics.
     Topic {
-        /// Broker(s) to talk to, host:port[,host:port...].
-        #[arg(long, global = true, default_value = DEFAULT_BOOTSTRAP)]
-        bootstrap: String,
+        /// The brokers, and how to secure connections to them.
+        #[command(flatten)]
+        target: Target,
         /// What to do.
         #[command(subcommand)]
         action: topic::TopicAction,
     },
     /// List, describe (with lag), delete consumer groups, or reset their offsets.
     Group {
-        /// Broker(s) to talk to, host:port[,host:port...].
-        #[arg(long, global = true, default_value = DEFAULT_BOOTSTRAP)]
-        bootstrap: String,
+        /// The brokers, and how to secure connections to them.
+        #[command(flatten)]
+        target: Target,
         /// What to do.
         #[command(subcommand)]
         action: group::GroupAction,
+    },
+    /// Add, list or remove ACLs.
+    Acl {
+        /// The brokers, and how to secure connections to them.
+        #[command(flatten)]
+        target: Target,
+        /// What to do.
+        #[command(subcommand)]
+        action: acl::AclAction,
+    },
+    /// Set, list or delete SCRAM users.
+    User {
+        /// The brokers, and how to secure connections to them.
+        #[command(flatten)]
+        target: Target,
+        /// What to do.
+        #[command(subcommand)]
+        action: user::UserAction,
     },
     /// Produce lines from stdin or a file, one record per line.
     Produce(produce::ProduceArgs),
@@ -47,6 +70,19 @@ pub enum ToolCommand {
     /// Bounded, verifying load: fails if any acknowledged record is lost (optionally killing and
     /// restarting a broker it started itself).
     Soak(crate::bench::soak::SoakArgs),
+}
+
+/// Where a tool connects, and how.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Broker(s) to talk to, host:port[,host:port...].
+    #[arg(long, global = true, default_value = DEFAULT_BOOTSTRAP)]
+    pub bootstrap: String,
+    /// A properties file of client settings, librdkafka's names: security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location,
+    /// ssl.key.location, ssl.endpoint.identification.algorithm.
+    #[arg(long, global = true)]
+    pub command_config: Option<PathBuf>,
 }
 
 /// Runs a tool and returns the process exit code.
@@ -66,8 +102,10 @@ pub fn run(command: ToolCommand) -> ExitCode {
     };
     let outcome = crate::io::block_on(async move {
         match command {
-            ToolCommand::Topic { bootstrap, action } => topic::run(&bootstrap, action).await,
-            ToolCommand::Group { bootstrap, action } => group::run(&bootstrap, action).await,
+            ToolCommand::Topic { target, action } => topic::run(&target, action).await,
+            ToolCommand::Group { target, action } => group::run(&target, action).await,
+            ToolCommand::Acl { target, action } => acl::run(&target, action).await,
+            ToolCommand::User { target, action } => user::run(&target, action).await,
             ToolCommand::Produce(args) => produce::run(args).await,
             ToolCommand::Consume(args) => consume::run(args).await,
             ToolCommand::Bench(_) | ToolCommand::BenchSink(_) | ToolCommand::Soak(_) => unreachable!("handled above"),
@@ -93,8 +131,15 @@ fn report(outcome: Result<(), String>) -> ExitCode {
 }
 
 /// Connects to the cluster for a tool.
-pub async fn connect(bootstrap: &str) -> Result<KafkaClient, ClientError> {
-    KafkaClient::connect(bootstrap, "moldau-cli").await
+pub async fn connect(target: &Target) -> Result<KafkaClient, ClientError> {
+    let security = match &target.command_config {
+        Some(path) => command_config::load(path).await.map_err(|reason| ClientError::Security {
+            addr: target.bootstrap.clone(),
+            reason: format!("--command-config {}: {reason}", path.display()),
+        })?,
+        None => ClientSecurity::default(),
+    };
+    KafkaClient::connect_secured(&target.bootstrap, "moldau-cli", security).await
 }
 
 /// Parses `key=value`.

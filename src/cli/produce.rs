@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::{DEFAULT_BOOTSTRAP, connect};
+use super::{Target, connect};
 use crate::client::ClientError;
 use crate::client::partition_for_key;
 use crate::model::records::{EncodeOptions, KeyValue, compression_id, encode_batch};
@@ -16,9 +16,9 @@ const MAX_RECORDS_PER_BATCH: usize = 500;
 /// Arguments of `moldau produce`.
 #[derive(clap::Args, Debug)]
 pub struct ProduceArgs {
-    /// Broker(s), host:port[,host:port...].
-    #[arg(long, default_value = DEFAULT_BOOTSTRAP)]
-    bootstrap: String,
+    /// The brokers, and how to secure connections to them.
+    #[command(flatten)]
+    target: Target,
     /// Topic to produce to (created with broker defaults if the broker allows it).
     #[arg(long)]
     topic: String,
@@ -50,7 +50,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), ClientError> {
     if !matches!(args.acks, -1..=1) {
         return Err(ClientError::Unavailable("--acks must be 0, 1 or -1".into()));
     }
-    let client = connect(&args.bootstrap).await?;
+    let client = connect(&args.target).await?;
     let topic = client.topic(&args.topic, true).await?;
     let partitions = topic.partitions.len() as i32;
     if let Some(p) = args.partition

@@ -61,8 +61,8 @@ pub enum TopicAction {
 }
 
 /// Runs a topic action.
-pub async fn run(bootstrap: &str, action: TopicAction) -> Result<(), ClientError> {
-    let client = connect(bootstrap).await?;
+pub async fn run(target: &super::Target, action: TopicAction) -> Result<(), ClientError> {
+    let client = connect(target).await?;
     match action {
         TopicAction::Create { name, partitions, replication_factor, configs } => {
             let configs: BTreeMap<String, String> = configs.into_iter().collect();

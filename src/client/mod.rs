@@ -63,6 +63,7 @@ const LIST_OFFSET_ATTEMPTS: usize = 50;
 pub struct KafkaClient {
     bootstrap: Vec<String>,
     client_id: String,
+    security: ClientSecurity,
     connections: RefCell<HashMap<String, BrokerConnection>>,
     brokers: RefCell<HashMap<i32, String>>,
     leaders: RefCell<HashMap<(String, i32), i32>>,
@@ -72,9 +73,19 @@ pub struct KafkaClient {
 impl KafkaClient {
     /// A client for the brokers in `bootstrap` (comma-separated host:port list).
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Self, ClientError> {
+        Self::connect_secured(bootstrap, client_id, ClientSecurity::default()).await
+    }
+
+    /// [`KafkaClient::connect`] with every connection secured by `security` (TLS, SASL).
+    pub async fn connect_secured(
+        bootstrap: &str,
+        client_id: &str,
+        security: ClientSecurity,
+    ) -> Result<Self, ClientError> {
         let client = Self {
             bootstrap: bootstrap.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             client_id: client_id.to_owned(),
+            security,
             connections: RefCell::new(HashMap::new()),
             brokers: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
@@ -89,7 +100,7 @@ impl KafkaClient {
         if let Some(conn) = existing.filter(|c| !c.is_closed()) {
             return Ok(conn);
         }
-        let conn = BrokerConnection::connect(addr, &self.client_id).await?;
+        let conn = BrokerConnection::connect_from(addr, &self.client_id, None, &self.security).await?;
         self.connections.borrow_mut().insert(addr.to_owned(), conn.clone());
         Ok(conn)
     }

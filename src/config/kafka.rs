@@ -280,7 +280,7 @@ fn listeners(value: &str, advertised: bool) -> Result<Mapped, String> {
 
 /// Parses a Java properties file (`key=value` or `key: value` lines, `#` and `!` comments,
 /// backslash continuations).
-pub(super) fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut pending = String::new();
     for (number, raw) in text.lines().enumerate() {

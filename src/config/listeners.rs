@@ -231,12 +231,15 @@ fn jaas_options(value: &str) -> Result<Vec<(String, String)>, String> {
 
 /// What a JAAS entry configures: the PLAIN users it knows (`user_alice="secret"`), and the
 /// login this broker presents to others (`username`, `password`).
-pub(super) struct Jaas {
+pub struct Jaas {
+    /// PLAIN users and their passwords.
     pub users: BTreeMap<String, String>,
+    /// User name and password.
     pub login: Option<(String, String)>,
 }
 
-pub(super) fn jaas(value: &str) -> Result<Jaas, String> {
+/// Reads a JAAS entry (`sasl.jaas.config`).
+pub fn jaas(value: &str) -> Result<Jaas, String> {
     let options = jaas_options(value)?;
     let find = |name: &str| options.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let users = options.iter().filter_map(|(k, v)| Some((k.strip_prefix("user_")?.to_owned(), v.clone()))).collect();

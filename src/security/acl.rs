@@ -83,6 +83,51 @@ pub mod permission {
     pub const ALLOW: i8 = 3;
 }
 
+/// Kafka's names for the resource types (as `ResourceType` writes them).
+pub const RESOURCE_NAMES: &[(i8, &str)] = &[
+    (resource::TOPIC, "TOPIC"),
+    (resource::GROUP, "GROUP"),
+    (resource::CLUSTER, "CLUSTER"),
+    (resource::TRANSACTIONAL_ID, "TRANSACTIONAL_ID"),
+    (resource::DELEGATION_TOKEN, "DELEGATION_TOKEN"),
+    (resource::USER, "USER"),
+];
+
+/// Kafka's names for the pattern types.
+pub const PATTERN_NAMES: &[(i8, &str)] = &[(pattern::LITERAL, "LITERAL"), (pattern::PREFIXED, "PREFIXED")];
+
+/// Kafka's names for the operations (as `AclOperation` writes them).
+pub const OPERATION_NAMES: &[(i8, &str)] = &[
+    (op::ALL, "ALL"),
+    (op::READ, "READ"),
+    (op::WRITE, "WRITE"),
+    (op::CREATE, "CREATE"),
+    (op::DELETE, "DELETE"),
+    (op::ALTER, "ALTER"),
+    (op::DESCRIBE, "DESCRIBE"),
+    (op::CLUSTER_ACTION, "CLUSTER_ACTION"),
+    (op::DESCRIBE_CONFIGS, "DESCRIBE_CONFIGS"),
+    (op::ALTER_CONFIGS, "ALTER_CONFIGS"),
+    (op::IDEMPOTENT_WRITE, "IDEMPOTENT_WRITE"),
+    (13, "CREATE_TOKENS"),
+    (14, "DESCRIBE_TOKENS"),
+    (op::MAX, "TWO_PHASE_COMMIT"),
+];
+
+/// Kafka's names for the permissions.
+pub const PERMISSION_NAMES: &[(i8, &str)] = &[(permission::DENY, "DENY"), (permission::ALLOW, "ALLOW")];
+
+/// The name `code` has in `names`, or the code itself.
+pub fn name_of(names: &[(i8, &str)], code: i8) -> String {
+    names.iter().find(|(c, _)| *c == code).map_or_else(|| code.to_string(), |(_, n)| (*n).to_owned())
+}
+
+/// The code named `name` (any case, `-` for `_`) in `names`.
+pub fn code_of(names: &[(i8, &str)], name: &str) -> Option<i8> {
+    let name = name.trim().to_ascii_uppercase().replace('-', "_");
+    names.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+}
+
 /// The name of the cluster resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 

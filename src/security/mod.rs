@@ -181,8 +181,8 @@ impl ShardSecurity {
     }
 }
 
-/// A PEM file's contents.
-async fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+/// A file's contents; errors name it as `what` and its path.
+pub async fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
     match io::fs::read(path, &Faults::none()).await {
         Ok(Some(bytes)) => Ok(bytes),
         Ok(None) => Err(format!("{what} {}: no such file", path.display())),
@@ -201,12 +201,12 @@ pub async fn inter_broker_client(config: &BrokerConfig) -> Result<ClientSecurity
     let mut security = ClientSecurity::default();
     if protocol.tls() {
         let trust_path = config.ssl_truststore_location.as_deref().ok_or("no ssl_truststore_location")?;
-        let trust = read_pem("trust store", trust_path).await?;
+        let trust = read_file("trust store", trust_path).await?;
         let identity = if config.ssl_client_auth == "none" {
             None
         } else {
             let file = match &config.ssl_keystore_location {
-                Some(path) => Some(read_pem("key store", path).await?),
+                Some(path) => Some(read_file("key store", path).await?),
                 None => None,
             };
             Some(tls::keystore_pem(config, file.as_deref()))
