@@ -350,7 +350,15 @@ impl Broker {
         if let Some(addr) = broker.config.metrics_listen {
             let services = broker.services.clone();
             let stats = Arc::new(move || collect_stats(&services));
-            if let Err(err) = crate::http::spawn_metrics_server(addr, stats) {
+            // HTTPS with the listeners' key store (and client certificates as they ask for them).
+            let tls: Option<io::http::TlsSource> = broker.config.metrics_tls.then(|| {
+                let files = startup.security.clone();
+                Arc::new(move || {
+                    let files = files.clone();
+                    Box::pin(async move { files.tls().await }) as futures_util::future::LocalBoxFuture<'static, _>
+                }) as io::http::TlsSource
+            });
+            if let Err(err) = crate::http::spawn_metrics_server(addr, stats, tls) {
                 let reason = format!("metrics endpoint {addr}: {err}");
                 broker.stop();
                 return Err(StartError::Shard(reason));

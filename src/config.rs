@@ -171,8 +171,13 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// Largest metadata a member may attach to a committed offset.
     pub offset_metadata_max_bytes: usize,
-    /// Address of the HTTP endpoint for metrics and shard status (off when unset).
+    /// Address of the HTTP endpoint for metrics and shard status (off when unset): `host:port`,
+    /// or a port alone (`9644`, `":9644"`) for 127.0.0.1, so it stays on the host unless told.
+    #[serde(deserialize_with = "metrics_address")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the metrics endpoint over HTTPS with the listeners' key store (`ssl.keystore.*`),
+    /// asking for client certificates as `ssl.client.auth` says.
+    pub metrics_tls: bool,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
     /// The metadata quorum's voters, `id@host:port,...` (their controller listeners), the same
@@ -272,6 +277,7 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
             metrics_listen: None,
+            metrics_tls: false,
             shutdown_grace_ms: 5000,
             voters: None,
             controller_listen: None,
@@ -315,6 +321,30 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             table.insert(name.replace('-', "_"), parsed);
             Ok(())
+        }
+    }
+}
+
+/// `metrics_listen`: `host:port`, or a port alone for 127.0.0.1.
+fn metrics_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Port(u16),
+        Text(String),
+    }
+    let localhost = |port: u16| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    match Option::<Given>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Given::Port(port)) => Ok(localhost(port)),
+        Some(Given::Text(text)) => {
+            let text = text.trim();
+            if let Ok(port) = text.strip_prefix(':').unwrap_or(text).parse::<u16>() {
+                return Ok(localhost(port));
+            }
+            text.parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("metrics_listen: {text:?} is neither host:port nor a port"))
+            })
         }
     }
 }
@@ -418,6 +448,11 @@ impl BrokerConfig {
             return bad("quota_window_num and quota_window_size_seconds must be at least 1".into());
         }
         self.inter_broker_protocol().map_err(ConfigError::Invalid)?;
+        if self.metrics_tls && self.ssl_keystore_location.is_none() && self.ssl_keystore_certificate_chain.is_none() {
+            return bad("metrics_tls needs the key store: ssl_keystore_location, or ssl_keystore_key and \
+                        ssl_keystore_certificate_chain"
+                .into());
+        }
         if !matches!(self.authorizer_class_name.as_str(), "" | STANDARD_AUTHORIZER | ACL_AUTHORIZER) {
             return bad(format!(
                 "authorizer_class_name must be empty or {STANDARD_AUTHORIZER}, not {:?}",
@@ -518,6 +553,19 @@ mod tests {
         assert!(BrokerConfig::load(None, &["flush=sometimes".into()]).is_err());
         assert!(BrokerConfig::load(None, &["num_partitions=0".into()]).is_err());
         assert!(BrokerConfig::load(None, &["num_partitions".into()]).is_err());
+    }
+
+    #[test]
+    fn a_metrics_port_alone_binds_localhost() {
+        let at = |value: &str| BrokerConfig::load(None, &[format!("metrics_listen={value}")]).map(|c| c.metrics_listen);
+        let localhost = Some("127.0.0.1:9644".parse().unwrap());
+        assert_eq!(at("9644").unwrap(), localhost);
+        assert_eq!(at("\":9644\"").unwrap(), localhost);
+        assert_eq!(at("\"0.0.0.0:9644\"").unwrap(), Some("0.0.0.0:9644".parse().unwrap()));
+        assert!(at("\"nowhere\"").is_err());
+        assert_eq!(BrokerConfig::default().metrics_listen, None, "off unless asked for");
+        let tls = BrokerConfig::load(None, &["metrics_listen=9644".into(), "metrics_tls=true".into()]);
+        assert!(matches!(tls, Err(ConfigError::Invalid(reason)) if reason.contains("key store")));
     }
 
     #[test]

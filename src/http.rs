@@ -45,13 +45,18 @@ pub struct ShardStats {
 pub type StatsSource = Arc<dyn Fn() -> Vec<ShardStats> + Send + Sync>;
 
 /// Starts the endpoint on `addr` (its own thread; connections served concurrently, request
-/// heads bounded, slow clients cut off: see [`crate::io::http`]); returns the bound address.
-pub fn spawn_metrics_server(addr: SocketAddr, stats: StatsSource) -> std::io::Result<SocketAddr> {
+/// heads bounded, slow clients cut off: see [`crate::io::http`]), over HTTPS when given `tls`;
+/// returns the bound address.
+pub fn spawn_metrics_server(
+    addr: SocketAddr,
+    stats: StatsSource,
+    tls: Option<http::TlsSource>,
+) -> std::io::Result<SocketAddr> {
     let listener = http::http_listener(addr)?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "metrics endpoint listening");
+    tracing::info!(%bound, tls = tls.is_some(), "metrics endpoint listening");
     let handler: http::HttpHandler = Arc::new(move |path: &str| answer(path, &stats));
-    http::spawn_http_server("moldau-metrics", listener, http::HttpLimits::default(), handler)?;
+    http::spawn_http_server("moldau-metrics", listener, http::HttpLimits::default(), handler, tls)?;
     Ok(bound)
 }
 

@@ -611,3 +611,33 @@ fn the_cli_manages_scram_users_and_acls_and_connects_as_a_command_config_file_sa
     let said = moldau_fails(&["topic", "list", "--bootstrap", &sasl_ssl, "--command-config", &carol]);
     assert!(said.contains("SaslAuthenticationFailed"), "{said}");
 }
+
+#[test]
+fn the_metrics_endpoint_stays_on_localhost_and_can_require_tls() {
+    let dir = TempDir::new("security-metrics");
+    let ca = TestCa::new(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _broker = secured_broker(
+        "secured-metrics",
+        &ca,
+        &["--set", &format!("metrics_listen=\":{port}\""), "--set", "metrics_tls=true"],
+    );
+    // HTTPS, checked against the test CA (the broker's certificate names 127.0.0.1).
+    let fetch = format!(
+        "import ssl, sys, urllib.request\n\
+         context = ssl.create_default_context(cafile={ca:?})\n\
+         body = urllib.request.urlopen('https://127.0.0.1:{port}/metrics', context=context, timeout=20).read()\n\
+         sys.stdout.write(body.decode())\n",
+        ca = ca.path("ca.pem")
+    );
+    let out = run_ok(Command::new("python3").args(["-c", &fetch]), "metrics over HTTPS", CLIENT_TIMEOUT);
+    assert!(stdout(&out).contains("moldau_shard_connections"), "{}", stdout(&out));
+    // Plain HTTP on the TLS port gets no metrics.
+    let mut plain = connect(&format!("127.0.0.1:{port}"));
+    plain.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("moldau_shard"), "plaintext must not be served");
+    // A port alone binds 127.0.0.1 only: the host's other loopback addresses do not reach it.
+    assert!(TcpStream::connect(("127.0.0.2", port)).is_err(), "bound to 127.0.0.1 only");
+}

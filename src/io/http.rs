@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 server for operator endpoints, on its own thread and runtime so that no
 //! shard ever waits on it. hyper parses and writes HTTP (bounded request head, 431 for one
-//! that is too large); this module carries its bytes over a runtime socket, serves connections
-//! concurrently up to a limit, and closes any connection that outstays its time (a client
-//! trickling bytes holds only its own connection, and not for long).
+//! that is too large); this module carries its bytes over a runtime socket (in TLS when given a
+//! configuration: HTTPS), serves connections concurrently up to a limit, and closes any
+//! connection that outstays its time, handshake included (a client trickling bytes holds only
+//! its own connection, and not for long).
 //!
 //! Ownership: the server thread owns the listener and every connection task.
 
@@ -37,6 +38,12 @@ pub struct HttpAnswer {
 /// Answers a GET of a path. Runs on a blocking-pool thread (it may wait on shards).
 pub type HttpHandler = Arc<dyn Fn(&str) -> HttpAnswer + Send + Sync>;
 
+/// The TLS configuration to serve each new connection with (asked per connection, so a
+/// renewed certificate is used from the next one on); `Err` refuses the connection.
+pub type TlsSource = Arc<
+    dyn Fn() -> futures_util::future::LocalBoxFuture<'static, Result<Arc<rustls::ServerConfig>, String>> + Send + Sync,
+>;
+
 /// How much one server takes.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -60,6 +67,7 @@ pub fn spawn_http_server(
     listener: std::net::TcpListener,
     limits: HttpLimits,
     handler: HttpHandler,
+    tls: Option<TlsSource>,
 ) -> io::Result<()> {
     std::thread::Builder::new().name(name.to_owned()).spawn(move || {
         let runtime = match super::new_runtime() {
@@ -69,12 +77,12 @@ pub fn spawn_http_server(
                 return;
             }
         };
-        runtime.block_on(serve(listener, limits, handler));
+        runtime.block_on(serve(listener, limits, handler, tls));
     })?;
     Ok(())
 }
 
-async fn serve(listener: std::net::TcpListener, limits: HttpLimits, handler: HttpHandler) {
+async fn serve(listener: std::net::TcpListener, limits: HttpLimits, handler: HttpHandler, tls: Option<TlsSource>) {
     let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
         Ok(listener) => listener,
         Err(err) => {
@@ -103,9 +111,10 @@ async fn serve(listener: std::net::TcpListener, limits: HttpLimits, handler: Htt
             continue;
         }
         active.set(active.get() + 1);
-        let (active, handler) = (active.clone(), handler.clone());
+        let (active, handler, tls) = (active.clone(), handler.clone(), tls.clone());
         super::spawn_detached(async move {
-            if super::timeout(limits.connection_time, serve_connection(stream, limits, handler)).await.is_none() {
+            let served = serve_connection(stream, peer, limits, handler, tls);
+            if super::timeout(limits.connection_time, served).await.is_none() {
                 tracing::debug!(%peer, "HTTP endpoint: connection outstayed its time");
             }
             active.set(active.get() - 1);
@@ -113,7 +122,13 @@ async fn serve(listener: std::net::TcpListener, limits: HttpLimits, handler: Htt
     }
 }
 
-async fn serve_connection(stream: TcpStream, limits: HttpLimits, handler: HttpHandler) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: HttpLimits,
+    handler: HttpHandler,
+    tls: Option<TlsSource>,
+) {
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         async move {
@@ -135,17 +150,43 @@ async fn serve_connection(stream: TcpStream, limits: HttpLimits, handler: HttpHa
             Ok::<_, Infallible>(response)
         }
     });
+    let stream = Box::pin(AsyncStream::new(stream));
+    let io = match tls {
+        None => HyperStream::Plain(stream),
+        Some(tls) => {
+            let config = match tls().await {
+                Ok(config) => config,
+                Err(err) => {
+                    tracing::warn!(%peer, error = %err, "HTTP endpoint: no TLS configuration, closing");
+                    return;
+                }
+            };
+            match futures_rustls::TlsAcceptor::from(config).accept(stream).await {
+                Ok(tls) => HyperStream::Tls(Box::pin(tls)),
+                Err(err) => {
+                    tracing::debug!(%peer, error = %err, "HTTP endpoint: TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
     let connection = hyper::server::conn::http1::Builder::new()
         .max_buf_size(limits.max_head_bytes)
         .keep_alive(false)
-        .serve_connection(HyperStream(Box::pin(AsyncStream::new(stream))), service);
+        .serve_connection(io, service);
     if let Err(err) = connection.await {
         tracing::debug!(error = %err, "HTTP endpoint: connection ended with an error");
     }
 }
 
-/// A runtime socket seen through hyper's I/O traits.
-struct HyperStream(Pin<Box<AsyncStream<TcpStream>>>);
+/// A runtime socket through the futures I/O traits.
+type Socket = Pin<Box<AsyncStream<TcpStream>>>;
+
+/// A runtime socket, plain or in TLS, seen through hyper's I/O traits.
+enum HyperStream {
+    Plain(Socket),
+    Tls(Pin<Box<futures_rustls::server::TlsStream<Socket>>>),
+}
 
 impl hyper::rt::Read for HyperStream {
     fn poll_read(
@@ -153,9 +194,19 @@ impl hyper::rt::Read for HyperStream {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: `poll_read_uninit` only writes into the slice, and says how many bytes it
-        // initialized; nothing here reads the uninitialized rest.
-        let read = ready!(self.get_mut().0.as_mut().poll_read_uninit(cx, unsafe { buf.as_mut() }))?;
+        let read = match self.get_mut() {
+            // SAFETY: `poll_read_uninit` only writes into the slice, and says how many bytes it
+            // initialized; nothing here reads the uninitialized rest.
+            Self::Plain(stream) => ready!(stream.as_mut().poll_read_uninit(cx, unsafe { buf.as_mut() }))?,
+            Self::Tls(stream) => {
+                // SAFETY: every byte is initialized (zeroed) before the slice is read as bytes.
+                let room = unsafe { buf.as_mut() };
+                room.fill(std::mem::MaybeUninit::new(0));
+                // SAFETY: `room` is initialized just above; `MaybeUninit<u8>` has `u8`'s layout.
+                let bytes = unsafe { &mut *(std::ptr::from_mut(room) as *mut [u8]) };
+                ready!(futures_util::AsyncRead::poll_read(stream.as_mut(), cx, bytes))?
+            }
+        };
         // SAFETY: the first `read` bytes of the cursor were just initialized.
         unsafe { buf.advance(read) };
         Poll::Ready(Ok(()))
@@ -164,15 +215,24 @@ impl hyper::rt::Read for HyperStream {
 
 impl hyper::rt::Write for HyperStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        futures_util::AsyncWrite::poll_write(self.get_mut().0.as_mut(), cx, buf)
+        match self.get_mut() {
+            Self::Plain(stream) => futures_util::AsyncWrite::poll_write(stream.as_mut(), cx, buf),
+            Self::Tls(stream) => futures_util::AsyncWrite::poll_write(stream.as_mut(), cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::AsyncWrite::poll_flush(self.get_mut().0.as_mut(), cx)
+        match self.get_mut() {
+            Self::Plain(stream) => futures_util::AsyncWrite::poll_flush(stream.as_mut(), cx),
+            Self::Tls(stream) => futures_util::AsyncWrite::poll_flush(stream.as_mut(), cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures_util::AsyncWrite::poll_close(self.get_mut().0.as_mut(), cx)
+        match self.get_mut() {
+            Self::Plain(stream) => futures_util::AsyncWrite::poll_close(stream.as_mut(), cx),
+            Self::Tls(stream) => futures_util::AsyncWrite::poll_close(stream.as_mut(), cx),
+        }
     }
 }
 

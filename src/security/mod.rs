@@ -106,7 +106,7 @@ impl SecurityFiles {
     }
 
     /// The TLS server configuration as the files are now. `Err` only when none ever loaded.
-    async fn tls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+    pub async fn tls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let config = &self.config;
         let (value, said) =
             self.tls.get(|files| tls::server_config(config, files[0].as_deref(), files[1].as_deref())).await;
