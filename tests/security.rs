@@ -396,6 +396,17 @@ fn acls_decide_who_writes_reads_and_sees_what() {
     assert_eq!(script(&["produce", &cert, "secret", "1"]), "error TOPIC_AUTHORIZATION_FAILED");
     let anonymous_tls = client_settings(&broker, &ca, "SSL", &[]);
     assert_eq!(script(&["produce", &anonymous_tls, "secret", "1"]), "produced 1", "User:ANONYMOUS is a super user");
+    // What each may do, as the authorized-operations fields report it (READ and WRITE imply
+    // DESCRIBE); a super user may do everything.
+    let ops = script(&["authorized-operations", &bob, "orders", "bob-readers"]);
+    assert_eq!(ops, "topic DESCRIBE,READ,WRITE\ncluster \ngroup DESCRIBE,READ", "{ops}");
+    let ops = script(&["authorized-operations", &admin, "orders", "bob-readers"]);
+    assert!(ops.starts_with("topic ALTER,ALTER_CONFIGS,CREATE,DELETE,DESCRIBE,DESCRIBE_CONFIGS,READ,WRITE\n"), "{ops}");
+    assert!(
+        ops.contains("cluster ALTER,ALTER_CONFIGS,CLUSTER_ACTION,CREATE,DESCRIBE,DESCRIBE_CONFIGS,IDEMPOTENT_WRITE\n"),
+        "{ops}"
+    );
+    assert!(ops.ends_with("group DELETE,DESCRIBE,READ"), "{ops}");
     // ACL changes take effect at once; deleted ACLs grant nothing.
     assert_eq!(script(&["delete-acls", &admin, "User:bob"]), "deleted 3");
     assert_eq!(script(&["produce", &bob, "orders", "1"]), "error TOPIC_AUTHORIZATION_FAILED");

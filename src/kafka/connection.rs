@@ -193,6 +193,16 @@ impl Connection {
         authorizer.allows(&view.image.acls, &principal, self.peer.ip(), operation, resource_type, name)
     }
 
+    /// Kafka's authorized-operations bit field for a resource (bit `op` set for each operation
+    /// of its type this principal may do), as Metadata, DescribeCluster and DescribeGroups
+    /// answer when asked.
+    pub fn authorized_operations(&self, resource_type: i8, name: &str) -> i32 {
+        acl::supported_operations(resource_type)
+            .iter()
+            .filter(|op| self.allowed(**op, resource_type, name))
+            .fold(0, |bits, op| bits | (1 << op))
+    }
+
     /// [`Connection::allowed`] on the cluster resource.
     pub fn cluster_allowed(&self, operation: i8) -> bool {
         self.allowed(operation, acl::resource::CLUSTER, acl::CLUSTER_NAME)

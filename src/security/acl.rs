@@ -128,6 +128,37 @@ pub fn code_of(names: &[(i8, &str)], name: &str) -> Option<i8> {
     names.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
 }
 
+/// The operations a resource type has, as Kafka lists them for the authorized-operations
+/// fields of Metadata, DescribeCluster and DescribeGroups.
+pub fn supported_operations(resource_type: i8) -> &'static [i8] {
+    match resource_type {
+        resource::TOPIC => &[
+            op::READ,
+            op::WRITE,
+            op::CREATE,
+            op::DESCRIBE,
+            op::DELETE,
+            op::ALTER,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+        ],
+        resource::GROUP => &[op::READ, op::DESCRIBE, op::DELETE],
+        resource::CLUSTER => &[
+            op::CREATE,
+            op::CLUSTER_ACTION,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+            op::IDEMPOTENT_WRITE,
+            op::ALTER,
+            op::DESCRIBE,
+        ],
+        resource::TRANSACTIONAL_ID => &[op::DESCRIBE, op::WRITE],
+        resource::DELEGATION_TOKEN => &[op::DESCRIBE],
+        resource::USER => &[13, 14],
+        _ => &[],
+    }
+}
+
 /// The name of the cluster resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 

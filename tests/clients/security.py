@@ -27,6 +27,9 @@ Usage:
       Reads COUNT records in GROUP. Prints "consumed COUNT", or "error NAME".
   security.py topics SETTINGS
       Prints "topics A,B,..." (the topics Metadata shows, internal ones left out).
+  security.py authorized-operations SETTINGS TOPIC GROUP
+      AdminClient: the operations the principal may do on TOPIC, the cluster and GROUP, as the
+      broker reports them. Prints "topic OPS", "cluster OPS", "group OPS" (sorted names).
   security.py create-topic SETTINGS TOPIC PARTITIONS REPLICAS [NAME=VALUE...]
       AdminClient: creates TOPIC with those topic configs. Prints "created TOPIC".
 """
@@ -34,7 +37,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                    AdminClient, NewTopic, ResourcePatternType, ResourceType, ScramCredentialInfo,
                                    ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion)
@@ -148,6 +151,15 @@ elif mode == "topics":
     admin = AdminClient(settings)
     topics = admin.list_topics(timeout=15).topics
     print("topics " + ",".join(sorted(t for t in topics if not t.startswith("__"))))
+elif mode == "authorized-operations":
+    topic, group = sys.argv[3], sys.argv[4]
+    admin = AdminClient(settings)
+    names = lambda ops: ",".join(sorted(op.name for op in ops or []))
+    described = result(admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True))
+    print("topic " + names(described[topic].authorized_operations))
+    print("cluster " + names(result(admin.describe_cluster(include_authorized_operations=True)).authorized_operations))
+    groups = result(admin.describe_consumer_groups([group], include_authorized_operations=True))
+    print("group " + names(groups[group].authorized_operations))
 elif mode == "create-topic":
     topic, partitions, replicas = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     configs = dict(arg.split("=", 1) for arg in sys.argv[6:])

@@ -43,7 +43,13 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeClusterRequest, _ver
             )
         })
         .collect();
+    let operations = if request.include_cluster_authorized_operations {
+        conn.authorized_operations(acl::resource::CLUSTER, acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     response
+        .with_cluster_authorized_operations(operations)
         .with_cluster_id(StrBytes::from_string(metadata.image.cluster_id.clone()))
         .with_controller_id(BrokerId(metadata.controller_id()))
         .with_brokers(brokers)

@@ -47,8 +47,15 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeGroupsRequest, versi
                     .with_member_assignment(m.assignment)
             })
             .collect();
+        // Only when asked for (v3+) and the group was described.
+        let operations = if request.include_authorized_operations && code == 0 {
+            conn.authorized_operations(acl::resource::GROUP, &id)
+        } else {
+            i32::MIN
+        };
         groups.push(
             DescribedGroup::default()
+                .with_authorized_operations(operations)
                 .with_error_code(code)
                 .with_group_id(group_id.clone())
                 .with_group_state(StrBytes::from_string(description.state))

@@ -126,7 +126,7 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
     }
     // Topics the principal may not DESCRIBE are left out of "all topics" and refused by name.
     let describable = |name: &str| conn.allowed(acl::op::DESCRIBE, acl::resource::TOPIC, name);
-    let topics = match requested {
+    let topics: Vec<MetadataResponseTopic> = match requested {
         None => metadata
             .image
             .topics()
@@ -148,7 +148,28 @@ pub async fn handle(conn: &Rc<Connection>, request: MetadataRequest, version: i1
             })
             .collect(),
     };
+    // Authorized operations only when asked for (v8+; the cluster's in v8-10): the field's
+    // default says "not asked".
+    let topics = if request.include_topic_authorized_operations {
+        topics
+            .into_iter()
+            .map(|mut t| {
+                if let Some(name) = t.name.as_ref().filter(|_| t.error_code == 0) {
+                    t.topic_authorized_operations = conn.authorized_operations(acl::resource::TOPIC, name.as_str());
+                }
+                t
+            })
+            .collect()
+    } else {
+        topics
+    };
+    let cluster_operations = if request.include_cluster_authorized_operations {
+        conn.authorized_operations(acl::resource::CLUSTER, acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(describe_brokers(&metadata, &conn.listener.name))
         .with_cluster_id(Some(StrBytes::from_string(metadata.image.cluster_id.clone())))
         .with_controller_id(BrokerId(metadata.controller_id()))
