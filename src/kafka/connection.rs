@@ -148,6 +148,10 @@ pub struct Connection {
     muted_until: Cell<Option<Instant>>,
     /// A follower replicating (its fetches are not bound by client quotas).
     pub replica: Cell<bool>,
+    /// How long the client's request quota says to back off, as of the request being handled:
+    /// every response with a `throttle_time_ms` field tells it (the request's own time is
+    /// counted once it is handled, so a client learns of it on its next request).
+    pub request_throttle_ms: Cell<i32>,
     produces_in_flight: Cell<usize>,
     produces_done: LocalSignal,
 }
@@ -312,6 +316,7 @@ pub async fn serve(
         auth: RefCell::new(auth),
         muted_until: Cell::new(None),
         replica: Cell::new(false),
+        request_throttle_ms: Cell::new(0),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });
@@ -377,6 +382,8 @@ async fn read_loop(
         }
         // Under a request quota, the time this shard spends handling the request counts against it.
         let request_quota = if conn.replica.get() { None } else { conn.quota(QuotaKind::Request) };
+        let earned = request_quota.as_ref().map(|(sensor, bound)| conn.ctx.security.quotas.record(sensor, *bound, 0.0));
+        conn.request_throttle_ms.set(earned.map_or(0, |wait| wait.as_millis().min(i32::MAX as u128) as i32));
         let dispatched = handlers::dispatch(conn, frame);
         let dispatched = match &request_quota {
             None => dispatched.await,

@@ -9,7 +9,7 @@ import time
 
 from confluent_kafka import Producer
 from kafka.admin import KafkaAdminClient
-from kafka.protocol.admin import AlterClientQuotasRequest as A, DescribeClientQuotasRequest as D
+from kafka.protocol.admin import AlterClientQuotasRequest as A, DescribeClientQuotasRequest as D, ListGroupsRequest
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -74,3 +74,18 @@ print(json.dumps({"greedy_bytes_per_s": greedy, "free_bytes_per_s": free, "quota
 # Within the quota (plus the 10 s measured span's first burst), far below an unthrottled client.
 assert greedy < RATE * 2.5, greedy
 assert free > greedy * 2, (free, greedy)
+
+# A request quota (percent of one shard's time): once over it, the client's responses to any
+# API carry throttle_time_ms (here ListGroups, which has no byte quota).
+assert alter([("client-id", "busy")], "request_percentage", 0.001) == 0
+time.sleep(0.5)  # the metadata reaches the shards
+busy = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="busy")
+throttled = 0
+for _ in range(20):
+    throttled = busy._manager.run(busy._manager.send, ListGroupsRequest()).throttle_time_ms
+    if throttled > 0:
+        break
+assert throttled > 0, "no response said to back off"
+others = admin._manager.run(admin._manager.send, ListGroupsRequest()).throttle_time_ms
+assert others == 0, others
+print(json.dumps({"request_quota_throttle_ms": throttled}))

@@ -245,12 +245,12 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             // Over the quota: nothing is sent (so nothing counts), the client is told to back off
             // and muted that long, as Kafka does.
             quotas.unrecord(&sensor, bytes as f64);
-            let throttle_ms = conn.mute_for(wait);
+            let throttle_ms = conn.mute_for(wait).max(conn.request_throttle_ms.get());
             let body = fetch_response::encode(version, throttle_ms, 0, 0, &[]);
             return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
         }
     }
-    let body = fetch_response::encode(version, 0, 0, 0, &topics);
+    let body = fetch_response::encode(version, conn.request_throttle_ms.get(), 0, 0, &topics);
     let mut response = respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body));
     response.held = Some(held);
     Ok(ready(Some(response)))

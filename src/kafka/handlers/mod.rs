@@ -189,11 +189,79 @@ macro_rules! simple {
     ($conn:expr, $frame:expr, $key:expr, $request:ty, $module:ident) => {{
         let version = $frame.header.api_version;
         let request: $request = decode($key, version, $frame.body.freeze())?;
-        let response = $module::handle($conn, request, version).await;
+        let mut response = $module::handle($conn, request, version).await;
+        Throttle::at_least(&mut response, $conn.request_throttle_ms.get());
         let body = encode($key, version, &response)?;
         Ok(ready(Some(respond($key, version, $frame.header.correlation_id, ResponseBody::Bytes(body)))))
     }};
 }
+
+/// A response that tells its client how long to back off for a quota (`throttle_time_ms`, in
+/// the versions that have it: older ones leave it out when encoding).
+trait Throttle {
+    /// Raises the throttle time to `ms` at least.
+    fn at_least(&mut self, ms: i32);
+}
+
+macro_rules! throttled {
+    ($($response:ident),* $(,)?) => {
+        $(impl Throttle for kafka_protocol::messages::$response {
+            fn at_least(&mut self, ms: i32) {
+                self.throttle_time_ms = self.throttle_time_ms.max(ms);
+            }
+        })*
+    };
+}
+
+throttled!(
+    ApiVersionsResponse,
+    MetadataResponse,
+    CreateAclsResponse,
+    DescribeAclsResponse,
+    DeleteAclsResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+    AlterUserScramCredentialsResponse,
+    DescribeUserScramCredentialsResponse,
+    ListOffsetsResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    CreatePartitionsResponse,
+    DeleteRecordsResponse,
+    DescribeConfigsResponse,
+    AlterConfigsResponse,
+    IncrementalAlterConfigsResponse,
+    DescribeClusterResponse,
+    InitProducerIdResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    ListGroupsResponse,
+    DescribeGroupsResponse,
+    DeleteGroupsResponse,
+    OffsetDeleteResponse,
+    OffsetForLeaderEpochResponse,
+    ElectLeadersResponse,
+    AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsResponse,
+    DescribeLogDirsResponse,
+);
+
+/// Responses without the field (the SASL exchange, which no quota applies to yet, and the
+/// quorum description).
+macro_rules! unthrottled {
+    ($($response:ident),* $(,)?) => {
+        $(impl Throttle for kafka_protocol::messages::$response {
+            fn at_least(&mut self, _: i32) {}
+        })*
+    };
+}
+
+unthrottled!(SaslHandshakeResponse, SaslAuthenticateResponse, DescribeQuorumResponse);
 
 /// Routes a request to its handler.
 pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {

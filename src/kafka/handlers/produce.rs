@@ -60,7 +60,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     })?;
     // The request's size counts against the client's produce quota (KIP-13); over it, the
     // response says how long to back off and the connection is muted that long.
-    let throttle_ms = conn.charge(QuotaKind::Produce, body.len() as f64);
+    let throttle_ms = conn.charge(QuotaKind::Produce, body.len() as f64).max(conn.request_throttle_ms.get());
     let metadata = conn.ctx.view();
     let acks = Acks::from_wire(request.acks);
     let mut slots: Vec<Slot> = Vec::new();
