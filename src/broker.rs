@@ -330,12 +330,15 @@ impl Broker {
             ),
             calls,
             listener: controller_listener,
+            tls: None,
             endpoints: endpoints(&config),
             on_ready: Box::new(move || open_for_clients(kafka)),
         };
         let planes = services.plane.clone();
         let started = shards
             .invoke_on_blocking(0, move || async move {
+                let mut plane_start = plane_start;
+                plane_start.tls = crate::security::controller_tls(&plane_start.config).await?;
                 ControlPlane::start(plane_start).map(|plane| planes.install(plane))
             })
             .map_err(|e| StartError::Shard(e.to_string()))

@@ -448,6 +448,7 @@ impl BrokerConfig {
             return bad("quota_window_num and quota_window_size_seconds must be at least 1".into());
         }
         self.inter_broker_protocol().map_err(ConfigError::Invalid)?;
+        self.controller_protocol().map_err(ConfigError::Invalid)?;
         if self.metrics_tls && self.ssl_keystore_location.is_none() && self.ssl_keystore_certificate_chain.is_none() {
             return bad("metrics_tls needs the key store: ssl_keystore_location, or ssl_keystore_key and \
                         ssl_keystore_certificate_chain"

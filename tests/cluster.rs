@@ -25,6 +25,8 @@ const SESSION_TIMEOUT_MS: u64 = 3000;
 /// Nodes of one cluster, node `i` (1-based) on 127.0.`subnet`.`i`.
 struct Cluster {
     nodes: Vec<Broker>,
+    /// The voters, `id@host:port,...` (their controller listeners).
+    voters: String,
     _dirs: Vec<TempDir>,
 }
 
@@ -81,7 +83,7 @@ impl Cluster {
                 Broker::start_at(&dirs[i - 1], &format!("{}:0", ips[i - 1]), args)
             })
             .collect();
-        Self { nodes, _dirs: dirs }
+        Self { nodes, voters, _dirs: dirs }
     }
 
     fn node(&mut self, id: i32) -> &mut Broker {
@@ -1355,9 +1357,10 @@ fn a_follower_whose_disk_fills_leaves_the_isr_and_nothing_else_stops() {
 /// super user, and checking each other's certificates against the test CA. ACLs are on and
 /// `User:ANONYMOUS` (what a follower on the PLAINTEXT listener would be) may do nothing, so the
 /// acks=all writes of a topic with min.insync.replicas=3 are acknowledged only if both followers'
-/// secured fetches work.
+/// secured fetches work. The controller listener is mutual TLS (CONTROLLER:SSL): the quorum
+/// forms over it, and a plaintext caller there is refused.
 #[test]
-fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_as_an_authenticated_broker() {
+fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_and_controllers_talk_mutual_tls() {
     let subnet = 27;
     let ca_dir = TempDir::new("cluster-inter-broker-ca");
     let ips: Vec<String> = (1..=3).map(|i| format!("127.0.{subnet}.{i}")).collect();
@@ -1372,6 +1375,7 @@ fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_as_an_authenticated_bro
         "sasl.mechanism.inter.broker.protocol=PLAIN".to_owned(),
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_owned(),
         "super.users=User:broker".to_owned(),
+        "listener.security.protocol.map=CONTROLLER:SSL".to_owned(),
     ];
     let extra: Vec<String> = settings.iter().flat_map(|s| ["--set".to_owned(), s.clone()]).collect();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -1398,4 +1402,23 @@ fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_as_an_authenticated_bro
     let logs = cluster.logs();
     assert!(!logs.contains("cannot connect to the leader's inter-broker listener"), "{logs}");
     assert!(!logs.contains("followers fetch as"), "User:broker is a super user: no warning\n{logs}");
+    assert!(!logs.contains("TLS handshake refused"), "the nodes' own handshakes succeed\n{logs}");
+    // A caller speaking the control-plane protocol in plaintext gets no answer of it, only a
+    // TLS alert (record type 21) or a closed connection.
+    let controller = cluster.voters.split(',').next().unwrap().split_once('@').unwrap().1.to_owned();
+    let mut stream = std::net::TcpStream::connect(&controller).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let hello = br#"{"node_id":9,"voters":"x","cluster_id":null}"#;
+    let mut frame = ((hello.len() + 1) as u32).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(hello);
+    std::io::Write::write_all(&mut stream, &frame).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    let refused = Instant::now() + Duration::from_secs(10);
+    while !cluster.logs().contains("TLS handshake refused") {
+        assert!(Instant::now() < refused, "the plaintext caller is logged\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

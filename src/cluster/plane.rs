@@ -23,8 +23,8 @@ use super::publisher::Publisher;
 use super::quorum::{Quorum, QuorumStart, QuorumStatus, Voter};
 use super::records::Endpoint;
 use super::rpc::{
-    Answer, ControllerRequest, ControllerResponse, FrameKind, FrameStream, Hello, RpcClient, decode_request,
-    response_frame, write_frames,
+    Answer, ControllerRequest, ControllerResponse, ControllerTls, FrameKind, FrameStream, Hello, RpcClient,
+    decode_request, response_frame, write_frames,
 };
 use crate::config::BrokerConfig;
 use crate::io::{self, Faults, LocalSignal};
@@ -46,6 +46,8 @@ pub struct ControlPlane {
     quorum: Option<Rc<Quorum>>,
     controller: Option<Rc<Controller>>,
     rpc: Rc<RpcClient>,
+    /// TLS on the controller listener.
+    tls: Option<ControllerTls>,
     /// The active controller as last heard, for routing.
     leader_hint: Cell<Option<BrokerId>>,
     /// The last image published to every shard.
@@ -108,6 +110,8 @@ pub struct PlaneStart {
     pub calls: flume::Receiver<ControllerCall>,
     /// The controller listener (voters of a cluster of several nodes).
     pub listener: Option<std::net::TcpListener>,
+    /// TLS on the controller listener and on this node's calls to others' (`CONTROLLER:SSL`).
+    pub tls: Option<ControllerTls>,
     /// Where clients reach this broker.
     pub endpoints: Vec<Endpoint>,
     /// Called once this broker may serve clients.
@@ -118,6 +122,8 @@ pub struct PlaneStart {
 const RETRY_FAILED_OPENS: Duration = Duration::from_secs(5);
 /// Heartbeat interval of a broker that is not serving yet.
 const CATCH_UP_HEARTBEAT: Duration = Duration::from_millis(50);
+/// How long a node connecting to the controller listener may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping broker waits for its leaderships to move.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
@@ -144,13 +150,14 @@ impl ControlPlane {
             publisher,
             calls,
             listener,
+            tls,
             endpoints,
             on_ready,
         } = start;
         let node_id = config.broker_id;
         let hello = Hello { node_id, voters: voters_string(&voters), cluster_id: cluster_id.clone() };
         let quorum = match quorum {
-            Some(start) => Some(Quorum::start(node_id, voters.clone(), start, hello.clone())?),
+            Some(start) => Some(Quorum::start(node_id, voters.clone(), start, hello.clone(), tls.clone())?),
             None => None,
         };
         let listener = match listener {
@@ -166,7 +173,8 @@ impl ControlPlane {
         let plane = Rc::new(Self {
             node_id,
             config,
-            rpc: RpcClient::new(hello.clone(), Some(source)),
+            rpc: RpcClient::new(hello.clone(), Some(source), tls.clone()),
+            tls,
             hello,
             voters,
             quorum,
@@ -314,6 +322,26 @@ impl ControlPlane {
     }
 
     async fn serve_connection(self: Rc<Self>, stream: io::net::Stream, peer: SocketAddr) {
+        let stream = match &self.tls {
+            None => stream,
+            Some(tls) => {
+                let handshake = async {
+                    let session = rustls::ServerConnection::new(tls.server.clone()).map_err(std::io::Error::other)?;
+                    stream.start_tls(session).await
+                };
+                match io::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(err)) => {
+                        tracing::warn!(%peer, error = %err, "controller listener: TLS handshake refused; closing");
+                        return;
+                    }
+                    None => {
+                        tracing::warn!(%peer, "controller listener: no TLS handshake in time; closing");
+                        return;
+                    }
+                }
+            }
+        };
         let (writes, queue) = flume::bounded::<Bytes>(1024);
         io::spawn_detached(write_frames(stream.clone(), queue));
         let mut frames = FrameStream::new(stream);

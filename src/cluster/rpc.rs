@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -59,6 +60,28 @@ impl FrameKind {
             _ => None,
         }
     }
+}
+
+/// TLS on the controller listener (`CONTROLLER:SSL`): both ends present the broker's key
+/// store certificate and check the other's against the trust store.
+#[derive(Clone)]
+pub struct ControllerTls {
+    /// The listener's side (client certificates required).
+    pub server: Arc<rustls::ServerConfig>,
+    /// The calling side.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// Connects to the controller listener at `addr` from the local address `source`, in TLS when
+/// `tls` is given (the server's certificate checked against its IP address, unless the
+/// configuration checks no names).
+pub async fn dial(addr: SocketAddr, source: Option<IpAddr>, tls: Option<&ControllerTls>) -> std::io::Result<Stream> {
+    let stream = io::net::connect_from(addr, source).await?;
+    let Some(tls) = tls else { return Ok(stream) };
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let session = rustls::ClientConnection::new(tls.client.clone(), name).map_err(std::io::Error::other)?;
+    // Boxed: the handshake's state is large, and this future sits deep in the callers' ones.
+    Box::pin(stream.start_tls(session)).await
 }
 
 /// Who opens a connection.
@@ -362,6 +385,7 @@ struct RpcConn {
 pub struct RpcClient {
     hello: Hello,
     source: Option<IpAddr>,
+    tls: Option<ControllerTls>,
     conns: RefCell<HashMap<SocketAddr, Rc<RpcConn>>>,
 }
 
@@ -377,10 +401,10 @@ pub enum RpcError {
 }
 
 impl RpcClient {
-    /// A client that connects from the local address `source` and introduces itself with
-    /// `hello`.
-    pub fn new(hello: Hello, source: Option<IpAddr>) -> Rc<Self> {
-        Rc::new(Self { hello, source, conns: RefCell::new(HashMap::new()) })
+    /// A client that connects from the local address `source` (in TLS when `tls`) and
+    /// introduces itself with `hello`.
+    pub fn new(hello: Hello, source: Option<IpAddr>, tls: Option<ControllerTls>) -> Rc<Self> {
+        Rc::new(Self { hello, source, tls, conns: RefCell::new(HashMap::new()) })
     }
 
     /// Sends `request` to the controller listening at `addr` and waits for its answer.
@@ -423,7 +447,7 @@ impl RpcClient {
             return Ok(conn);
         }
         let unreachable = |e: std::io::Error| RpcError::Unreachable(addr, e.to_string());
-        let stream = io::timeout(Duration::from_secs(3), io::net::connect_from(addr, self.source))
+        let stream = io::timeout(Duration::from_secs(3), dial(addr, self.source, self.tls.as_ref()))
             .await
             .ok_or_else(|| RpcError::Unreachable(addr, "connect timed out".into()))?
             .map_err(unreachable)?;

@@ -202,6 +202,30 @@ impl BrokerConfig {
         Ok(protocol)
     }
 
+    /// The security protocol of the controller listener (the Raft quorum and brokers' calls to
+    /// the controller): PLAINTEXT unless `listener_security_protocol_map` names CONTROLLER as SSL,
+    /// which makes both ends present the key store's certificate and check the other's against
+    /// the trust store (mutual TLS: the protocol there is Moldau's own, so there is no SASL).
+    pub fn controller_protocol(&self) -> Result<SecurityProtocol, String> {
+        let protocol = parse_protocol_map(&self.listener_security_protocol_map)?
+            .get("CONTROLLER")
+            .copied()
+            .unwrap_or(SecurityProtocol::Plaintext);
+        match protocol {
+            SecurityProtocol::Plaintext => Ok(protocol),
+            SecurityProtocol::Ssl => {
+                let keystore = self.ssl_keystore_location.is_some() || self.ssl_keystore_certificate_chain.is_some();
+                if !keystore || self.ssl_truststore_location.is_none() {
+                    return Err("CONTROLLER:SSL needs a key store (ssl_keystore_location) and a trust store \
+                                (ssl_truststore_location): controllers and brokers check each other's certificates"
+                        .into());
+                }
+                Ok(protocol)
+            }
+            _ => Err("the CONTROLLER listener takes PLAINTEXT or SSL (mutual TLS), not SASL".into()),
+        }
+    }
+
     /// The enabled SASL mechanisms, upper case.
     pub fn sasl_mechanisms(&self) -> Vec<String> {
         self.sasl_enabled_mechanisms
@@ -312,6 +336,22 @@ mod tests {
             refused(BrokerConfig { ssl_endpoint_identification_algorithm: "ldap".into(), ..config })
                 .contains("https or empty")
         );
+    }
+
+    #[test]
+    fn the_controller_listener_is_plaintext_or_mutual_tls() {
+        assert_eq!(BrokerConfig::default().controller_protocol(), Ok(SecurityProtocol::Plaintext));
+        let ssl = BrokerConfig {
+            listener_security_protocol_map: "CONTROLLER:SSL".into(),
+            ssl_keystore_location: Some("/k.pem".into()),
+            ssl_truststore_location: Some("/ca.pem".into()),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(ssl.controller_protocol(), Ok(SecurityProtocol::Ssl));
+        let no_trust = BrokerConfig { ssl_truststore_location: None, ..ssl.clone() };
+        assert!(no_trust.controller_protocol().unwrap_err().contains("trust store"));
+        let sasl = BrokerConfig { listener_security_protocol_map: "CONTROLLER:SASL_SSL".into(), ..ssl };
+        assert!(sasl.controller_protocol().unwrap_err().contains("not SASL"));
     }
 
     #[test]

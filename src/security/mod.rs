@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientSecurity;
-use crate::config::BrokerConfig;
+use crate::cluster::ControllerTls;
+use crate::config::{BrokerConfig, SecurityProtocol};
 use crate::io::{self, Faults};
 
 /// Files are looked at again at most this often.
@@ -108,8 +109,10 @@ impl SecurityFiles {
     /// The TLS server configuration as the files are now. `Err` only when none ever loaded.
     pub async fn tls(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let config = &self.config;
-        let (value, said) =
-            self.tls.get(|files| tls::server_config(config, files[0].as_deref(), files[1].as_deref())).await;
+        let (value, said) = self
+            .tls
+            .get(|files| tls::server_config(config, files[0].as_deref(), files[1].as_deref(), &config.ssl_client_auth))
+            .await;
         match (&value, said) {
             (Some(_), Some(err)) if err.is_empty() => {
                 tracing::info!("TLS key store or trust store changed: new connections use the new one")
@@ -190,6 +193,32 @@ pub async fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, St
     }
 }
 
+/// The key store's PEM (the file's, or the inline key and chain).
+async fn keystore(config: &BrokerConfig) -> Result<Vec<u8>, String> {
+    let file = match &config.ssl_keystore_location {
+        Some(path) => Some(read_file("key store", path).await?),
+        None => None,
+    };
+    Ok(tls::keystore_pem(config, file.as_deref()))
+}
+
+/// TLS for the controller listener when it is SSL (`CONTROLLER:SSL`): the server side requires a
+/// client certificate that chains to the trust store, the client side presents the key store's
+/// and checks the server's (its IP address too, unless `ssl_endpoint_identification_algorithm`
+/// is empty). Read once, when the control plane starts.
+pub async fn controller_tls(config: &BrokerConfig) -> Result<Option<ControllerTls>, String> {
+    if config.controller_protocol()? != SecurityProtocol::Ssl {
+        return Ok(None);
+    }
+    let keystore = keystore(config).await?;
+    let trust_path = config.ssl_truststore_location.as_deref().ok_or("no ssl_truststore_location")?;
+    let trust = read_file("trust store", trust_path).await?;
+    let server = tls::server_config(config, Some(&keystore), Some(&trust), "required")?;
+    let verify_hostname = !config.ssl_endpoint_identification_algorithm.is_empty();
+    let client = tls::client_config(&trust, Some(&keystore), verify_hostname)?;
+    Ok(Some(ControllerTls { server, client }))
+}
+
 /// How this broker connects to another's inter-broker listener (`inter_broker_listener_name`):
 /// over TLS it checks the other's certificate against the trust store (and its name, unless
 /// `ssl_endpoint_identification_algorithm` is empty) and presents its own key store where
@@ -202,15 +231,7 @@ pub async fn inter_broker_client(config: &BrokerConfig) -> Result<ClientSecurity
     if protocol.tls() {
         let trust_path = config.ssl_truststore_location.as_deref().ok_or("no ssl_truststore_location")?;
         let trust = read_file("trust store", trust_path).await?;
-        let identity = if config.ssl_client_auth == "none" {
-            None
-        } else {
-            let file = match &config.ssl_keystore_location {
-                Some(path) => Some(read_file("key store", path).await?),
-                None => None,
-            };
-            Some(tls::keystore_pem(config, file.as_deref()))
-        };
+        let identity = if config.ssl_client_auth == "none" { None } else { Some(keystore(config).await?) };
         let verify_hostname = !config.ssl_endpoint_identification_algorithm.is_empty();
         security.tls = Some(tls::client_config(&trust, identity.as_deref(), verify_hostname)?);
     }

@@ -15,23 +15,25 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 use crate::config::BrokerConfig;
 
 /// The server configuration: `keystore` and `truststore` are the PEM files' contents (the
-/// inline `ssl.keystore.key` and `.certificate.chain` stand in for a key store file).
+/// inline `ssl.keystore.key` and `.certificate.chain` stand in for a key store file);
+/// `client_auth` is `none`, `requested` or `required` (Kafka's `ssl.client.auth`).
 pub fn server_config(
     config: &BrokerConfig,
     keystore: Option<&[u8]>,
     truststore: Option<&[u8]>,
+    client_auth: &str,
 ) -> Result<Arc<ServerConfig>, String> {
     let (certs, key) = identity(&keystore_pem(config, keystore))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
-    let builder = if config.ssl_client_auth == "none" {
+    let builder = if client_auth == "none" {
         builder.with_no_client_auth()
     } else {
         let roots = roots(truststore.unwrap_or_default())?;
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-        let verifier = if config.ssl_client_auth == "requested" { verifier.allow_unauthenticated() } else { verifier };
+        let verifier = if client_auth == "requested" { verifier.allow_unauthenticated() } else { verifier };
         builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("trust store: {e}"))?)
     };
     let mut server = builder.with_single_cert(certs, key).map_err(|e| format!("key store: {e}"))?;

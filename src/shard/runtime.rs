@@ -232,6 +232,11 @@ pub struct ShardThreads {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Stack of a shard thread. Every task of the shard is polled on it, nested as deep as its
+/// futures go (a debug build copies large futures through its frames: the control plane's
+/// shutdown came within a few KiB of the 2 MiB default). Only what is touched is committed.
+const SHARD_STACK_BYTES: usize = 8 << 20;
+
 impl ShardThreads {
     /// Starts one pinned thread per shard of `set` (shard `i` on core `i` mod cores), runs
     /// `init` on each, and returns once every one of them finished it.
@@ -244,6 +249,7 @@ impl ShardThreads {
             let (init, ready) = (init.clone(), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("moldau-shard-{id}"))
+                .stack_size(SHARD_STACK_BYTES)
                 .spawn(move || run_thread(id, core, init, data, control, ready))
                 .map_err(|e| format!("cannot spawn shard thread: {e}"))?;
             threads.push(thread);

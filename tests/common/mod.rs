@@ -366,7 +366,8 @@ pub fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl TestCa {
-    /// A CA in `dir` whose broker certificate is for 127.0.0.1 and localhost.
+    /// A CA in `dir` whose broker certificate is for 127.0.0.1 and localhost (as a server, and
+    /// as a client: brokers present it to each other's controller listeners).
     pub fn new(dir: &Path) -> Self {
         Self::for_addresses(dir, &[])
     }
@@ -385,7 +386,7 @@ impl TestCa {
         std::fs::write(
             dir.join("broker.ext"),
             format!(
-                "subjectAltName=IP:127.0.0.1,DNS:localhost{}\nextendedKeyUsage=serverAuth\n",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost{}\nextendedKeyUsage=serverAuth,clientAuth\n",
                 ips.iter().map(|ip| format!(",IP:{ip}")).collect::<String>()
             ),
         )

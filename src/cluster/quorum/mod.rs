@@ -248,12 +248,14 @@ impl QuorumStart {
 
 impl Quorum {
     /// Starts this node's quorum member on the calling shard: the Raft node over `start`, its
-    /// transport to the other voters, and its driver task. `hello` introduces it to peers.
+    /// transport to the other voters (in TLS when `tls`), and its driver task. `hello`
+    /// introduces it to peers.
     pub fn start(
         node_id: BrokerId,
         voters: Vec<Voter>,
         start: QuorumStart,
         hello: super::rpc::Hello,
+        tls: Option<super::rpc::ControllerTls>,
     ) -> Result<Rc<Self>, String> {
         let QuorumStart { disk, image, .. } = start;
         let disk = disk.into_disk();
@@ -287,7 +289,7 @@ impl Quorum {
         let peers: HashMap<u64, SocketAddr> =
             voters.iter().filter(|v| v.id != node_id).map(|v| (raft_id(v.id), v.addr)).collect();
         let source = voters.iter().find(|v| v.id == node_id).map(|v| v.addr.ip());
-        let transport = Transport::new(peers, hello, source);
+        let transport = Transport::new(peers, hello, source, tls);
         io::spawn_detached(drive(quorum.clone(), node, disk, transport, input));
         Ok(quorum)
     }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
-use crate::cluster::rpc::{FrameKind, Hello, frame, json_frame};
+use crate::cluster::rpc::{ControllerTls, FrameKind, Hello, dial, frame, json_frame};
 use crate::io;
 
 /// Messages queued for one peer at most.
@@ -28,15 +28,20 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Connections (made lazily) to `peers` from the local address `source`, each opened with
-    /// `hello`.
-    pub fn new(peers: HashMap<u64, SocketAddr>, hello: Hello, source: Option<IpAddr>) -> Self {
+    /// Connections (made lazily) to `peers` from the local address `source` (in TLS when `tls`),
+    /// each opened with `hello`.
+    pub fn new(
+        peers: HashMap<u64, SocketAddr>,
+        hello: Hello,
+        source: Option<IpAddr>,
+        tls: Option<ControllerTls>,
+    ) -> Self {
         let hello = json_frame(FrameKind::Hello, &hello);
         let peers = peers
             .into_iter()
             .map(|(id, addr)| {
                 let (tx, rx) = flume::bounded(PEER_QUEUE);
-                io::spawn_detached(peer_writer(addr, source, hello.clone(), rx));
+                io::spawn_detached(peer_writer(addr, source, tls.clone(), hello.clone(), rx));
                 (id, tx)
             })
             .collect();
@@ -58,11 +63,17 @@ impl Transport {
 }
 
 /// Keeps a connection to `addr` open while there is something to send, writing queued frames.
-async fn peer_writer(addr: SocketAddr, source: Option<IpAddr>, hello: Bytes, queue: flume::Receiver<Bytes>) {
+async fn peer_writer(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    tls: Option<ControllerTls>,
+    hello: Bytes,
+    queue: flume::Receiver<Bytes>,
+) {
     let mut connected: Option<io::net::Stream> = None;
     while let Some(batch) = io::net::next_frames(&queue).await {
         if connected.is_none() {
-            match io::timeout(CONNECT_TIMEOUT, io::net::connect_from(addr, source)).await {
+            match io::timeout(CONNECT_TIMEOUT, dial(addr, source, tls.as_ref())).await {
                 Some(Ok(stream)) => {
                     let mut stream = stream;
                     if stream.write_all(vec![hello.clone()]).await.is_ok() {
