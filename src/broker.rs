@@ -335,14 +335,21 @@ impl Broker {
             on_ready: Box::new(move || open_for_clients(kafka)),
         };
         let planes = services.plane.clone();
-        let started = shards
-            .invoke_on_blocking(0, move || async move {
-                let mut plane_start = plane_start;
-                plane_start.tls = crate::security::controller_tls(&plane_start.config).await?;
-                ControlPlane::start(plane_start).map(|plane| planes.install(plane))
-            })
-            .map_err(|e| StartError::Shard(e.to_string()))
-            .and_then(|started| started.map_err(StartError::Shard));
+        let controller_tls = crate::security::controller_tls_source(&startup.security).map_err(StartError::Shard);
+        let started = controller_tls.and_then(|tls| {
+            shards
+                .invoke_on_blocking(0, move || async move {
+                    let mut plane_start = plane_start;
+                    if let Some(tls) = &tls {
+                        // Refuse to start with files that do not load, rather than at the first call.
+                        tls().await?;
+                    }
+                    plane_start.tls = tls;
+                    ControlPlane::start(plane_start).map(|plane| planes.install(plane))
+                })
+                .map_err(|e| StartError::Shard(e.to_string()))
+                .and_then(|started| started.map_err(StartError::Shard))
+        });
         if let Err(err) = started {
             drop(probe);
             Self::stop_services(&services, threads);

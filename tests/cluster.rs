@@ -1358,7 +1358,8 @@ fn a_follower_whose_disk_fills_leaves_the_isr_and_nothing_else_stops() {
 /// `User:ANONYMOUS` (what a follower on the PLAINTEXT listener would be) may do nothing, so the
 /// acks=all writes of a topic with min.insync.replicas=3 are acknowledged only if both followers'
 /// secured fetches work. The controller listener is mutual TLS (CONTROLLER:SSL): the quorum
-/// forms over it, and a plaintext caller there is refused.
+/// forms over it, a plaintext caller there is refused, and renewed certificates (another CA's)
+/// are taken without a restart.
 #[test]
 fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_and_controllers_talk_mutual_tls() {
     let subnet = 27;
@@ -1421,4 +1422,42 @@ fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_and_controllers_talk_mu
         assert!(Instant::now() < refused, "the plaintext caller is logged\n{}", cluster.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Certificates are renewed without a restart: once the key store and trust store files hold
+    // another CA's, the controller listener takes that CA's clients and refuses the old CA's, and
+    // the cluster goes on (new connections, the client's included, use the new CA).
+    let new_ca_dir = TempDir::new("cluster-inter-broker-new-ca");
+    let new_ca = TestCa::for_addresses(&new_ca_dir.0, &ips.iter().map(String::as_str).collect::<Vec<_>>());
+    let presenting = |ca: &TestCa| {
+        serde_json::json!({
+            "ssl.ca.location": ca.path("ca.pem"),
+            "ssl.certificate.location": ca.path("broker.pem"),
+            "ssl.key.location": ca.path("broker.key"),
+        })
+        .to_string()
+    };
+    let before = script(&["mutual-tls", &presenting(&new_ca), &controller]);
+    assert!(before.starts_with("refused"), "{before}");
+    let old_ca_copy = TempDir::new("cluster-inter-broker-old-ca");
+    for file in ["ca.pem", "broker.pem", "broker.key"] {
+        std::fs::copy(ca.path(file), old_ca_copy.0.join(file)).unwrap();
+    }
+    for file in ["ca.pem", "broker-keystore.pem"] {
+        std::fs::copy(new_ca.path(file), ca.path(file)).unwrap();
+    }
+    let renewed = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = script(&["mutual-tls", &presenting(&new_ca), &controller]);
+        if now.starts_with("accepted") {
+            break;
+        }
+        assert!(Instant::now() < renewed, "the new CA's certificate is taken: {now}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let old = TestCa { dir: old_ca_copy.0.clone() };
+    let after = script(&["mutual-tls", &presenting(&old), &controller]);
+    assert!(after.starts_with("refused"), "the old CA's certificate is no longer taken: {after}");
+    let created = script(&["create-topic", &client, "renewed", "1", "3", "min.insync.replicas=3"]);
+    assert!(created.contains("created renewed"), "{created}\n{}", cluster.logs());
+    let roundtrip = script(&["roundtrip", &client, "renewed", "100"]);
+    assert!(roundtrip.contains("roundtrip ok 100"), "{roundtrip}\n{}", cluster.logs());
 }

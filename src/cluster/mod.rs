@@ -23,6 +23,8 @@ pub use plane::{ControlPlane, PlaneStart, read_cluster_id};
 pub use publisher::{Publisher, apply_on_shard, opens_for_shard};
 pub use quorum::{QuorumStart, QuorumStatus, Voter, VoterState};
 pub use records::{AclBinding, Endpoint, MetadataRecord, QuotaEntity, QuotaName, ScramCredential};
-pub use rpc::{Answer, ControllerRequest, ControllerResponse, ControllerTls, CreatedTopicInfo, IsrChange};
+pub use rpc::{
+    Answer, ControllerRequest, ControllerResponse, ControllerTls, ControllerTlsSource, CreatedTopicInfo, IsrChange,
+};
 pub use topic_config::TopicConfig;
 pub use view::{LocalChange, LocalMetadata, LocateError, MetadataView};

@@ -23,7 +23,7 @@ use super::publisher::Publisher;
 use super::quorum::{Quorum, QuorumStart, QuorumStatus, Voter};
 use super::records::Endpoint;
 use super::rpc::{
-    Answer, ControllerRequest, ControllerResponse, ControllerTls, FrameKind, FrameStream, Hello, RpcClient,
+    Answer, ControllerRequest, ControllerResponse, ControllerTlsSource, FrameKind, FrameStream, Hello, RpcClient,
     decode_request, response_frame, write_frames,
 };
 use crate::config::BrokerConfig;
@@ -47,7 +47,7 @@ pub struct ControlPlane {
     controller: Option<Rc<Controller>>,
     rpc: Rc<RpcClient>,
     /// TLS on the controller listener.
-    tls: Option<ControllerTls>,
+    tls: Option<ControllerTlsSource>,
     /// The active controller as last heard, for routing.
     leader_hint: Cell<Option<BrokerId>>,
     /// The last image published to every shard.
@@ -111,7 +111,7 @@ pub struct PlaneStart {
     /// The controller listener (voters of a cluster of several nodes).
     pub listener: Option<std::net::TcpListener>,
     /// TLS on the controller listener and on this node's calls to others' (`CONTROLLER:SSL`).
-    pub tls: Option<ControllerTls>,
+    pub tls: Option<ControllerTlsSource>,
     /// Where clients reach this broker.
     pub endpoints: Vec<Endpoint>,
     /// Called once this broker may serve clients.
@@ -326,7 +326,8 @@ impl ControlPlane {
             None => stream,
             Some(tls) => {
                 let handshake = async {
-                    let session = rustls::ServerConnection::new(tls.server.clone()).map_err(std::io::Error::other)?;
+                    let server = tls().await.map_err(std::io::Error::other)?.server;
+                    let session = rustls::ServerConnection::new(server).map_err(std::io::Error::other)?;
                     stream.start_tls(session).await
                 };
                 match io::timeout(HANDSHAKE_TIMEOUT, handshake).await {

@@ -72,14 +72,24 @@ pub struct ControllerTls {
     pub client: Arc<rustls::ClientConfig>,
 }
 
+/// The controller listener's TLS as it is now, asked at each new connection (both ways), so
+/// renewed certificates are used from the next connection on.
+pub type ControllerTlsSource =
+    Arc<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, Result<ControllerTls, String>> + Send + Sync>;
+
 /// Connects to the controller listener at `addr` from the local address `source`, in TLS when
 /// `tls` is given (the server's certificate checked against its IP address, unless the
 /// configuration checks no names).
-pub async fn dial(addr: SocketAddr, source: Option<IpAddr>, tls: Option<&ControllerTls>) -> std::io::Result<Stream> {
+pub async fn dial(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    tls: Option<&ControllerTlsSource>,
+) -> std::io::Result<Stream> {
     let stream = io::net::connect_from(addr, source).await?;
     let Some(tls) = tls else { return Ok(stream) };
+    let client = tls().await.map_err(std::io::Error::other)?.client;
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let session = rustls::ClientConnection::new(tls.client.clone(), name).map_err(std::io::Error::other)?;
+    let session = rustls::ClientConnection::new(client, name).map_err(std::io::Error::other)?;
     // Boxed: the handshake's state is large, and this future sits deep in the callers' ones.
     Box::pin(stream.start_tls(session)).await
 }
@@ -385,7 +395,7 @@ struct RpcConn {
 pub struct RpcClient {
     hello: Hello,
     source: Option<IpAddr>,
-    tls: Option<ControllerTls>,
+    tls: Option<ControllerTlsSource>,
     conns: RefCell<HashMap<SocketAddr, Rc<RpcConn>>>,
 }
 
@@ -403,7 +413,7 @@ pub enum RpcError {
 impl RpcClient {
     /// A client that connects from the local address `source` (in TLS when `tls`) and
     /// introduces itself with `hello`.
-    pub fn new(hello: Hello, source: Option<IpAddr>, tls: Option<ControllerTls>) -> Rc<Self> {
+    pub fn new(hello: Hello, source: Option<IpAddr>, tls: Option<ControllerTlsSource>) -> Rc<Self> {
         Rc::new(Self { hello, source, tls, conns: RefCell::new(HashMap::new()) })
     }
 

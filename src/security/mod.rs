@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientSecurity;
-use crate::cluster::ControllerTls;
+use crate::cluster::{ControllerTls, ControllerTlsSource};
 use crate::config::{BrokerConfig, SecurityProtocol};
 use crate::io::{self, Faults};
 
@@ -94,6 +94,7 @@ pub struct SecurityFiles {
     config: Arc<BrokerConfig>,
     quotas: Arc<quota::Quotas>,
     tls: Watched<Arc<rustls::ServerConfig>>,
+    controller_tls: Watched<ControllerTls>,
     users: Watched<Arc<BTreeMap<String, String>>>,
 }
 
@@ -103,7 +104,13 @@ impl SecurityFiles {
         let tls_paths = vec![config.ssl_keystore_location.clone(), config.ssl_truststore_location.clone()];
         let users_paths = vec![config.sasl_plain_users_file.clone()];
         let quotas = quota::Quotas::new(&config);
-        Arc::new(Self { tls: Watched::new(tls_paths), users: Watched::new(users_paths), quotas, config })
+        Arc::new(Self {
+            tls: Watched::new(tls_paths.clone()),
+            controller_tls: Watched::new(tls_paths),
+            users: Watched::new(users_paths),
+            quotas,
+            config,
+        })
     }
 
     /// The TLS server configuration as the files are now. `Err` only when none ever loaded.
@@ -113,17 +120,29 @@ impl SecurityFiles {
             .tls
             .get(|files| tls::server_config(config, files[0].as_deref(), files[1].as_deref(), &config.ssl_client_auth))
             .await;
-        match (&value, said) {
-            (Some(_), Some(err)) if err.is_empty() => {
-                tracing::info!("TLS key store or trust store changed: new connections use the new one")
-            }
-            (Some(_), Some(err)) => {
-                tracing::warn!(error = %err, "TLS files changed but do not load; keeping the previous ones")
-            }
-            (None, Some(err)) => return Err(err),
-            _ => {}
-        }
-        value.ok_or_else(|| "no TLS configuration".into())
+        kept_or_new(value, said, "TLS key store or trust store")
+    }
+
+    /// TLS for the controller listener (`CONTROLLER:SSL`) as the files are now: the server side
+    /// requires a client certificate that chains to the trust store, the client side presents the
+    /// key store's and checks the server's (its IP address too, unless
+    /// `ssl_endpoint_identification_algorithm` is empty). Asked at each controller connection, so
+    /// renewed certificates are used from the next one on. `Err` only when none ever loaded.
+    pub async fn controller_tls(&self) -> Result<ControllerTls, String> {
+        let config = &self.config;
+        let (value, said) = self
+            .controller_tls
+            .get(|files| {
+                let keystore = tls::keystore_pem(config, files[0].as_deref());
+                let trust =
+                    files[1].as_deref().ok_or("the controller listener is SSL but has no ssl_truststore_location")?;
+                let server = tls::server_config(config, Some(&keystore), Some(trust), "required")?;
+                let verify_hostname = !config.ssl_endpoint_identification_algorithm.is_empty();
+                let client = tls::client_config(trust, Some(&keystore), verify_hostname)?;
+                Ok(ControllerTls { server, client })
+            })
+            .await;
+        kept_or_new(value, said, "controller listener's key store or trust store")
     }
 
     /// The PLAIN users as they are now (the JAAS ones and the users file's).
@@ -141,14 +160,7 @@ impl SecurityFiles {
                 Ok(Arc::new(users))
             })
             .await;
-        match (value, said) {
-            (Some(users), Some(err)) if !err.is_empty() => {
-                tracing::warn!(error = %err, "PLAIN users file changed but does not load; keeping the previous users");
-                Ok(users)
-            }
-            (Some(users), _) => Ok(users),
-            (None, err) => Err(err.unwrap_or_default()),
-        }
+        kept_or_new(value, said, "PLAIN users file")
     }
 }
 
@@ -202,21 +214,33 @@ async fn keystore(config: &BrokerConfig) -> Result<Vec<u8>, String> {
     Ok(tls::keystore_pem(config, file.as_deref()))
 }
 
-/// TLS for the controller listener when it is SSL (`CONTROLLER:SSL`): the server side requires a
-/// client certificate that chains to the trust store, the client side presents the key store's
-/// and checks the server's (its IP address too, unless `ssl_endpoint_identification_algorithm`
-/// is empty). Read once, when the control plane starts.
-pub async fn controller_tls(config: &BrokerConfig) -> Result<Option<ControllerTls>, String> {
-    if config.controller_protocol()? != SecurityProtocol::Ssl {
+/// Where the control plane gets its TLS from when the controller listener is SSL
+/// (`CONTROLLER:SSL`): [`SecurityFiles::controller_tls`], asked per connection.
+pub fn controller_tls_source(files: &Arc<SecurityFiles>) -> Result<Option<ControllerTlsSource>, String> {
+    if files.config.controller_protocol()? != SecurityProtocol::Ssl {
         return Ok(None);
     }
-    let keystore = keystore(config).await?;
-    let trust_path = config.ssl_truststore_location.as_deref().ok_or("no ssl_truststore_location")?;
-    let trust = read_file("trust store", trust_path).await?;
-    let server = tls::server_config(config, Some(&keystore), Some(&trust), "required")?;
-    let verify_hostname = !config.ssl_endpoint_identification_algorithm.is_empty();
-    let client = tls::client_config(&trust, Some(&keystore), verify_hostname)?;
-    Ok(Some(ControllerTls { server, client }))
+    let files = files.clone();
+    Ok(Some(Arc::new(move || {
+        let files = files.clone();
+        Box::pin(async move { files.controller_tls().await }) as futures_util::future::LocalBoxFuture<'static, _>
+    })))
+}
+
+/// What a [`Watched`] setting gave: the value in use, after saying in the log that `what`
+/// changed (the new one is used) or changed but does not load (the previous one is kept).
+fn kept_or_new<T>(value: Option<T>, said: Option<String>, what: &str) -> Result<T, String> {
+    match (&value, said) {
+        (Some(_), Some(err)) if err.is_empty() => {
+            tracing::info!("{what} changed: new connections use the new one")
+        }
+        (Some(_), Some(err)) => {
+            tracing::warn!(error = %err, "{what} changed but does not load; keeping the previous one")
+        }
+        (None, Some(err)) => return Err(err),
+        _ => {}
+    }
+    value.ok_or_else(|| format!("no {what}"))
 }
 
 /// How this broker connects to another's inter-broker listener (`inter_broker_listener_name`):

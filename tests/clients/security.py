@@ -32,8 +32,15 @@ Usage:
       broker reports them. Prints "topic OPS", "cluster OPS", "group OPS" (sorted names).
   security.py create-topic SETTINGS TOPIC PARTITIONS REPLICAS [NAME=VALUE...]
       AdminClient: creates TOPIC with those topic configs. Prints "created TOPIC".
+  security.py mutual-tls SETTINGS HOST:PORT
+      Python's ssl, no Kafka: a TLS handshake presenting SETTINGS' ssl.certificate.location and
+      ssl.key.location, the server checked against ssl.ca.location (no host name check), then
+      sends four bytes and reads. Prints "accepted" when neither side refused the other (the
+      server may still close the connection), else "refused REASON".
 """
 import json
+import socket
+import ssl
 import sys
 import time
 
@@ -166,5 +173,21 @@ elif mode == "create-topic":
     admin = AdminClient(settings)
     result(admin.create_topics([NewTopic(topic, partitions, replicas, config=configs)]))
     print(f"created {topic}")
+elif mode == "mutual-tls":
+    host, port = sys.argv[3].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=settings["ssl.ca.location"])
+    context.check_hostname = False
+    context.load_cert_chain(settings["ssl.certificate.location"], settings["ssl.key.location"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw) as tls:
+                # TLS 1.3 servers refuse a client certificate after the handshake: read to see it.
+                tls.sendall(b"\0\0\0\0")
+                tls.recv(1)
+        print("accepted")
+    except ssl.SSLError as err:
+        print(f"refused {err.reason}")
+    except (ConnectionError, socket.timeout) as err:
+        print(f"accepted ({err!r})")
 else:
     raise SystemExit(f"unknown mode {mode}")

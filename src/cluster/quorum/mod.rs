@@ -255,7 +255,7 @@ impl Quorum {
         voters: Vec<Voter>,
         start: QuorumStart,
         hello: super::rpc::Hello,
-        tls: Option<super::rpc::ControllerTls>,
+        tls: Option<super::rpc::ControllerTlsSource>,
     ) -> Result<Rc<Self>, String> {
         let QuorumStart { disk, image, .. } = start;
         let disk = disk.into_disk();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
-use crate::cluster::rpc::{ControllerTls, FrameKind, Hello, dial, frame, json_frame};
+use crate::cluster::rpc::{ControllerTlsSource, FrameKind, Hello, dial, frame, json_frame};
 use crate::io;
 
 /// Messages queued for one peer at most.
@@ -34,7 +34,7 @@ impl Transport {
         peers: HashMap<u64, SocketAddr>,
         hello: Hello,
         source: Option<IpAddr>,
-        tls: Option<ControllerTls>,
+        tls: Option<ControllerTlsSource>,
     ) -> Self {
         let hello = json_frame(FrameKind::Hello, &hello);
         let peers = peers
@@ -66,7 +66,7 @@ impl Transport {
 async fn peer_writer(
     addr: SocketAddr,
     source: Option<IpAddr>,
-    tls: Option<ControllerTls>,
+    tls: Option<ControllerTlsSource>,
     hello: Bytes,
     queue: flume::Receiver<Bytes>,
 ) {
