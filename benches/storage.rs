@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use moldau::io::Faults;
+use moldau::io::{AlignedBuf, DirectFile, Faults, OpenMode, PAGE_BYTES};
 use moldau::model::batch::validate_all;
 use moldau::model::records::{EncodeOptions, KeyValue, encode_batch};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
@@ -173,9 +173,14 @@ fn print_percentiles(what: &str, histogram: &hdrhistogram::Histogram<u64>) {
 /// to compare with fio's fdatasync percentiles.
 fn latency_percentiles() {
     let runtime = moldau::io::new_runtime().unwrap();
-    for &(label, size) in &[("100B", 100usize), ("4KiB", 4096)] {
-        let dir = bench_dir(&format!("hdr-{label}"));
-        let log = runtime.block_on(open(&dir, FlushPolicy::Always, 64 << 20));
+    // 4 KiB twice, side by side: zero-filling ahead of the data off (the default: appends fill
+    // fallocated, unwritten blocks) and on.
+    for &(label, size, prepare) in &[("100B", 100usize, true), ("4KiB", 4096, false), ("4KiB", 4096, true)] {
+        let dir = bench_dir(&format!("hdr-{label}-{prepare}"));
+        let ctx = LogContext { cache: Rc::new(RefCell::new(ReadCache::new(64 << 20))), faults: Faults::none() };
+        let prepare_ahead_bytes = if prepare { moldau::storage::PREPARE_AHEAD_BYTES } else { 0 };
+        let config = LogConfig { flush: FlushPolicy::Always, prepare_ahead_bytes, ..LogConfig::default() };
+        let log = runtime.block_on(Log::open(&dir, config, &ctx)).unwrap();
         let template = batch_of(size);
         let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
         runtime.block_on(async {
@@ -189,7 +194,8 @@ fn latency_percentiles() {
                 }
             }
         });
-        print_percentiles(&format!("durable append {label} (flush=always, 19000 samples)"), &histogram);
+        let zero_fill = if prepare { "zero-filled ahead" } else { "into fallocated blocks" };
+        print_percentiles(&format!("durable append {label} (flush=always, {zero_fill}, 19000 samples)"), &histogram);
         runtime.block_on(log.delete()).unwrap();
     }
 }
@@ -234,12 +240,62 @@ fn retention_percentiles() {
     }
 }
 
+/// The baseline for the durable-append percentiles, measured in the same run: 4 KiB O_DIRECT
+/// writes (`moldau::io::DirectFile` on the same ring, sequential, one page each) each followed by
+/// fdatasync, into blocks already written and into fallocated (unwritten) ones: what the disk and
+/// the runtime cost without the log. Each write rewrites the page it lands on, as fio's
+/// overwrite mode does.
+fn raw_write_sync_percentiles() {
+    let runtime = moldau::io::new_runtime().unwrap();
+    for written in [true, false] {
+        let label = if written { "written" } else { "unwritten" };
+        let dir = bench_dir(&format!("raw-{label}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("file");
+        let bytes: u64 = 80 << 20;
+        let histogram = runtime.block_on(async {
+            let file = DirectFile::open(&path, OpenMode::CreateOrOpen, Faults::none()).await.unwrap();
+            let mut page = AlignedBuf::with_capacity(PAGE_BYTES);
+            page.extend_from_slice(&[7u8; PAGE_BYTES]);
+            if written {
+                let mut chunk = AlignedBuf::with_capacity(1 << 20);
+                chunk.extend_from_slice(&vec![1u8; 1 << 20]);
+                for i in 0..bytes >> 20 {
+                    let (result, back) = file.write_all_at(chunk, i << 20).await;
+                    result.unwrap();
+                    chunk = back;
+                }
+            } else {
+                file.allocate(0, bytes).await.unwrap();
+            }
+            file.sync_data().await.unwrap();
+            let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+            for i in 0..20_000u64 {
+                let start = Instant::now();
+                let (result, back) = file.write_all_at(page, i * PAGE_BYTES as u64).await;
+                result.unwrap();
+                page = back;
+                file.sync_data().await.unwrap();
+                if i >= 1000 {
+                    histogram.record(start.elapsed().as_nanos() as u64).unwrap();
+                }
+            }
+            histogram
+        });
+        print_percentiles(&format!("raw 4KiB write + fdatasync into {label} blocks (19000 samples)"), &histogram);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 criterion_group!(benches, append_throughput, append_latency, read_throughput, batch_validation);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().all(|a| a != "--list") {
+    // Only under `cargo bench` (which passes --bench): `cargo test` runs each criterion bench
+    // once as a smoke test, and these are minutes of disk work.
+    if std::env::args().any(|a| a == "--bench") {
+        raw_write_sync_percentiles();
         latency_percentiles();
         retention_percentiles();
     }

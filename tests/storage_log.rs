@@ -657,3 +657,60 @@ fn preallocation_steps_ahead_of_the_data_and_an_idle_partition_costs_no_disk() {
         log.close().await.unwrap();
     });
 }
+
+/// The first hole (or unwritten extent: ext4 reports those as holes when no page cache holds
+/// them, which O_DIRECT guarantees) at or after byte `from` of `path`.
+fn first_hole(path: &Path, from: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: plain lseek on a descriptor that `file` keeps open.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, libc::SEEK_HOLE) };
+    assert!(at >= 0, "SEEK_HOLE: {}", std::io::Error::last_os_error());
+    at as u64
+}
+
+#[test]
+fn small_durable_appends_find_blocks_zero_filled_ahead_and_zeros_never_land_on_data() {
+    for prepare in [false, true] {
+        let dir = test_dir(&format!("prepare-{prepare}"));
+        let (expected, data_end) = block_on(async {
+            let mut cfg = config(64 << 20, FlushPolicy::Always);
+            cfg.prepare_ahead_bytes = if prepare { moldau::storage::PREPARE_AHEAD_BYTES } else { 0 };
+            let log = Log::open(&dir, cfg, &context(0)).await.unwrap();
+            let mut expected = Vec::new();
+            let mut seed = 0;
+            while log.snapshot().size_bytes < 3 << 20 {
+                // Mostly one durable append at a time; now and then a burst of appends that
+                // share write rounds (larger jobs, reaching further while zeros are in flight).
+                let burst = if seed % 100 == 99 { 40 } else { 1 };
+                let mut last = None;
+                for _ in 0..burst {
+                    let batch = make_batch(seed, 2, 1000, 1);
+                    let info = append(&log, batch.clone(), 0);
+                    expected.push(stamped(&batch, info.base_offset));
+                    last = Some(info);
+                    seed += 1;
+                }
+                last.unwrap().durable.wait().await.unwrap();
+            }
+            let data_end = log.snapshot().size_bytes;
+            log.close().await.unwrap();
+            (expected, data_end)
+        });
+        let hole = first_hole(&dir.join("00000000000000000000.log"), data_end);
+        if prepare {
+            assert!(
+                hole >= data_end + (1 << 20),
+                "blocks past the data are written: first hole {hole}, data {data_end}"
+            );
+        } else {
+            assert!(hole < data_end + (64 << 10), "without zero-fill the blocks past the data are unwritten: {hole}");
+        }
+        block_on(async {
+            let log = Log::open(&dir, config(64 << 20, FlushPolicy::Always), &context(0)).await.unwrap();
+            let got = read_all(&log, 0, 1 << 20).await;
+            assert_same_batches(&got, &expected, "every batch reads back intact after the zero writes");
+            log.close().await.unwrap();
+        });
+    }
+}

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 pub use cache::{CacheKey, CacheStats, ReadCache};
 pub use log::{
-    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, ReadResult,
-    RetentionOutcome,
+    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, PREPARE_AHEAD_BYTES,
+    ReadResult, RetentionOutcome,
 };
 
 /// When appended data is made durable with fdatasync. Written `always`, `interval:<ms>` or
@@ -109,6 +109,10 @@ pub struct LogConfig {
     /// Keep one segment file that retention removes, and write the log's next segment into it
     /// instead of into fresh (unwritten) blocks: see `storage/log/files.rs`.
     pub recycle_segments: bool,
+    /// Zero-fill the active segment's preallocated blocks this far ahead of the write position,
+    /// in the background, while the log's writes are small (see `storage/log/prepare.rs`); 0
+    /// (the default for now) turns it off; [`PREPARE_AHEAD_BYTES`] is the value measured.
+    pub prepare_ahead_bytes: u64,
     /// Write unwritten data once this much has accumulated, whatever the flush policy.
     pub write_behind_bytes: usize,
     /// Produce acknowledgements are held back while more than this much appended data is not yet
@@ -131,6 +135,10 @@ impl Default for LogConfig {
             preallocate: true,
             preallocate_step_bytes: PREALLOCATE_STEP_BYTES,
             recycle_segments: true,
+            // Off until it passes the fault-injection tests: its own fdatasync takes an injected
+            // sync failure meant for the data's (tests/partition.rs), and a partition test run
+            // hung once with it on. Opt in per log (benches/storage.rs measures both).
+            prepare_ahead_bytes: 0,
             write_behind_bytes: 1 << 20,
             max_unwritten_bytes: 64 << 20,
         }

@@ -72,6 +72,9 @@ pub(crate) struct Segment {
     pub sealed: bool,
     /// Bytes preallocated in the file.
     pub allocated_bytes: u64,
+    /// Blocks below this byte hold data or zeros already written (not unwritten extents):
+    /// appends there are overwrites. See `storage/log/prepare.rs`.
+    pub prepared_bytes: u64,
 }
 
 impl Segment {
@@ -92,6 +95,7 @@ impl Segment {
             created_ms: now_ms,
             sealed: false,
             allocated_bytes: 0,
+            prepared_bytes: 0,
         }
     }
 

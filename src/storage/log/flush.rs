@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use super::files::*;
+use super::prepare::{self, maybe_prepare, settle_before_writing};
 use super::truncate::{start_at, truncate};
 use super::*;
 use crate::io::{self, AlignedBuf, DirectFile, LocalSignal, now_ms, round_down_to_page};
@@ -22,8 +23,10 @@ pub(super) async fn flusher(log: Weak<LogInner>, done: oneshot::Sender<()>) {
                     inner.state.borrow_mut().go_offline(err.to_string());
                 }
                 report_progress(&inner);
+                maybe_prepare(&inner).await;
             }
             Step::Command(command) => {
+                prepare::settle(&inner).await;
                 run_command(&inner, command).await;
                 report_progress(&inner);
             }
@@ -42,6 +45,7 @@ pub(super) async fn flusher(log: Weak<LogInner>, done: oneshot::Sender<()>) {
                 inner.wake_flusher.notified().await;
             }
             Step::Exit => {
+                prepare::settle(&inner).await;
                 let offline = inner.state.borrow().offline.is_some();
                 if offline {
                     // Nothing more is written once the log has failed: on restart, recovery
@@ -214,6 +218,7 @@ pub(super) async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<Direct
         // A new file is empty: `allocated_bytes` stays at 0 until `write_job` preallocates. A
         // recycled one has its blocks already (old batches, overwritten as the segment grows).
         segment.allocated_bytes = allocated;
+        segment.prepared_bytes = allocated;
         segment.file = Some(file.clone());
     }
     Ok(file)
@@ -227,6 +232,8 @@ pub(super) async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: Writ
         (state.config.preallocate, segment.map_or(0, |s| s.allocated_bytes), preallocate_step(&state.config))
     };
     let padded_end = position + io::round_up_to_page(buf.len()) as u64;
+    settle_before_writing(inner, segment_base, Some(padded_end)).await;
+    inner.state.borrow_mut().last_job_bytes = buf.len();
     if preallocate && padded_end > allocated {
         let new_allocated = padded_end.div_ceil(step) * step;
         file.allocate(allocated, new_allocated - allocated).await.map_err(|e| StorageError::io(file.path(), &e))?;
@@ -297,6 +304,7 @@ pub(super) async fn seal_segment(inner: &LogInner, file: &Rc<DirectFile>) -> Res
         segment.complete_time_index();
         (segment.size, segment.base_offset, segment.offset_index.clone(), segment.time_index.clone(), covered)
     };
+    settle_before_writing(inner, base, None).await;
     file.set_len(size).await.map_err(|e| StorageError::io(file.path(), &e))?;
     file.sync_data().await.map_err(|e| StorageError::io(file.path(), &e))?;
     save_indexes(&inner.dir, base, &offset_index, &time_index, &inner.faults).await;

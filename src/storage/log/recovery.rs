@@ -169,6 +169,8 @@ pub(super) async fn recover_segment(
     segment.size = end.position;
     segment.written_size = end.position;
     segment.allocated_bytes = file_len;
+    // Past the data, the cut (`cut_segment_tail`) leaves unwritten extents.
+    segment.prepared_bytes = io::round_up_to_page(end.position as usize) as u64;
     segment.file = Some(Rc::new(file));
     let clean = match &end.stopped {
         // Zero fill (preallocation, or a range zeroed by an earlier cut) ends the data normally,

@@ -96,6 +96,8 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
         segment.max_timestamp_offset = max_ts_offset;
         segment.bytes_since_index = usize::MAX / 2;
         segment.sealed = false;
+        // The zeroed range past the cut is unwritten extents again.
+        segment.prepared_bytes = segment.prepared_bytes.min(zero_from);
     }
     state.buf = buf;
     state.buf_position = tail_position;
