@@ -45,8 +45,8 @@ use recovery::{forget_clean_shutdown, recover_segments};
 /// p99, even once the steps had grown to this size.
 pub const PREALLOCATE_STEP_BYTES: u64 = 16 << 20;
 
-/// The active segment's preallocated blocks are zero-filled up to this far past its data while
-/// its writes are small (see `prepare.rs`).
+/// How far past its data a log that opts in (`LogConfig::prepare_ahead_bytes`, off by default)
+/// zero-fills the active segment's preallocated blocks while its writes are small (`prepare.rs`).
 pub const PREPARE_AHEAD_BYTES: u64 = 2 << 20;
 
 /// Under `flush = never`, unwritten data reaches the file at most this long after its append.

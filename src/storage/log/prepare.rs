@@ -13,11 +13,10 @@
 //! zero-filling would double their disk traffic), if less than `prepare_ahead_bytes` is
 //! prepared past the data, the flusher spawns one zero write of at most [`CHUNK_BYTES`] (then
 //! fdatasync, so the extent conversion is committed off the appends' path; paced per shard by
-//! [`PACE_BYTES_PER_SEC`]) over preallocated
-//! blocks at least [`GAP_BYTES`] past the data's end. At most one is in flight per log. It
-//! never writes below the data's end at the time it starts, and the flusher waits for it before writing a job that
-//! reaches into its range, before sealing or truncating the segment, and before closing; so
-//! zeros never land on data. Only preallocated blocks are prepared (the file's length does not
+//! [`PACE_BYTES_PER_SEC`]) over preallocated blocks at least [`GAP_BYTES`] past the data's end.
+//! At most one is in flight per log. It never writes below the data's end at the time it
+//! starts, and the flusher waits for it before writing a job that reaches into its range,
+//! before sealing or truncating the segment, and before closing; so zeros never land on data. Only preallocated blocks are prepared (the file's length does not
 //! change), so preparing costs no disk space beyond preallocation.
 
 use std::cell::RefCell;
