@@ -24,7 +24,7 @@ use crate::http::ShardStats;
 use crate::io::{self, Faults};
 use crate::kafka::server::{KafkaContext, KafkaServices};
 use crate::model::TopicPartition;
-use crate::partition::{PartitionManager, run_retention};
+use crate::partition::{CleanerSettings, PartitionManager, run_cleaner, run_retention};
 use crate::replication::Replication;
 use crate::security::{SecurityFiles, ShardSecurity};
 use crate::shard::{ShardInit, ShardLimits, ShardSet, ShardThreads, Sharded, stop_current};
@@ -164,6 +164,16 @@ async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> 
         kafka.hold_listener(listener, &spec.name, spec.protocol);
     }
     let retention_ms = config.log_retention_check_interval_ms.max(10);
+    if config.log_cleaner_enable {
+        let shards = config.shard_count().max(1);
+        let settings = CleanerSettings {
+            map_entries: (config.log_cleaner_dedupe_buffer_size as usize / shards / crate::storage::OFFSET_MAP_ENTRY_BYTES)
+                .max(1024),
+            bytes_per_sec: config.log_cleaner_io_max_bytes_per_second / shards as f64,
+            backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms.max(10)),
+        };
+        io::spawn_detached(run_cleaner(partitions.clone(), settings));
+    }
     io::spawn_detached(run_retention(partitions, std::time::Duration::from_millis(retention_ms)));
     io::spawn_detached(run_group_ticker(groups));
     tracing::debug!(shard, "shard ready");

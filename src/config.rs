@@ -157,6 +157,16 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// Preallocate segment files.
     pub log_preallocate: bool,
+    /// Run the log cleaner (compaction of `cleanup.policy=compact` topics) on every shard.
+    pub log_cleaner_enable: bool,
+    /// Memory for the cleaners' offset maps, split evenly over the shards (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`).
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// Bytes per second the cleaners read and write, split evenly over the shards (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`; unlimited by default, as in Kafka).
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// How long a shard's cleaner sleeps when no log is due.
+    pub log_cleaner_backoff_ms: u64,
     /// Partitions of the internal `__consumer_offsets` topic.
     pub offsets_topic_num_partitions: i32,
     /// How long a group waits for more members before its first rebalance completes.
@@ -269,6 +279,10 @@ impl Default for BrokerConfig {
             log_segment_ms: 7 * 24 * 3600 * 1000,
             log_retention_check_interval_ms: 300_000,
             log_preallocate: true,
+            log_cleaner_enable: true,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleaner_backoff_ms: 15_000,
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,

@@ -255,7 +255,7 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "max.compaction.lag.ms",
         kind: ConfigType::Long,
-        doc: "Accepted; compaction is not implemented yet",
+        doc: "A compacted log whose oldest uncleaned record is older is cleaned whatever its dirty ratio",
         default: |_| LONG_MAX.into(),
         check: long_positive,
     },
@@ -297,7 +297,7 @@ pub static TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "min.compaction.lag.ms",
         kind: ConfigType::Long,
-        doc: "Accepted; compaction is not implemented yet",
+        doc: "How long a record stays uncompacted at least",
         default: |_| "0".into(),
         check: long_non_negative,
     },
@@ -451,6 +451,11 @@ impl TopicConfig {
             preallocate: get("preallocate") == "true",
             recycle_segments: get("preallocate") == "true",
             delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
+            compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().expect("validated"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            delete_retention_ms: long("delete.retention.ms"),
             // An offsets partition holds a few small records per group: 1 MiB steps.
             preallocate_step_bytes: if internal { INTERNAL_PREALLOCATE_STEP_BYTES } else { PREALLOCATE_STEP_BYTES },
             ..LogConfig::default()

@@ -50,6 +50,10 @@ pub(super) const KNOWN: &[&str] = &[
     "leader.imbalance.check.interval.seconds",
     "listener.security.protocol.map",
     "listeners",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.enable",
+    "log.cleaner.io.max.bytes.per.second",
     "log.dir",
     "log.dirs",
     "log.flush.interval.messages",
@@ -109,7 +113,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("transaction.state.log.replication.factor", "there are no transactions yet"),
     ("transaction.state.log.min.isr", "there are no transactions yet"),
     ("log.segment.delete.delay.ms", "retention deletes at once, paced"),
-    ("log.cleaner.enable", "there is no log compaction yet"),
     ("group.coordinator.rebalance.protocols", "only the classic group protocol exists yet"),
 ];
 
@@ -208,6 +211,13 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
         "log.roll.hours" => one("log_segment_ms", scaled(3_600_000)),
         "log.retention.check.interval.ms" => one("log_retention_check_interval_ms", int()),
         "log.preallocate" => one("log_preallocate", boolean()),
+        "log.cleaner.enable" => one("log_cleaner_enable", boolean()),
+        "log.cleaner.dedupe.buffer.size" => one("log_cleaner_dedupe_buffer_size", int()),
+        "log.cleaner.backoff.ms" => one("log_cleaner_backoff_ms", int()),
+        "log.cleaner.io.max.bytes.per.second" => match value.parse::<f64>() {
+            Ok(rate) if rate > 0.0 => one("log_cleaner_io_max_bytes_per_second", Ok(Value::Float(rate))),
+            _ => Some(Err(format!("{name}: {value:?} is not a positive number"))),
+        },
         "log.flush.interval.messages" => match value.parse::<i64>() {
             Ok(1) => one("flush", Ok(Value::String("always".into()))),
             Ok(n) if n > 1 => {

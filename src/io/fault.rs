@@ -39,6 +39,10 @@ struct FaultState {
     performed: [AtomicU64; OPS],
     /// Extra delay added to every fdatasync, in milliseconds.
     sync_delay_ms: AtomicU32,
+    /// Operations of each kind still to succeed before every later one fails (0: not armed).
+    countdown: [AtomicU64; OPS],
+    /// errno for the failures after a countdown.
+    countdown_errno: [AtomicI32; OPS],
 }
 
 /// A handle through which tests make disk operations fail or stall.
@@ -79,9 +83,17 @@ impl Faults {
         self.state.sticky_errno[slot(op)].store(errno, Ordering::SeqCst);
     }
 
+    /// The next `successes` operations of kind `op` succeed, and every one after them fails with
+    /// `errno` until [`Faults::heal`] (a process dying at a chosen point, for crash tests).
+    pub fn fail_after(&self, op: FaultOp, successes: u64, errno: i32) {
+        self.state.countdown_errno[slot(op)].store(errno, Ordering::SeqCst);
+        self.state.countdown[slot(op)].store(successes + 1, Ordering::SeqCst);
+    }
+
     /// Disarms every fault.
     pub fn heal(&self) {
         for i in 0..OPS {
+            self.state.countdown[i].store(0, Ordering::SeqCst);
             self.state.next_errno[i].store(0, Ordering::SeqCst);
             self.state.sticky_errno[i].store(0, Ordering::SeqCst);
         }
@@ -106,6 +118,14 @@ impl Faults {
         let sticky = self.state.sticky_errno[i].load(Ordering::Relaxed);
         if sticky != 0 {
             return Err(io::Error::from_raw_os_error(sticky));
+        }
+        if self.state.countdown[i].load(Ordering::Relaxed) != 0 {
+            let left = self.state.countdown[i].fetch_sub(1, Ordering::SeqCst);
+            if left == 1 {
+                let errno = self.state.countdown_errno[i].load(Ordering::SeqCst);
+                self.state.sticky_errno[i].store(errno, Ordering::SeqCst);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
         }
         if self.state.next_errno[i].load(Ordering::Relaxed) != 0 {
             let errno = self.state.next_errno[i].swap(0, Ordering::SeqCst);

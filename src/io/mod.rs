@@ -10,6 +10,7 @@ mod file;
 pub mod fs;
 pub mod http;
 pub mod net;
+mod rate;
 mod signal;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 pub use aligned::{AlignedBuf, PAGE_BYTES, round_down_to_page, round_up_to_page};
 pub use fault::{FaultOp, Faults};
 pub use file::{DirectFile, OpenMode};
+pub use rate::RateLimit;
 pub use signal::{LocalSignal, Notified};
 
 /// A handle to a task running on the current shard; dropping it cancels the task, so

@@ -227,15 +227,28 @@ pub fn check_frame(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Fully checks the batch at the start of `bytes`: framing, CRC, and that the record count
-/// matches the offset range. Returns the header; the batch is `header.total_bytes()` long.
+/// matches the offset range (a produced batch). Returns the header; the batch is
+/// `header.total_bytes()` long.
 pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(bytes, false)
+}
+
+/// Like [`validate`], for a batch already in a log: compaction may have removed some of its
+/// records, so it may hold fewer records than its offset range spans (never more, never none).
+pub fn validate_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(bytes, true)
+}
+
+fn validate_with(bytes: &[u8], compacted: bool) -> Result<BatchHeader, BatchError> {
     let header = check_frame(bytes)?;
     let computed = compute_crc(&bytes[..header.total_bytes()]);
     if computed != header.crc {
         return Err(BatchError::CrcMismatch { stored: header.crc, computed });
     }
     let span = header.offset_count();
-    if header.records_count <= 0 || header.last_offset_delta < 0 || i64::from(header.records_count) != span {
+    let count = i64::from(header.records_count);
+    let count_fits = if compacted { count <= span } else { count == span };
+    if header.records_count <= 0 || header.last_offset_delta < 0 || !count_fits {
         return Err(BatchError::CountMismatch { count: header.records_count, span });
     }
     Ok(header)
@@ -260,6 +273,20 @@ impl BatchSpan {
 /// Validates a produce payload: one or more whole batches back to back, each no larger than
 /// `max_batch_bytes`. Nothing partial is accepted.
 pub fn validate_all(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchSpan>, BatchError> {
+    validate_all_with(bytes, max_batch_bytes, validate)
+}
+
+/// [`validate_all`] for batches copied from a leader's log (compacted ones included, see
+/// [`validate_stored`]).
+pub fn validate_all_stored(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchSpan>, BatchError> {
+    validate_all_with(bytes, max_batch_bytes, validate_stored)
+}
+
+fn validate_all_with(
+    bytes: &[u8],
+    max_batch_bytes: usize,
+    validate: fn(&[u8]) -> Result<BatchHeader, BatchError>,
+) -> Result<Vec<BatchSpan>, BatchError> {
     if bytes.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -305,7 +332,7 @@ pub fn scan(bytes: &[u8]) -> (Vec<BatchSpan>, Option<BatchError>) {
     let mut spans = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
-        match validate(&bytes[start..]) {
+        match validate_stored(&bytes[start..]) {
             Ok(header) => {
                 spans.push(BatchSpan { header, start });
                 start += header.total_bytes();

@@ -346,8 +346,20 @@ fn take<'a>(batch: &'a [u8], at: &mut usize, len: i64) -> Option<&'a [u8]> {
 
 /// Walks the records of one uncompressed batch in place.
 fn walk_uncompressed(batch: &[u8], header: &BatchHeader, f: &mut impl FnMut(RecordRef<'_>)) -> anyhow::Result<()> {
-    let mut at = 61usize;
+    walk_records(batch.get(61..).unwrap_or_default(), header, &mut |record, _| f(record))
+}
+
+/// Walks the records in `records` (a batch's record bytes after its header, decompressed),
+/// giving each with its byte range in `records`.
+fn walk_records(
+    records: &[u8],
+    header: &BatchHeader,
+    f: &mut impl FnMut(RecordRef<'_>, std::ops::Range<usize>),
+) -> anyhow::Result<()> {
+    let batch = records;
+    let mut at = 0usize;
     for _ in 0..header.records_count {
+        let start = at;
         let bad = || anyhow::anyhow!("malformed record at offset {}", header.base_offset);
         let _len = read_varint(batch, &mut at).ok_or_else(bad)?;
         at += 1; // attributes
@@ -366,9 +378,96 @@ fn walk_uncompressed(batch: &[u8], header: &BatchHeader, f: &mut impl FnMut(Reco
         }
         let timestamp_ms =
             if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };
-        f(RecordRef { offset: header.base_offset + offset_delta, timestamp_ms, key, value });
+        f(RecordRef { offset: header.base_offset + offset_delta, timestamp_ms, key, value }, start..at);
     }
     Ok(())
+}
+
+/// What [`retain_records`] made of a batch.
+#[derive(Debug)]
+pub enum Retained {
+    /// Every record stays: keep the batch as it is.
+    All,
+    /// No record stays: drop the batch.
+    Nothing,
+    /// Some records stay, in this rebuilt batch.
+    Some(BytesMut),
+}
+
+/// Keeps the records of the v2 batch `batch` for which `keep` says so (log compaction). A
+/// rebuilt batch keeps the original's header (base offset, last offset delta, base timestamp,
+/// producer id, epoch and base sequence, attributes and codec) with the kept records copied
+/// unchanged (their offset and timestamp deltas stay right), its record count, length, max
+/// timestamp (CreateTime) and CRC worked out again. Returns it and how many records went.
+pub fn retain_records(batch: &[u8], mut keep: impl FnMut(&RecordRef<'_>) -> bool) -> anyhow::Result<(Retained, usize)> {
+    let header = BatchHeader::parse(batch)?;
+    let end = header.total_bytes();
+    anyhow::ensure!(end <= batch.len() && end >= 61, "batch of {end} bytes in {}", batch.len());
+    let payload = &batch[61..end];
+    let codec = header.compression();
+    let mut scratch = Vec::new();
+    let records: &[u8] = if codec == 0 {
+        payload
+    } else {
+        super::validate::decompress(codec, payload, &mut scratch)?;
+        &scratch
+    };
+    let mut kept = Vec::new();
+    let mut removed = 0usize;
+    let mut max_timestamp = i64::MIN;
+    walk_records(records, &header, &mut |record, range| {
+        if keep(&record) {
+            kept.push(range);
+            max_timestamp = max_timestamp.max(record.timestamp_ms);
+        } else {
+            removed += 1;
+        }
+    })?;
+    if removed == 0 {
+        return Ok((Retained::All, 0));
+    }
+    if kept.is_empty() {
+        return Ok((Retained::Nothing, removed));
+    }
+    let mut body = BytesMut::with_capacity(records.len());
+    for range in &kept {
+        body.extend_from_slice(&records[range.clone()]);
+    }
+    let body = if codec == 0 { body } else { compress(codec, body)? };
+    let mut out = BytesMut::with_capacity(61 + body.len());
+    out.extend_from_slice(&batch[..61]);
+    out.extend_from_slice(&body);
+    let length = i32::try_from(out.len() - 12)?;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    if !header.is_log_append_time() {
+        out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok((Retained::Some(out), removed))
+}
+
+/// Compresses record bytes with Kafka codec `codec` the way the protocol crate's encoder does.
+fn compress(codec: i16, records: BytesMut) -> anyhow::Result<BytesMut> {
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    let mut out = BytesMut::with_capacity(records.len() / 2 + 64);
+    macro_rules! with {
+        ($codec:ty) => {
+            <$codec as Compressor<BytesMut>>::compress(&mut out, |buf: &mut BytesMut| {
+                buf.extend_from_slice(&records);
+                Ok(())
+            })?
+        };
+    }
+    match codec {
+        1 => with!(Gzip),
+        2 => with!(Snappy),
+        3 => with!(Lz4),
+        4 => with!(Zstd),
+        other => anyhow::bail!("unknown compression codec {other}"),
+    }
+    Ok(out)
 }
 
 /// Calls `f` with the key and value of every record of the control batch `batch` (control

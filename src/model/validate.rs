@@ -55,7 +55,7 @@ pub fn check_records(
 
 /// Decompresses `payload` with Kafka codec `codec` into `out`, bounded by
 /// [`MAX_DECOMPRESSED_BYTES`].
-fn decompress(codec: i16, payload: &[u8], out: &mut Vec<u8>) -> Result<(), BatchError> {
+pub(crate) fn decompress(codec: i16, payload: &[u8], out: &mut Vec<u8>) -> Result<(), BatchError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| BatchError::Corrupt(format!("{what} payload: {e}"));
     let limit = MAX_DECOMPRESSED_BYTES as u64 + 1;
     let read = |reader: &mut dyn Read, out: &mut Vec<u8>| reader.take(limit).read_to_end(out).map(|_| ());

@@ -221,3 +221,52 @@ pub async fn run_retention(manager: Rc<PartitionManager>, interval: Duration) {
         }
     }
 }
+
+/// What a shard's cleaner may use.
+#[derive(Clone, Copy, Debug)]
+pub struct CleanerSettings {
+    /// Keys its offset map may hold.
+    pub map_entries: usize,
+    /// Bytes per second it may read and write.
+    pub bytes_per_sec: f64,
+    /// How long it sleeps when no log is due.
+    pub backoff: Duration,
+}
+
+/// Log compaction for one shard's partitions: the log with the highest dirty ratio among those
+/// due is cleaned, then the next, one pass at a time, paced by one allowance for the shard.
+pub async fn run_cleaner(manager: Rc<PartitionManager>, settings: CleanerSettings) {
+    let pace = io::RateLimit::new(settings.bytes_per_sec, (settings.bytes_per_sec / 10.0).max(1.0 * 1024.0 * 1024.0));
+    loop {
+        let now = now_ms();
+        let due = manager
+            .all()
+            .into_iter()
+            .filter_map(|p| p.cleanable(now).filter(|c| c.due).map(|c| (c.dirty_ratio(), p)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((ratio, partition)) = due else {
+            io::sleep(settings.backoff).await;
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match partition.compact(now, settings.map_entries, &pace).await {
+            Ok(outcome) => tracing::info!(
+                partition = ?partition,
+                dirty_ratio = format!("{ratio:.2}"),
+                segments = outcome.segments_rewritten,
+                bytes_read = outcome.bytes_read,
+                bytes_before = outcome.bytes_before,
+                bytes_after = outcome.bytes_after,
+                records_removed = outcome.records_removed,
+                cleaned_offset = outcome.cleaned_offset,
+                ms = started.elapsed().as_millis() as u64,
+                "log cleaned"
+            ),
+            Err(err) => {
+                tracing::warn!(partition = ?partition, error = %err, "log cleaning failed");
+                io::sleep(settings.backoff).await;
+            }
+        }
+        io::yield_now().await;
+    }
+}

@@ -751,6 +751,22 @@ impl Partition {
         wait.await.unwrap_or(Err(PartitionError::NotLeaderOrFollower))
     }
 
+    /// How much of the log the cleaner would clean now (compacted topics only).
+    pub fn cleanable(&self, now: i64) -> Option<crate::storage::Cleanable> {
+        self.log.cleanable(now, self.high_watermark())
+    }
+
+    /// One compaction pass over what lies wholly below the high watermark (see
+    /// `storage/log/compact.rs`).
+    pub async fn compact(
+        &self,
+        now: i64,
+        map_entries: usize,
+        pace: &crate::io::RateLimit,
+    ) -> Result<crate::storage::CompactionOutcome, PartitionError> {
+        Ok(self.log.compact(now, self.high_watermark(), map_entries, pace).await?)
+    }
+
     /// Deletes what retention no longer keeps.
     pub async fn enforce_retention(&self, now: i64) -> Result<crate::storage::RetentionOutcome, PartitionError> {
         let outcome = self.log.enforce_retention(now).await?;

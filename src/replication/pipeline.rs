@@ -305,7 +305,7 @@ async fn round(
             let spans = if records.is_empty() {
                 Vec::new()
             } else {
-                match batch::validate_all(&records, usize::MAX) {
+                match batch::validate_all_stored(&records, usize::MAX) {
                     Ok(spans) => spans,
                     Err(err) => {
                         tracing::warn!(partition = ?part.partition, error = %err, "leader sent a damaged batch; fetching it again");

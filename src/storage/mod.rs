@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub use cache::{CacheKey, CacheStats, ReadCache};
 pub use log::{
-    AppendInfo, Durable, Log, LogContext, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, PREPARE_AHEAD_BYTES,
+    AppendInfo, Cleanable, CompactionOutcome, Durable, Log, LogContext, OFFSET_MAP_ENTRY_BYTES, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, PREPARE_AHEAD_BYTES,
     ReadResult, RetentionOutcome,
 };
 
@@ -92,6 +92,20 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// Whether retention by time and size applies (`cleanup.policy` includes `delete`).
     pub delete_retention: bool,
+    /// Whether the cleaner compacts the log (`cleanup.policy` includes `compact`): see
+    /// `storage/log/compact.rs`.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: the share of the cleanable bytes not yet cleaned that makes a
+    /// log due for cleaning.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger is not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest uncleaned segment's newest record is older is
+    /// cleaned whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone (a record with a key and no value) is kept
+    /// after its batch's newest timestamp, so consumers reading from the start see deletions.
+    pub delete_retention_ms: i64,
     /// Largest batch accepted (`max.message.bytes`).
     pub max_message_bytes: usize,
     /// Add an index entry every this many bytes.
@@ -128,6 +142,11 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             delete_retention: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,

@@ -208,7 +208,7 @@ pub(crate) async fn scan_file(
         let mut reread = false;
         while rel < data.len() {
             let outcome = batch::check_frame(&data[rel..]).and_then(|header| {
-                if verify_crc { batch::validate(&data[rel..rel + header.total_bytes()]) } else { Ok(header) }
+                if verify_crc { batch::validate_stored(&data[rel..rel + header.total_bytes()]) } else { Ok(header) }
             });
             match outcome {
                 Ok(header) => {
@@ -293,8 +293,9 @@ pub(crate) async fn read_batches(
                 }
             };
             let size = header.total_bytes();
-            if header.base_offset != expected_base {
-                // The base offset lies outside the CRC: continuity is what protects it.
+            if header.base_offset < expected_base {
+                // The base offset lies outside the CRC: increasing offsets are what protect it
+                // (compaction leaves gaps, so a later one is not damage).
                 if !out.is_empty() {
                     return Ok(out);
                 }
@@ -311,7 +312,7 @@ pub(crate) async fn read_batches(
                     return Ok(out);
                 }
                 // Served batches are checked again (CRC-32C) on their way out of the disk.
-                if let Err(error) = batch::validate(&bytes[rel..rel + size]) {
+                if let Err(error) = batch::validate_stored(&bytes[rel..rel + size]) {
                     if !out.is_empty() {
                         return Ok(out);
                     }
@@ -350,4 +351,17 @@ pub(crate) enum ReadFailure {
         /// What was wrong.
         error: BatchError,
     },
+}
+
+impl ReadFailure {
+    /// The storage error for a failed read of `path`.
+    pub(crate) fn into_storage_error(self, path: &Path) -> crate::storage::StorageError {
+        use crate::storage::StorageError;
+        match self {
+            Self::Io(err) => StorageError::io(path, &err),
+            Self::Corrupt { position, error } => {
+                StorageError::Corrupt { path: path.to_owned(), position, reason: error.to_string() }
+            }
+        }
+    }
 }

@@ -39,18 +39,13 @@ impl Log {
     }
 
     /// Appends batches a leader stamped (a follower copying its log): offsets, leader epochs and
-    /// timestamps stay as they are, and the first batch must start at the log end. Nothing is
-    /// decoded; the batches are copied once, into the write buffer.
+    /// timestamps stay as they are, and base offsets must increase from the log end (a leader's
+    /// compacted log has gaps). Nothing is decoded; the batches are copied once, into the write
+    /// buffer.
     pub fn append_replica(&self, records: Bytes, spans: &[BatchSpan], now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let end = self.log_end_offset();
-        if let Some(first) = spans.first()
-            && first.header.base_offset != end
-        {
-            return Err(StorageError::OutOfOrder { expected: end, found: first.header.base_offset });
-        }
-        let mut expected = end;
+        let mut expected = self.log_end_offset();
         for span in spans {
-            if span.header.base_offset != expected {
+            if span.header.base_offset < expected {
                 return Err(StorageError::OutOfOrder { expected, found: span.header.base_offset });
             }
             expected = span.header.last_offset() + 1;
@@ -73,7 +68,7 @@ impl Log {
         if state.should_roll(records.len() as u64, offsets, now_ms) {
             state.roll(&inner.dir, now_ms);
         }
-        let base_offset = state.next_offset;
+        let first_offset = state.next_offset;
         let index_interval = state.config.index_interval_bytes;
         let mut placed = Vec::with_capacity(spans.len());
         for span in spans {
@@ -83,10 +78,12 @@ impl Log {
             assert_eq!(state.buf_position + state.buf.len() as u64, position, "write buffer ends at segment end");
             state.buf.extend_from_slice(bytes);
             state.active_mut().note_batch(&header, position, index_interval);
-            assert!(header.base_offset == state.next_offset, "offsets are assigned in order");
+            assert!(header.base_offset >= state.next_offset, "offsets are assigned in order");
             state.next_offset = header.last_offset() + 1;
             placed.push((header.base_offset, header.last_offset(), span.start, span.end()));
         }
+        // A follower's first batch may start past the log end (a gap compaction left).
+        let base_offset = placed.first().map_or(first_offset, |p| p.0);
         let last_offset = state.next_offset - 1;
         {
             let mut cache = inner.cache.borrow_mut();

@@ -26,6 +26,7 @@ use crate::storage::segment::Segment;
 use crate::storage::{LogConfig, StorageError};
 
 mod append;
+mod compact;
 mod files;
 mod flush;
 mod prepare;
@@ -34,6 +35,7 @@ mod recovery;
 mod retention;
 mod truncate;
 
+pub use compact::{Cleanable, CompactionOutcome, OFFSET_MAP_ENTRY_BYTES};
 use files::*;
 use flush::flusher;
 use recovery::{forget_clean_shutdown, recover_segments};
@@ -201,6 +203,10 @@ pub(super) struct LogState {
     last_job_bytes: usize,
     /// The zero write ahead of the active segment's data, if one is in flight.
     preparing: Option<prepare::Preparing>,
+    /// The cleaner's checkpoint: offsets below this are compacted (see `compact.rs`).
+    cleaned_offset: i64,
+    /// When the oldest tombstone the last cleaning pass kept may go.
+    tombstones_due_ms: Option<i64>,
 }
 
 pub(super) struct LogInner {
@@ -213,6 +219,9 @@ pub(super) struct LogInner {
     flusher_done: RefCell<Option<oneshot::Receiver<()>>>,
     /// Told when the durable offset moves or the log goes offline (see [`Log::set_progress_listener`]).
     progress_listener: RefCell<Option<Rc<dyn Fn()>>>,
+    /// Held while segment files are replaced or removed (the cleaner's swap, truncation,
+    /// retention's unlinks), so none acts on a segment another is changing.
+    files_lock: futures_util::lock::Mutex<()>,
 }
 
 /// A partition log. Cloning gives another handle to the same log.
@@ -351,6 +360,7 @@ impl Log {
         let mut segments = recover_segments(dir, &config, &ctx.faults).await?;
         forget_clean_shutdown(dir, segments.back().map(|s| s.base_offset), &ctx.faults).await?;
         let recycled = recycled_file_present(dir, &config, &ctx.faults).await;
+        let (cleaned_offset, tombstones_due_ms) = compact::read_checkpoint(dir, &ctx.faults).await;
         if segments.is_empty() {
             let base = persisted_start.unwrap_or(0);
             let mut segment = Segment::new(dir, base, now);
@@ -401,6 +411,8 @@ impl Log {
             last_sync_ms: now,
             last_job_bytes: 0,
             preparing: None,
+            cleaned_offset: cleaned_offset.clamp(log_start_offset, next_offset),
+            tombstones_due_ms,
         };
         let inner = Rc::new(LogInner {
             dir: dir.to_owned(),
@@ -411,6 +423,7 @@ impl Log {
             faults: ctx.faults.clone(),
             flusher_done: RefCell::new(None),
             progress_listener: RefCell::new(None),
+            files_lock: futures_util::lock::Mutex::new(()),
         });
         let (done_tx, done_rx) = oneshot::channel();
         *inner.flusher_done.borrow_mut() = Some(done_rx);

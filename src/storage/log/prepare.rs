@@ -53,18 +53,13 @@ pub(super) const PACE_BURST_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 thread_local! {
     /// Zeroed buffers kept for the next preparation on this shard (at most two).
     static ZEROS: RefCell<Vec<AlignedBuf>> = const { RefCell::new(Vec::new()) };
-    /// The shard's zero-fill allowance: bytes available, and when it was last topped up.
-    static PACE: std::cell::Cell<Option<(f64, std::time::Instant)>> = const { std::cell::Cell::new(None) };
+    /// The shard's zero-fill allowance.
+    static PACE: crate::io::RateLimit = crate::io::RateLimit::new(PACE_BYTES_PER_SEC, PACE_BURST_BYTES);
 }
 
 /// Takes `bytes` from the shard's zero-fill allowance, if it holds that much.
 fn take_pace(bytes: u64) -> bool {
-    let now = std::time::Instant::now();
-    let (available, since) = PACE.get().unwrap_or((PACE_BURST_BYTES, now));
-    let available = (available + now.duration_since(since).as_secs_f64() * PACE_BYTES_PER_SEC).min(PACE_BURST_BYTES);
-    let granted = available >= bytes as f64;
-    PACE.set(Some((if granted { available - bytes as f64 } else { available }, now)));
-    granted
+    PACE.with(|pace| pace.try_take(bytes))
 }
 
 fn zeros(len: usize) -> AlignedBuf {

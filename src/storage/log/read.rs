@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::batch;
 use crate::storage::StorageError;
-use crate::storage::segment::{self, ReadFailure};
+use crate::storage::segment;
 
 impl Log {
     /// Reads whole batches starting with the one holding `offset`, stopping before batches
@@ -45,15 +45,9 @@ impl Log {
                 let next = state.segments.get(idx + 1).map(|s| s.base_offset);
                 (file, segment.scan_start(offset), segment.written_size, next, upper, result)
             };
-            let batches =
-                segment::read_batches(&file, position, end, offset, max_bytes, upper).await.map_err(|failure| {
-                    match failure {
-                        ReadFailure::Io(err) => StorageError::io(file.path(), &err),
-                        ReadFailure::Corrupt { position, error } => {
-                            StorageError::Corrupt { path: file.path().to_owned(), position, reason: error.to_string() }
-                        }
-                    }
-                })?;
+            let batches = segment::read_batches(&file, position, end, offset, max_bytes, upper)
+                .await
+                .map_err(|failure| failure.into_storage_error(file.path()))?;
             if batches.is_empty() {
                 // Nothing at or after `offset` in this segment (a gap): continue in the next.
                 if let Some(next) = segment_next.filter(|n| *n > offset) {

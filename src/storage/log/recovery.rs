@@ -25,14 +25,20 @@ pub(super) async fn recover_segments(
     let mut bases: Vec<i64> = names.iter().filter_map(|name| parse_log_file_name(name)).collect();
     bases.sort_unstable();
     let clean_shutdown = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
+    for name in names.iter().filter(|name| name.ends_with(super::compact::CLEANED_SUFFIX)) {
+        // A cleaner's rewrite cut short: the segment it was for is still there whole.
+        tracing::info!(dir = %dir.display(), file = %name, "removing an unfinished compaction file");
+        let _ = io::fs::remove_file(&dir.join(name), faults).await;
+    }
     if !clean_shutdown && !bases.is_empty() {
         tracing::info!(dir = %dir.display(), "log was not closed cleanly: checking its active segment in full");
     }
     let mut segments: VecDeque<Segment> = VecDeque::new();
     let mut cut_from = None;
     for (i, &base) in bases.iter().enumerate() {
+        // Compaction may have removed a segment's last batches: a gap is fine, an overlap is not.
         if let Some(prev) = segments.back()
-            && prev.next_offset != base
+            && base < prev.next_offset
         {
             tracing::warn!(dir = %dir.display(), base, expected = prev.next_offset, "segment does not continue the previous one; cutting the log here");
             cut_from = Some(i);
@@ -43,7 +49,7 @@ pub(super) async fn recover_segments(
         // index only matches its data after a clean close.
         let trust_index = !is_last || clean_shutdown;
         let (segment, clean) = recover_segment(dir, base, trust_index, config, faults).await?;
-        let continues = bases.get(i + 1).is_none_or(|next| segment.next_offset == *next);
+        let continues = bases.get(i + 1).is_none_or(|next| segment.next_offset <= *next);
         if is_last || !clean || !continues {
             // The log ends here: make sure nothing past the valid end can be read back as data.
             cut_segment_tail(&segment).await?;
@@ -101,10 +107,11 @@ pub(super) async fn cut_segment_tail(segment: &Segment) -> Result<(), StorageErr
     file.sync_data().await.map_err(|e| StorageError::io(&segment.path, &e))
 }
 
-/// Batches in a segment carry consecutive offsets; the base offset is outside the CRC, so this is
-/// what catches damage to it.
+/// Batches in a segment carry increasing offsets (consecutive unless compacted); the base offset
+/// is outside the CRC, so this is what catches damage to it.
 pub(super) fn check_continuity(header: &batch::BatchHeader, expected_next: &mut i64) -> Result<(), String> {
-    if header.base_offset != *expected_next {
+    // Compaction leaves gaps; a lower base offset is damage or a recycled file's old data.
+    if header.base_offset < *expected_next {
         return Err(format!("batch base offset {} where {} was expected", header.base_offset, expected_next));
     }
     *expected_next = header.last_offset() + 1;

@@ -112,7 +112,11 @@ impl Log {
                 state.recycled |= keep;
                 keep
             };
-            let kept = recycle_or_remove(&inner.dir, segment, keep, &inner.faults).await;
+            let kept = {
+                // Not while the cleaner swaps a file in (it might be this segment's).
+                let _files = inner.files_lock.lock().await;
+                recycle_or_remove(&inner.dir, segment, keep, &inner.faults).await
+            };
             if keep && !kept {
                 inner.state.borrow_mut().recycled = false;
             }

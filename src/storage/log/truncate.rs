@@ -15,6 +15,7 @@ use crate::storage::segment::scan_file;
 /// page into the write buffer.
 pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
     run_writes(inner, false).await?;
+    let _files = inner.files_lock.lock().await;
     let (doomed, target) = {
         let mut state = inner.state.borrow_mut();
         if offset >= state.next_offset {
@@ -42,7 +43,8 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
     let mut new_next = None;
     scan_file(&file, scan_from, old_size, false, |header, position| {
         if new_next.is_none() && header.last_offset() >= offset {
-            new_next = Some(header.base_offset);
+            // In a gap compaction left, the log ends at `offset` itself.
+            new_next = Some(header.base_offset.min(offset));
             new_size = position;
         }
         Ok(())
@@ -105,6 +107,7 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
     state.written_offset = new_next;
     state.durable_offset = state.durable_offset.min(new_next);
     state.log_start_offset = state.log_start_offset.min(new_next);
+    state.cleaned_offset = state.cleaned_offset.min(new_next);
     inner.cache.borrow_mut().truncate(inner.cache_key, new_next);
     // Appends beyond the cut can no longer become durable.
     let cut = new_next;
@@ -131,6 +134,7 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
 /// still behind, never one with a gap), delete every segment and begin an empty one at `offset`.
 pub(super) async fn start_at(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
     run_writes(inner, false).await?;
+    let _files = inner.files_lock.lock().await;
     write_log_start(&inner.dir, offset, &inner.faults).await?;
     let doomed: Vec<Segment> = inner.state.borrow_mut().segments.drain(..).collect();
     for segment in &doomed {
@@ -149,6 +153,7 @@ pub(super) async fn start_at(inner: &LogInner, offset: i64) -> Result<(), Storag
     state.written_offset = offset;
     state.durable_offset = offset;
     state.log_start_offset = offset;
+    state.cleaned_offset = offset;
     inner.cache.borrow_mut().truncate(inner.cache_key, i64::MIN);
     for waiter in state.durability_waiters.drain(..) {
         let _ = waiter.reply.send(Err(StorageError::OffsetOutOfRange {
