@@ -287,6 +287,107 @@ fn raw_write_sync_percentiles() {
     }
 }
 
+/// Writes `mib` MiB of 1 KiB records over `keys` keys (16 records a batch) into `log`.
+async fn append_keyed(log: &Log, mib: usize, keys: usize, round: usize) {
+    let batches = mib * 1024 / 16;
+    for b in 0..batches {
+        let values: Vec<KeyValue> = (0..16)
+            .map(|j| {
+                let key = (b * 16 + j) % keys;
+                (Some(Bytes::from(format!("key-{key}"))), Some(Bytes::from(vec![(round % 251) as u8; 1000])))
+            })
+            .collect();
+        let batch = encode_batch(&values, &EncodeOptions::default());
+        let spans = validate_all(&batch, usize::MAX).unwrap();
+        log.append(batch, &spans, 0, 0).unwrap();
+        log.wait_for_write_room().await;
+    }
+    log.flush().await.unwrap();
+}
+
+/// Durable 4 KiB appends to `log` until `stop` says so (at most `max` samples).
+async fn durable_appends(log: &Log, max: usize, stop: impl Fn() -> bool) -> hdrhistogram::Histogram<u64> {
+    let template = batch_of(4096);
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    for _ in 0..max {
+        if stop() {
+            break;
+        }
+        let batch = template.clone();
+        let start = Instant::now();
+        let spans = validate_all(&batch, usize::MAX).unwrap();
+        log.append(batch, &spans, 0, 0).unwrap().durable.wait().await.unwrap();
+        histogram.record(start.elapsed().as_nanos() as u64).unwrap();
+    }
+    histogram
+}
+
+/// The log cleaner: its throughput over 64 MiB of 1 KiB records on 8 192 keys (8 MiB
+/// segments), and the durable 4 KiB append percentiles of another log on the same shard alone
+/// and while the cleaner runs paced at 32 MiB/s, measured in the same run.
+fn compaction_percentiles() {
+    let runtime = moldau::io::new_runtime().unwrap();
+    runtime.block_on(async {
+        let ctx = LogContext { cache: Rc::new(RefCell::new(ReadCache::new(64 << 20))), faults: Faults::none() };
+        let config = LogConfig {
+            segment_bytes: 8 << 20,
+            flush: FlushPolicy::Never,
+            compact: true,
+            delete_retention: false,
+            min_cleanable_dirty_ratio: 0.0,
+            ..LogConfig::default()
+        };
+        let source = Log::open(&bench_dir("compact-source"), config, &ctx).await.unwrap();
+        let victim = Log::open(
+            &bench_dir("compact-victim"),
+            LogConfig { flush: FlushPolicy::Always, ..LogConfig::default() },
+            &ctx,
+        )
+        .await
+        .unwrap();
+        append_keyed(&source, 64, 8192, 0).await;
+        let before = source.snapshot().size_bytes;
+        let started = Instant::now();
+        let end = source.log_end_offset();
+        let outcome =
+            source.compact(moldau::io::now_ms(), end, 1 << 22, &moldau::io::RateLimit::unlimited()).await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "cleaner, unpaced: read {:.1} MiB and rewrote {} segments in {secs:.2} s ({:.0} MiB/s read); {:.1} -> {:.1} MiB",
+            outcome.bytes_read as f64 / 1048576.0,
+            outcome.segments_rewritten,
+            outcome.bytes_read as f64 / 1048576.0 / secs,
+            before as f64 / 1048576.0,
+            source.snapshot().size_bytes as f64 / 1048576.0,
+        );
+        let alone = durable_appends(&victim, 10_000, || false).await;
+        print_percentiles("durable append 4KiB, no cleaner running (10000 samples)", &alone);
+        append_keyed(&source, 64, 8192, 1).await;
+        let end = source.log_end_offset();
+        let cleaner = source.clone();
+        let task = moldau::io::spawn(async move {
+            let pace = moldau::io::RateLimit::new(32.0 * 1048576.0, 1048576.0);
+            cleaner.compact(moldau::io::now_ms(), end, 1 << 22, &pace).await.unwrap()
+        });
+        let during = durable_appends(&victim, 100_000, || task.is_finished()).await;
+        let outcome = task.await.unwrap();
+        print_percentiles(
+            &format!(
+                "durable append 4KiB while the cleaner runs at 32 MiB/s ({} segments, {} samples)",
+                outcome.segments_rewritten,
+                during.len()
+            ),
+            &during,
+        );
+        println!(
+            "p99 while cleaning / alone: {:.2}x",
+            during.value_at_quantile(0.99) as f64 / alone.value_at_quantile(0.99) as f64
+        );
+        source.delete().await.unwrap();
+        victim.delete().await.unwrap();
+    });
+}
+
 criterion_group!(benches, append_throughput, append_latency, read_throughput, batch_validation);
 
 fn main() {
@@ -294,9 +395,14 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     // Only under `cargo bench` (which passes --bench): `cargo test` runs each criterion bench
     // once as a smoke test, and these are minutes of disk work.
-    if std::env::args().any(|a| a == "--bench") {
+    // `cargo bench --bench storage -- compaction` runs only the cleaner's section.
+    let bench = std::env::args().any(|a| a == "--bench");
+    if bench && !std::env::args().any(|a| a == "compaction") {
         raw_write_sync_percentiles();
         latency_percentiles();
         retention_percentiles();
+    }
+    if bench {
+        compaction_percentiles();
     }
 }

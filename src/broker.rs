@@ -167,7 +167,9 @@ async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> 
     if config.log_cleaner_enable {
         let shards = config.shard_count().max(1);
         let settings = CleanerSettings {
-            map_entries: (config.log_cleaner_dedupe_buffer_size as usize / shards / crate::storage::OFFSET_MAP_ENTRY_BYTES)
+            map_entries: (config.log_cleaner_dedupe_buffer_size as usize
+                / shards
+                / crate::storage::OFFSET_MAP_ENTRY_BYTES)
                 .max(1024),
             bytes_per_sec: config.log_cleaner_io_max_bytes_per_second / shards as f64,
             backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms.max(10)),

@@ -230,3 +230,57 @@ fn a_topic_with_a_compression_type_stores_batches_recompressed_and_clients_read_
     });
     assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == 1), "stored codecs {codecs:?}");
 }
+
+/// Files under `dir` whose names end with `suffix`.
+fn files_ending_with(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_ending_with(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_compacted_topic_keeps_the_newest_value_of_each_key_through_a_sigkill_mid_clean() {
+    // A slow cleaner (300 kB/s for the broker), so the kill lands in the middle of a pass.
+    let mut broker = Broker::start(
+        "compacted",
+        &["--set", "log.cleaner.backoff.ms=100", "--set", "log.cleaner.io.max.bytes.per.second=300000"],
+    );
+    let (keys, rounds) = ("200", "20");
+    let out = run_ok(
+        &mut python("kafka_compat.py", &["compacted-produce", &broker.addr, "compacted", keys, rounds]),
+        "kafka_compat.py compacted-produce",
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(stdout(&out).trim(), "produced 4001");
+    // Wait for the cleaner to be writing a segment's cleaned copy, then kill the broker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while files_ending_with(&broker.data_dir, ".log.cleaned").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the cleaner never started rewriting a segment");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.kill();
+    broker.start_again();
+    // After the restart the cleaner finishes; until then no newest value may be missing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out =
+            python("kafka_compat.py", &["compacted-read", &broker.addr, "compacted", keys, rounds]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match out.status.code() {
+            Some(0) => {
+                assert_eq!(text.trim(), "compacted ok 201", "one record per key, tombstones included, and the last");
+                break;
+            }
+            Some(2) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            _ => panic!("compacted-read: {text} {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+    assert!(files_ending_with(&broker.data_dir, ".log.cleaned").is_empty(), "recovery removed the unfinished file");
+}

@@ -55,7 +55,11 @@ async fn append_all(log: &Log, writes: &[Write], per_batch: usize, codec: i16) -
     let mut offsets = Vec::new();
     for chunk in writes.chunks(per_batch.max(1)) {
         let records = chunk.iter().map(|w| {
-            (Some(Bytes::from(format!("key-{}", w.key))), w.value.map(value_bytes), Vec::<(String, Option<Bytes>)>::new())
+            (
+                Some(Bytes::from(format!("key-{}", w.key))),
+                w.value.map(value_bytes),
+                Vec::<(String, Option<Bytes>)>::new(),
+            )
         });
         let ts = chunk.iter().map(|w| w.timestamp).max().unwrap();
         let batch = encode_batch_with_headers(records, &EncodeOptions { compression: codec, timestamp_ms: Some(ts) });
@@ -129,7 +133,11 @@ fn check(
         let tombstone_may_go = write.value.is_none() && timestamp < expired_before;
         let below_clean = cleaned.is_some_and(|c| offset < c);
         if newest[&write.key] == offset {
-            assert!(record.is_some() || tombstone_may_go, "the newest record of key {} (offset {offset}) is lost", write.key);
+            assert!(
+                record.is_some() || tombstone_may_go,
+                "the newest record of key {} (offset {offset}) is lost",
+                write.key
+            );
             if below_clean && tombstone_may_go {
                 assert!(record.is_none(), "expired tombstone at {offset} is still there");
             }
@@ -157,7 +165,11 @@ fn compaction_keeps_the_newest_record_of_each_key_and_drops_expired_tombstones_a
                 timestamp: now - 60_000,
             })
             .collect();
-        writes.extend((600..800).map(|i| Write { key: (i % 11) as u8, value: (i % 13 != 0).then_some(i), timestamp: now }));
+        writes.extend((600..800).map(|i| Write {
+            key: (i % 11) as u8,
+            value: (i % 13 != 0).then_some(i),
+            timestamp: now,
+        }));
         let offsets = append_all(&log, &writes, 4, 0).await;
         let size_before = log.snapshot().size_bytes;
         let end = log.log_end_offset();
@@ -177,7 +189,8 @@ fn compaction_keeps_the_newest_record_of_each_key_and_drops_expired_tombstones_a
         let log = Log::open(&dir.0, config(8 * 1024), &context(Faults::none())).await.unwrap();
         assert_eq!(log.log_end_offset(), end);
         assert_eq!(read_records(&log).await, records, "the same records after a reopen");
-        let more: Vec<Write> = (0..50).map(|i| Write { key: (i % 23) as u8, value: Some(10_000 + i), timestamp: now }).collect();
+        let more: Vec<Write> =
+            (0..50).map(|i| Write { key: (i % 23) as u8, value: Some(10_000 + i), timestamp: now }).collect();
         let more_offsets = append_all(&log, &more, 5, 0).await;
         assert_eq!(more_offsets[0].0, end);
         log.close().await.unwrap();
@@ -187,7 +200,14 @@ fn compaction_keeps_the_newest_record_of_each_key_and_drops_expired_tombstones_a
 /// Runs a workload, compacts with the disk failing from operation `crash_at` on (the process
 /// dying there), reopens, checks nothing was lost, then compacts to the end and checks that
 /// exactly the newest records are left.
-fn crash_and_recover(dir: &Path, writes: &[Write], per_batch: usize, codec: i16, segment_bytes: u64, crash: (FaultOp, u64)) {
+fn crash_and_recover(
+    dir: &Path,
+    writes: &[Write],
+    per_batch: usize,
+    codec: i16,
+    segment_bytes: u64,
+    crash: (FaultOp, u64),
+) {
     block_on(async {
         let now = moldau::io::now_ms();
         let faults = Faults::none();

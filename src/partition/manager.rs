@@ -236,7 +236,7 @@ pub struct CleanerSettings {
 /// Log compaction for one shard's partitions: the log with the highest dirty ratio among those
 /// due is cleaned, then the next, one pass at a time, paced by one allowance for the shard.
 pub async fn run_cleaner(manager: Rc<PartitionManager>, settings: CleanerSettings) {
-    let pace = io::RateLimit::new(settings.bytes_per_sec, (settings.bytes_per_sec / 10.0).max(1.0 * 1024.0 * 1024.0));
+    let pace = io::RateLimit::new(settings.bytes_per_sec, (settings.bytes_per_sec / 10.0).max(256.0 * 1024.0));
     loop {
         let now = now_ms();
         let due = manager

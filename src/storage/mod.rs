@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 pub use cache::{CacheKey, CacheStats, ReadCache};
 pub use log::{
-    AppendInfo, Cleanable, CompactionOutcome, Durable, Log, LogContext, OFFSET_MAP_ENTRY_BYTES, LogSnapshot, OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, PREPARE_AHEAD_BYTES,
-    ReadResult, RetentionOutcome,
+    AppendInfo, Cleanable, CompactionOutcome, Durable, Log, LogContext, LogSnapshot, OFFSET_MAP_ENTRY_BYTES,
+    OffsetAndTimestamp, PREALLOCATE_STEP_BYTES, PREPARE_AHEAD_BYTES, ReadResult, RetentionOutcome,
 };
 
 /// When appended data is made durable with fdatasync. Written `always`, `interval:<ms>` or

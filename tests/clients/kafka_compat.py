@@ -11,12 +11,24 @@ Usage:
   kafka_compat.py compressed-topic BOOTSTRAP TOPIC CODEC COUNT
       AdminClient creates TOPIC with compression.type=CODEC; an uncompressed producer writes
       COUNT records; a consumer reads them back. Prints "compressed-topic ok COUNT".
+  kafka_compat.py compacted-produce BOOTSTRAP TOPIC KEYS ROUNDS
+      AdminClient creates TOPIC (cleanup.policy=compact, small segments); a producer writes
+      ROUNDS values of each of KEYS keys, the last round deleting every tenth key (tombstones),
+      then after segment.ms one more record so that all of it lies in sealed segments.
+  kafka_compat.py compacted-read BOOTSTRAP TOPIC KEYS ROUNDS
+      Reads TOPIC from the beginning to its end. Exits 1 if a key's newest value (or tombstone)
+      is missing or an older one is newer than it; exits 2 while older values are still there
+      (not compacted yet); prints "compacted ok COUNT" when exactly the newest are left.
 """
 import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def compacted_value(key, round_):
+    return f"{key}:{round_}:".ljust(200, "v").encode()
 
 mode, bootstrap = sys.argv[1], sys.argv[2]
 
@@ -85,5 +97,51 @@ elif mode == "compressed-topic":
     consumer.close()
     assert values == [f"value-{i}" for i in range(count)], values[:5]
     print(f"compressed-topic ok {count}")
+elif mode == "compacted-produce":
+    topic, keys, rounds = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"cleanup.policy": "compact", "segment.bytes": "16384", "segment.ms": "1000",
+              "min.cleanable.dirty.ratio": "0.01"}
+    for future in admin.create_topics([NewTopic(topic, 1, 1, config=config)]).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for r in range(rounds):
+        for k in range(keys):
+            tombstone = r == rounds - 1 and k % 10 == 0
+            producer.produce(topic, key=f"k{k}".encode(), value=None if tombstone else compacted_value(k, r))
+        producer.flush(60)
+    time.sleep(1.5)
+    producer.produce(topic, key=b"end", value=b"end")
+    producer.flush(60)
+    print(f"produced {rounds * keys + 1}")
+elif mode == "compacted-read":
+    topic, keys, rounds = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compacted-{time.time()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+    consumer.assign([TopicPartition(topic, 0, low)])
+    seen, last_offset, deadline = [], low - 1, time.time() + 60
+    while last_offset < high - 1 and time.time() < deadline:
+        message = consumer.poll(1.0)
+        if message is None or message.error():
+            continue
+        seen.append((message.offset(), message.key(), message.value()))
+        last_offset = message.offset()
+    consumer.close()
+    if last_offset < high - 1:
+        raise SystemExit(f"read up to {last_offset} of [{low}, {high})")
+    newest = {}
+    for offset, key, value in seen:
+        newest[key] = (offset, value)
+    for k in range(keys):
+        key = f"k{k}".encode()
+        want = None if k % 10 == 0 else compacted_value(k, rounds - 1)
+        if key not in newest or newest[key][1] != want:
+            print(f"key {key} newest is {newest.get(key)}, expected {want!r}")
+            sys.exit(1)
+    if len(seen) > keys + 1:
+        print(f"{len(seen)} records, not compacted yet")
+        sys.exit(2)
+    print(f"compacted ok {len(seen)}")
 else:
     raise SystemExit(f"unknown mode {mode}")

@@ -55,6 +55,10 @@ pub(super) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Bytes read or written by the cleaner at a time.
 const WINDOW_BYTES: usize = 1 << 20;
 
+/// The cleaner lets the shard's other tasks run after this many batches (a 1 MiB window of
+/// small batches is about a millisecond of hashing and copying: produce latency would wait it out).
+const BATCHES_BETWEEN_YIELDS: usize = 32;
+
 /// Memory one key of the offset map takes (hash, offset and the table's own overhead), to turn
 /// a byte budget into an entry budget.
 pub const OFFSET_MAP_ENTRY_BYTES: usize = 40;
@@ -184,16 +188,10 @@ impl<'a> SegmentReader<'a> {
             return Ok(None);
         }
         pace.take((*size - self.position).min(WINDOW_BYTES as u64)).await;
-        let batches = segment::read_batches(
-            file,
-            (self.position, self.expected_base),
-            *size,
-            i64::MIN,
-            WINDOW_BYTES,
-            i64::MAX,
-        )
-        .await
-        .map_err(|failure| failure.into_storage_error(file.path()))?;
+        let batches =
+            segment::read_batches(file, (self.position, self.expected_base), *size, i64::MIN, WINDOW_BYTES, i64::MAX)
+                .await
+                .map_err(|failure| failure.into_storage_error(file.path()))?;
         for bytes in &batches {
             let header = BatchHeader::parse(bytes)?;
             self.position += bytes.len() as u64;
@@ -274,7 +272,10 @@ impl Log {
         'map: for segment in plan.segments.iter().filter(|s| s.next_offset > plan.first_dirty) {
             let mut reader = SegmentReader::new(segment);
             while let Some(batches) = reader.next(pace, &mut outcome.bytes_read).await? {
-                for bytes in &batches {
+                for (i, bytes) in batches.iter().enumerate() {
+                    if i % BATCHES_BETWEEN_YIELDS == BATCHES_BETWEEN_YIELDS - 1 {
+                        io::yield_now().await;
+                    }
                     let header = BatchHeader::parse(bytes)?;
                     if header.last_offset() < plan.first_dirty {
                         continue;
@@ -359,7 +360,10 @@ impl Log {
         let mut removed = 0u64;
         let mut reader = SegmentReader::new(segment);
         while let Some(batches) = reader.next(pace, read).await? {
-            for bytes in &batches {
+            for (i, bytes) in batches.iter().enumerate() {
+                if i % BATCHES_BETWEEN_YIELDS == BATCHES_BETWEEN_YIELDS - 1 {
+                    io::yield_now().await;
+                }
                 let header = BatchHeader::parse(bytes)?;
                 let retained = if !cleanable_batch(&header) || header.base_offset >= keep.map_end {
                     Retained::All
