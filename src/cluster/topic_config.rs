@@ -406,8 +406,6 @@ pub struct TopicConfig {
     pub overrides: BTreeMap<String, String>,
     /// Settings of the topic's partitions on this broker.
     pub partition: Arc<PartitionConfig>,
-    /// `cleanup.policy` includes compact.
-    pub compact: bool,
     /// `unclean.leader.election.enable`: a replica outside the ISR may lead when no in-sync one
     /// is left (losing what only the ISR had).
     pub unclean_leader_election: bool,
@@ -463,7 +461,6 @@ impl TopicConfig {
         let min_insync_replicas = long("min.insync.replicas").max(1) as usize;
         Self {
             partition: Arc::new(PartitionConfig { log, min_insync_replicas }),
-            compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
             unclean_leader_election: get("unclean.leader.election.enable") == "true",
             timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
@@ -489,6 +486,11 @@ impl TopicConfig {
     /// True when retention by time and size deletes old segments (`cleanup.policy` has delete).
     pub fn retention_enabled(&self) -> bool {
         self.partition.log.delete_retention
+    }
+
+    /// True when the cleaner compacts the topic's logs (`cleanup.policy` has compact).
+    pub fn compacted(&self) -> bool {
+        self.partition.log.compact
     }
 
     /// Every key with its effective value and whether it is the default.
@@ -585,7 +587,7 @@ mod tests {
         }
         let broker = BrokerConfig::default();
         let empty = TopicConfig::resolve([("cleanup.policy".to_owned(), String::new())].into(), &broker, false);
-        assert!(!empty.compact && !empty.retention_enabled(), "an empty policy keeps everything");
+        assert!(!empty.compacted() && !empty.retention_enabled(), "an empty policy keeps everything");
     }
 
     #[test]

@@ -356,25 +356,24 @@ fn walk_records(
     header: &BatchHeader,
     f: &mut impl FnMut(RecordRef<'_>, std::ops::Range<usize>),
 ) -> anyhow::Result<()> {
-    let batch = records;
     let mut at = 0usize;
     for _ in 0..header.records_count {
         let start = at;
         let bad = || anyhow::anyhow!("malformed record at offset {}", header.base_offset);
-        let _len = read_varint(batch, &mut at).ok_or_else(bad)?;
+        let _len = read_varint(records, &mut at).ok_or_else(bad)?;
         at += 1; // attributes
-        let ts_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-        let offset_delta = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-        let key_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-        let key = if key_len >= 0 { Some(take(batch, &mut at, key_len).ok_or_else(bad)?) } else { None };
-        let value_len = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-        let value = if value_len >= 0 { Some(take(batch, &mut at, value_len).ok_or_else(bad)?) } else { None };
-        let headers = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
+        let ts_delta = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+        let offset_delta = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+        let key_len = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+        let key = if key_len >= 0 { Some(take(records, &mut at, key_len).ok_or_else(bad)?) } else { None };
+        let value_len = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+        let value = if value_len >= 0 { Some(take(records, &mut at, value_len).ok_or_else(bad)?) } else { None };
+        let headers = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
         for _ in 0..headers.max(0) {
-            let hk = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            take(batch, &mut at, hk.max(0)).ok_or_else(bad)?;
-            let hv = unzigzag(read_varint(batch, &mut at).ok_or_else(bad)?);
-            take(batch, &mut at, hv.max(0)).ok_or_else(bad)?;
+            let hk = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+            take(records, &mut at, hk.max(0)).ok_or_else(bad)?;
+            let hv = unzigzag(read_varint(records, &mut at).ok_or_else(bad)?);
+            take(records, &mut at, hv.max(0)).ok_or_else(bad)?;
         }
         let timestamp_ms =
             if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + ts_delta };

@@ -26,7 +26,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DeleteRecordsRequest, _versi
         let compacted_only = metadata
             .topic(topic.name.as_str())
             .and_then(|t| metadata.config_of(&t.id))
-            .is_some_and(|c| c.compact && !c.retention_enabled());
+            .is_some_and(|c| c.compacted() && !c.retention_enabled());
         let authorized = conn.allowed(acl::op::DELETE, acl::resource::TOPIC, topic.name.as_str());
         for p in &topic.partitions {
             let slot = slots.len();

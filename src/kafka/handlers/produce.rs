@@ -133,7 +133,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             let config = metadata.config_of(&topic_meta.id);
             let max_message_bytes = config.map_or(usize::MAX, |c| c.log().max_message_bytes);
             let rules = RecordRules {
-                require_keys: config.is_some_and(|c| c.compact),
+                require_keys: config.is_some_and(|c| c.compacted()),
                 timestamps: config.and_then(|c| c.timestamp_window(now)),
             };
             let target_codec = config.and_then(|c| c.compression);
