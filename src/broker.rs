@@ -184,9 +184,9 @@ async fn start_shard(shard: usize, startup: Arc<Startup>) -> Result<(), String> 
 
 /// The address a listener will bind. Port 0: a free port picked once, so every shard binds the
 /// same one (the probe socket, kept in `probes`, stays open in the same SO_REUSEPORT group
-/// until the shards are listening). A fixed port is bound alone first, to be sure it is free:
-/// the shards share it through SO_REUSEPORT, which would just as well let them join another
-/// broker's listener there.
+/// until the shards are listening). A fixed port is bound alone first, to be sure it is free
+/// (the shards share it through SO_REUSEPORT, which would just as well let them join another
+/// broker's listener there), then held by a probe the same way.
 fn reserve_port(addr: SocketAddr, probes: &mut Vec<std::net::TcpListener>) -> Result<SocketAddr, StartError> {
     if addr.port() == 0 {
         let probe = io::net::reuseport_std_listener(addr)
@@ -198,6 +198,10 @@ fn reserve_port(addr: SocketAddr, probes: &mut Vec<std::net::TcpListener>) -> Re
         io::net::exclusive_std_listener_patient(addr, 1, PORT_PATIENCE).map_err(|e| {
             StartError::Shard(format!("cannot listen on {addr}: {e} (is another broker running there?)"))
         })?;
+        // Held, like a port-0 probe, so no port-0 listener bound after this can be given it.
+        let probe = io::net::reuseport_std_listener(addr)
+            .map_err(|e| StartError::Shard(format!("cannot listen on {addr}: {e}")))?;
+        probes.push(probe);
         Ok(addr)
     }
 }
@@ -229,15 +233,30 @@ impl Broker {
         let lock =
             io::fs::DirLock::acquire(&config.data_dir, &faults).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let mut config = config;
-        let mut probes = Vec::new();
-        config.listen = reserve_port(config.listen, &mut probes)?;
+        // Fixed ports are bound before any port 0 is: a free port the kernel picks for a port-0
+        // listener on the same address could otherwise be this node's own fixed one.
+        let controller_listener = match config.controller_listener() {
+            Some(addr) => Some(
+                io::net::exclusive_std_listener_patient(addr, 128, PORT_PATIENCE)
+                    .map_err(|e| StartError::Shard(format!("cannot listen for controllers on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
         let extra = config.extra_listeners().map_err(StartError::Config)?;
-        let mut resolved = Vec::new();
-        for spec in extra {
-            let addr = reserve_port(spec.addr, &mut probes)?;
-            resolved.push(format!("{}://{addr}", spec.name));
+        let mut wanted: Vec<SocketAddr> = std::iter::once(config.listen).chain(extra.iter().map(|s| s.addr)).collect();
+        let mut probes = Vec::new();
+        for fixed_first in [true, false] {
+            for addr in wanted.iter_mut().filter(|a| (a.port() != 0) == fixed_first) {
+                *addr = reserve_port(*addr, &mut probes)?;
+            }
         }
-        config.listeners = resolved.join(",");
+        config.listen = wanted[0];
+        config.listeners = extra
+            .iter()
+            .zip(&wanted[1..])
+            .map(|(spec, addr)| format!("{}://{addr}", spec.name))
+            .collect::<Vec<_>>()
+            .join(",");
         let probe = probes;
         // The principal followers fetch as (over SSL it is the key store's subject: not checked).
         let follower = match config.inter_broker_protocol().map_err(StartError::Config)? {
@@ -266,13 +285,6 @@ impl Broker {
             .map(|(id, addr)| Voter { id, addr })
             .collect();
         let is_voter = voters.iter().any(|v| v.id == config.broker_id);
-        let controller_listener = match config.controller_listener() {
-            Some(addr) => Some(
-                io::net::exclusive_std_listener_patient(addr, 128, PORT_PATIENCE)
-                    .map_err(|e| StartError::Shard(format!("cannot listen for controllers on {addr}: {e}")))?,
-            ),
-            None => None,
-        };
         let (quorum_start, view, cluster_id) = io::block_on(async {
             let recorded = read_cluster_id(&config.data_dir, &faults).await.map_err(|e| format!("cluster id: {e}"))?;
             let (start, image) = if is_voter {
