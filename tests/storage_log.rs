@@ -714,3 +714,35 @@ fn small_durable_appends_find_blocks_zero_filled_ahead_and_zeros_never_land_on_d
         });
     }
 }
+
+#[test]
+fn replica_appends_across_a_gap_wider_than_a_segment_can_span_start_a_new_segment() {
+    let dir = test_dir("wide-gap");
+    block_on(async {
+        let cfg = config(1 << 20, FlushPolicy::Always);
+        let log = Log::open(&dir, cfg.clone(), &context(1 << 20)).await.unwrap();
+        // Into the empty first segment (based at 0), then past a second gap in the same append.
+        let far = 5_000_000_000i64;
+        let first = stamped(&make_batch(1, 3, 100, 5), far);
+        let second = stamped(&make_batch(2, 2, 100, 6), far + 3);
+        let third = stamped(&make_batch(3, 4, 100, 7), 2 * far);
+        let mut both = BytesMut::new();
+        both.extend_from_slice(&second);
+        both.extend_from_slice(&third);
+        let both = both.freeze();
+        for records in [first.clone(), both] {
+            let spans = validate_all(&records, usize::MAX).unwrap();
+            let info = log.append_replica(records, &spans, 0).unwrap();
+            info.durable.wait().await.unwrap();
+        }
+        assert_eq!(log.log_end_offset(), 2 * far + 4);
+        let want = [first, second, third];
+        assert_same_batches(&read_all(&log, 0, 1 << 20).await, &want, "read across the gaps");
+        log.close().await.unwrap();
+        let log = Log::open(&dir, cfg, &context(1 << 20)).await.unwrap();
+        assert_eq!(log.log_end_offset(), 2 * far + 4);
+        assert_same_batches(&read_all(&log, 0, 1 << 20).await, &want, "after a reopen");
+        assert_same_batches(&read_all(&log, far + 4, 1 << 20).await, &want[1..], "from inside a batch");
+        log.close().await.unwrap();
+    });
+}

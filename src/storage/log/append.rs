@@ -64,8 +64,7 @@ impl Log {
         if state.closing {
             return Err(StorageError::Closed);
         }
-        let offsets: i64 = spans.iter().map(|s| s.header.offset_count()).sum();
-        if state.should_roll(records.len() as u64, offsets, now_ms) {
+        if state.should_roll(records.len() as u64, now_ms) {
             state.roll(&inner.dir, now_ms);
         }
         let first_offset = state.next_offset;
@@ -74,6 +73,12 @@ impl Log {
         for span in spans {
             let bytes = &records[span.start..span.end()];
             let header = batch::BatchHeader::parse(bytes).expect("validated batch");
+            if header.last_offset() - state.active().base_offset > i64::from(u32::MAX) {
+                // The segment cannot span this batch's offsets (after a gap compaction left on
+                // the leader, or simply a full segment): the batch starts a new one at its base.
+                state.next_offset = header.base_offset;
+                state.roll(&inner.dir, now_ms);
+            }
             let position = state.active().size;
             assert_eq!(state.buf_position + state.buf.len() as u64, position, "write buffer ends at segment end");
             state.buf.extend_from_slice(bytes);

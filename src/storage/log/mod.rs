@@ -305,14 +305,15 @@ impl LogState {
         self.segments.push_back(segment);
     }
 
-    pub(super) fn should_roll(&self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> bool {
+    /// Whether `incoming_bytes` of batches start a new segment (by size or age; a batch whose
+    /// offsets a segment cannot span is rolled for by the append itself).
+    pub(super) fn should_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
         let active = self.active();
         if active.is_empty() {
             return false;
         }
         active.size + incoming_bytes > self.config.segment_bytes
             || now_ms - active.created_ms > self.config.segment_ms
-            || self.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX)
     }
 
     pub(super) fn complete_durability(&mut self, outcome: &Result<(), StorageError>) {
