@@ -369,3 +369,34 @@ fn an_isr_shrinking_below_min_insync_fails_the_acknowledgements_it_commits() {
         manager.close_all().await;
     });
 }
+
+#[test]
+fn a_follower_remembers_producers_at_the_offsets_its_leader_gave_them_across_gaps() {
+    let dir = TempDir::new("partition-follower-producers");
+    let faults = Faults::none();
+    block_on(async {
+        let manager = manager(&dir, &faults);
+        // Broker 1 follows broker 2, whose (compacted) log has a gap between offsets 2 and 10.
+        let follower = open_as(&manager, pair(2, 1), config(FlushPolicy::Always, 1)).await;
+        let mut copied = BytesMut::new();
+        for (base, sequence) in [(0i64, 0), (10, 2)] {
+            let (mut records, _) = batch(2, Some((9, 0, sequence)));
+            moldau::model::batch::stamp(&mut records, base, 1);
+            copied.extend_from_slice(&records);
+        }
+        let copied = copied.freeze();
+        let spans = validate_all(&copied, usize::MAX).unwrap();
+        follower.append_replica(1, copied, &spans, 12, 0).await.unwrap().wait().await.unwrap();
+        assert_eq!(follower.status().log_end_offset, 12);
+        // It takes over; the producer retries its last batch, which must answer where it is.
+        follower
+            .assign(Assignment { leader: 1, leader_epoch: 2, partition_epoch: 2, replicas: vec![1], isr: vec![1] })
+            .await;
+        let (records, spans) = batch(2, Some((9, 0, 2)));
+        let retried = follower.replicate(records, &spans, Acks::All, 0).unwrap();
+        assert_eq!(retried.appended.base_offset, 10, "the retry is answered with the batch's own offset");
+        retried.committed.wait().await.unwrap();
+        assert_eq!(follower.status().log_end_offset, 12, "nothing appended twice");
+        manager.close_all().await;
+    });
+}

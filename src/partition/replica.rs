@@ -304,7 +304,7 @@ impl Partition {
         let bytes = records.len() as u64;
         let epoch = self.leader_epoch();
         let info = self.log.append(records, spans, epoch, now)?;
-        self.record_producers(spans, info.base_offset, now);
+        self.record_producers(spans, Some(info.base_offset), now);
         self.bytes_since_snapshot.set(self.bytes_since_snapshot.get() + bytes);
         if self.bytes_since_snapshot.get() >= PRODUCER_SNAPSHOT_BYTES {
             self.maybe_snapshot_producers(now);
@@ -356,12 +356,16 @@ impl Partition {
         Ok(duplicate)
     }
 
-    fn record_producers(&self, spans: &[BatchSpan], base_offset: i64, now: i64) {
+    /// Records the producers of batches just appended: stamped by this leader from offset
+    /// `stamped_from` on (their headers, parsed before stamping, do not say where), or, with
+    /// `None`, copied from a leader with their offsets in their headers (gaps included).
+    fn record_producers(&self, spans: &[BatchSpan], stamped_from: Option<i64>, now: i64) {
         let mut table = self.producers.borrow_mut();
-        let mut base = base_offset;
+        let mut base = stamped_from;
         for span in spans {
-            table.record(&BatchHeader { base_offset: base, ..span.header }, now);
-            base += span.header.offset_count();
+            let base_offset = base.unwrap_or(span.header.base_offset);
+            table.record(&BatchHeader { base_offset, ..span.header }, now);
+            base = base.map(|b| b + span.header.offset_count());
         }
     }
 
@@ -528,7 +532,7 @@ impl Partition {
                     epochs_changed |= epochs.assign(span.header.partition_leader_epoch.max(0), span.header.base_offset);
                 }
             }
-            self.record_producers(spans, info.base_offset, now);
+            self.record_producers(spans, None, now);
             self.bytes_since_snapshot.set(self.bytes_since_snapshot.get() + bytes);
             self.progress.borrow_mut().log_end_moved(info.last_offset + 1);
             if epochs_changed {

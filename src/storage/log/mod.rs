@@ -312,8 +312,7 @@ impl LogState {
         if active.is_empty() {
             return false;
         }
-        active.size + incoming_bytes > self.config.segment_bytes
-            || now_ms - active.created_ms > self.config.segment_ms
+        active.size + incoming_bytes > self.config.segment_bytes || now_ms - active.created_ms > self.config.segment_ms
     }
 
     pub(super) fn complete_durability(&mut self, outcome: &Result<(), StorageError>) {
