@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use moldau::io::{FaultOp, Faults, RateLimit, block_on};
-use moldau::model::batch::validate_all;
-use moldau::model::records::{ConsumedRecord, EncodeOptions, decode_records, encode_batch_with_headers};
+use moldau::model::batch::{BatchHeader, validate_all};
+use moldau::model::records::{
+    BatchBuilder, BatchFields, ConsumedRecord, EncodeOptions, decode_records, encode_batch_with_headers,
+};
 use moldau::storage::{FlushPolicy, Log, LogConfig, LogContext, ReadCache};
 use proptest::prelude::*;
 
@@ -252,4 +254,195 @@ proptest! {
         let op = if crash_on_side_file { FaultOp::SideFile } else { FaultOp::Write };
         crash_and_recover(&dir.0, &writes, per_batch, codec, segment_kib * 1024, (op, crash_after));
     }
+}
+
+/// Every batch header in the log, in offset order.
+async fn headers(log: &Log) -> Vec<BatchHeader> {
+    let mut out: Vec<BatchHeader> = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let result = log.read(offset, 64 * 1024, i64::MAX).await.unwrap();
+        let fresh: Vec<BatchHeader> = result
+            .batches
+            .iter()
+            .map(|b| BatchHeader::parse(b).unwrap())
+            .filter(|h| out.last().is_none_or(|l| h.base_offset > l.base_offset))
+            .collect();
+        let Some(last) = fresh.last() else { return out };
+        offset = last.last_offset() + 1;
+        out.extend(fresh);
+    }
+}
+
+/// A batch with one record per key of `keys` (values tagged `tag`), from idempotent producer
+/// `producer` (id, base sequence) if given.
+fn keyed_batch(keys: &[u8], tag: u32, producer: Option<(i64, i32)>, ts: i64) -> BytesMut {
+    let mut builder = BatchBuilder::new(256, ts);
+    for key in keys {
+        builder.push(Some(format!("key-{key}").as_bytes()), &value_bytes(tag), ts);
+    }
+    let fields = match producer {
+        Some((producer_id, base_sequence)) => {
+            BatchFields { attributes: 0, producer_id, producer_epoch: 0, base_sequence }
+        }
+        None => BatchFields::default(),
+    };
+    BytesMut::from(&builder.finish_with(&fields)[..])
+}
+
+async fn append_batch(log: &Log, batch: BytesMut, now: i64) -> i64 {
+    let spans = validate_all(&batch, usize::MAX).unwrap();
+    let info = log.append(batch, &spans, 0, now).unwrap();
+    info.durable.wait().await.unwrap();
+    info.base_offset
+}
+
+/// (base offset, base sequence, records) of producer 9's batches.
+async fn producer_batches(log: &Log) -> Vec<(i64, i32, i32)> {
+    headers(log)
+        .await
+        .into_iter()
+        .filter(|h| h.producer_id == 9)
+        .map(|h| (h.base_offset, h.base_sequence, h.records_count))
+        .collect()
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_stays_emptied_and_its_earlier_ones_go() {
+    let dir = TempDir::new("compaction-producer");
+    block_on(async {
+        let now = moldau::io::now_ms();
+        let log = Log::open(&dir.0, config(2 * 1024), &context(Faults::none())).await.unwrap();
+        // Producer 9 writes keys 0-3 twice (sequences 0 and 4); plain writes overwrite them.
+        append_batch(&log, keyed_batch(&[0, 1, 2, 3], 0, Some((9, 0)), now), now).await;
+        let last = append_batch(&log, keyed_batch(&[0, 1, 2, 3], 1, Some((9, 4)), now), now).await;
+        for tag in 2..40 {
+            append_batch(&log, keyed_batch(&[0, 1, 2, 3], tag, None, now), now).await;
+        }
+        let end = log.log_end_offset();
+        let outcome = log.compact(now, end, 1 << 20, &RateLimit::unlimited()).await.unwrap();
+        assert!(outcome.records_removed >= 8, "{outcome:?}");
+        // Its sequence numbers stay in the log (a follower or a restart rebuilds its state from
+        // there), its records go.
+        assert_eq!(producer_batches(&log).await, vec![(last, 4, 0)]);
+        log.close().await.unwrap();
+        let log = Log::open(&dir.0, config(2 * 1024), &context(Faults::none())).await.unwrap();
+        assert_eq!(producer_batches(&log).await, vec![(last, 4, 0)], "after a reopen");
+        // Another pass keeps it while it is still the producer's last batch...
+        for tag in 40..60 {
+            append_batch(&log, keyed_batch(&[0, 1, 2, 3], tag, None, now), now).await;
+        }
+        log.compact(now, log.log_end_offset(), 1 << 20, &RateLimit::unlimited()).await.unwrap();
+        assert_eq!(producer_batches(&log).await, vec![(last, 4, 0)], "still its last batch");
+        // ...and drops it once a later one is cleaned.
+        let newer = append_batch(&log, keyed_batch(&[0, 1, 2, 3], 60, Some((9, 8)), now), now).await;
+        for tag in 61..100 {
+            append_batch(&log, keyed_batch(&[0, 1, 2, 3], tag, None, now), now).await;
+        }
+        log.compact(now, log.log_end_offset(), 1 << 20, &RateLimit::unlimited()).await.unwrap();
+        assert_eq!(producer_batches(&log).await, vec![(newer, 8, 0)]);
+        let values: Vec<u32> = read_records(&log).await.iter().map(|r| r.offset as u32).collect();
+        assert!(values.len() < 4 * 100 / 2, "the log was compacted: {} records", values.len());
+        log.close().await.unwrap();
+    });
+}
+
+/// The clean offset in the cleaner's checkpoint file (none yet: nothing is clean).
+fn checkpoint(dir: &Path) -> i64 {
+    match std::fs::read_to_string(dir.join("cleaner-offset-checkpoint")) {
+        Ok(text) => text.split_whitespace().next().unwrap().parse().unwrap(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => i64::MIN,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+#[test]
+fn a_truncation_during_a_pass_stops_it_and_nothing_past_the_cut_counts_as_clean() {
+    // The pass's map alone reads ~100 KiB at 256 KiB/s: cut into while mapping (nothing swapped
+    // yet, so nothing may be lost), then while rewriting (what was swapped before the cut
+    // stays swapped, as in Kafka; the checkpoint must not pass the cut).
+    truncate_during_a_pass(&TempDir::new("compaction-truncation"), 150, true);
+    truncate_during_a_pass(&TempDir::new("compaction-truncation"), 700, false);
+}
+
+fn truncate_during_a_pass(dir: &TempDir, delay_ms: u64, mapping: bool) {
+    block_on(async {
+        let now = moldau::io::now_ms();
+        let log = Log::open(&dir.0, config(4 * 1024), &context(Faults::none())).await.unwrap();
+        let writes: Vec<Write> =
+            (0..600).map(|i| Write { key: (i * 7 % 29) as u8, value: Some(i), timestamp: now }).collect();
+        let offsets = append_all(&log, &writes, 4, 0).await;
+        let end = log.log_end_offset();
+        // Below what the pass may clean: an unclean truncation (below the high watermark).
+        let cut = offsets[offsets.len() * 2 / 3].0;
+        let cleaner = {
+            let log = log.clone();
+            moldau::io::spawn(async move {
+                let pace = RateLimit::new(256.0 * 1024.0, 16.0 * 1024.0);
+                log.compact(now, end, 1 << 20, &pace).await
+            })
+        };
+        moldau::io::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        log.truncate_to(cut).await.unwrap();
+        let outcome = cleaner.await.unwrap().unwrap();
+        assert!(outcome.cleaned_offset <= cut, "{outcome:?}");
+        assert!(checkpoint(&dir.0) <= cut, "{outcome:?}");
+        let kept = offsets.iter().take_while(|(o, _)| *o < cut).count();
+        let (writes, offsets) = (&writes[..kept], &offsets[..kept]);
+        if mapping {
+            assert_eq!(outcome.segments_rewritten, 0, "cut while mapping: {outcome:?}");
+            check(&read_records(&log).await, writes, offsets, None, i64::MIN);
+            // A full pass afterwards leaves exactly the newest records below the cut.
+            let outcome = log.compact(now, cut, 1 << 20, &RateLimit::unlimited()).await.unwrap();
+            check(&read_records(&log).await, writes, offsets, Some(outcome.cleaned_offset), i64::MIN);
+        } else {
+            log.compact(now, cut, 1 << 20, &RateLimit::unlimited()).await.unwrap();
+        }
+        // A truncation below the checkpoint lowers the file too.
+        let cleaned = checkpoint(&dir.0);
+        let lower = offsets[kept / 4].0;
+        assert!(lower < cleaned, "{lower} {cleaned}");
+        log.truncate_to(lower).await.unwrap();
+        assert!(checkpoint(&dir.0) <= lower, "the checkpoint on disk follows the truncation");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncating_into_a_gap_after_a_segments_last_batch_ends_the_log_there() {
+    let dir = TempDir::new("compaction-truncate-gap");
+    block_on(async {
+        let now = moldau::io::now_ms();
+        let log = Log::open(&dir.0, config(2 * 1024), &context(Faults::none())).await.unwrap();
+        // Key 0 in the first half of every batch run, later overwritten: segment tails empty.
+        let writes: Vec<Write> = (0..400)
+            .map(|i| Write { key: if i % 40 < 20 { 100 } else { (i % 7) as u8 }, value: Some(i), timestamp: now })
+            .collect();
+        append_all(&log, &writes, 2, 0).await;
+        let end = log.log_end_offset();
+        log.compact(now, end, 1 << 20, &RateLimit::unlimited()).await.unwrap();
+        // A segment whose last batch ends before the next segment's base: a gap to cut into.
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        bases.sort_unstable();
+        let headers = headers(&log).await;
+        let gap = bases.windows(2).find_map(|w| {
+            let last = headers.iter().filter(|h| h.base_offset < w[1]).map(|h| h.last_offset()).max()?;
+            (last + 2 < w[1]).then_some((last + 1, w[1]))
+        });
+        let (gap_start, next_base) = gap.expect("a segment ending in a gap");
+        let offset = (gap_start + next_base) / 2;
+        log.truncate_to(offset).await.unwrap();
+        assert_eq!(log.log_end_offset(), offset, "the log ends where it was cut, not at the gap's end");
+        let more = append_all(&log, &[Write { key: 1, value: Some(9_999), timestamp: now }], 1, 0).await;
+        assert_eq!(more[0].0, offset);
+        log.close().await.unwrap();
+        let log = Log::open(&dir.0, config(2 * 1024), &context(Faults::none())).await.unwrap();
+        assert_eq!(log.log_end_offset(), offset + 1);
+        let last = read_records(&log).await.pop().unwrap();
+        assert_eq!((last.offset, last.value), (offset, Some(value_bytes(9_999))));
+        log.close().await.unwrap();
+    });
 }

@@ -20,7 +20,7 @@ const CRC_START: usize = 21;
 /// The only record format this broker stores.
 pub const MAGIC_V2: i8 = 2;
 
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 /// Attribute bit of a batch written inside a transaction.
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
@@ -234,7 +234,8 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Like [`validate`], for a batch already in a log: compaction may have removed some of its
-/// records, so it may hold fewer records than its offset range spans (never more, never none).
+/// records, so it may hold fewer records than its offset range spans (never more), or none (an
+/// idempotent producer's last batch, kept for its sequence numbers).
 pub fn validate_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     validate_with(bytes, true)
 }
@@ -248,7 +249,8 @@ fn validate_with(bytes: &[u8], compacted: bool) -> Result<BatchHeader, BatchErro
     let span = header.offset_count();
     let count = i64::from(header.records_count);
     let count_fits = if compacted { count <= span } else { count == span };
-    if header.records_count <= 0 || header.last_offset_delta < 0 || !count_fits {
+    let count_valid = header.records_count > 0 || (compacted && header.records_count == 0);
+    if !count_valid || header.last_offset_delta < 0 || !count_fits {
         return Err(BatchError::CountMismatch { count: header.records_count, span });
     }
     Ok(header)

@@ -447,6 +447,20 @@ pub fn retain_records(batch: &[u8], mut keep: impl FnMut(&RecordRef<'_>) -> bool
     Ok((Retained::Some(out), removed))
 }
 
+/// `batch` with no records left: the same header (offsets, producer fields, timestamps) over an
+/// empty, uncompressed body, as the cleaner keeps an idempotent producer's last batch.
+pub fn emptied(batch: &[u8]) -> anyhow::Result<BytesMut> {
+    anyhow::ensure!(batch.len() >= 61, "batch of {} bytes", batch.len());
+    let mut out = BytesMut::from(&batch[..61]);
+    out[8..12].copy_from_slice(&49i32.to_be_bytes());
+    let attributes = i16::from_be_bytes([out[21], out[22]]) & !super::batch::ATTR_COMPRESSION_MASK;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// Compresses record bytes with Kafka codec `codec` the way the protocol crate's encoder does.
 fn compress(codec: i16, records: BytesMut) -> anyhow::Result<BytesMut> {
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
@@ -516,6 +530,34 @@ mod tests {
         let rewritten = recompress(&plain, 4).unwrap();
         let header = crate::model::batch::validate(&rewritten).unwrap();
         assert_eq!((header.base_sequence, header.records_count, header.total_bytes()), (-1, 5, rewritten.len()));
+    }
+
+    #[test]
+    fn an_emptied_batch_keeps_its_header_and_is_valid_only_in_a_log() {
+        let mut builder = BatchBuilder::new(4096, 1_000);
+        for i in 0..5 {
+            builder.push(Some(format!("k{i}").as_bytes()), b"value", 1_000 + i);
+        }
+        let fields = BatchFields { attributes: 0, producer_id: 7, producer_epoch: 2, base_sequence: 40 };
+        let mut original = BytesMut::from(&builder.finish_with(&fields)[..]);
+        crate::model::batch::stamp(&mut original, 100, 3);
+        let original = recompress(&original, 3).unwrap();
+        let before = crate::model::batch::validate(&original).unwrap();
+        let empty = emptied(&original).unwrap();
+        assert_eq!(empty.len(), 61);
+        assert!(crate::model::batch::validate(&empty).is_err(), "a producer never sends one");
+        let after = crate::model::batch::validate_stored(&empty).expect("valid in a log, CRC and all");
+        assert_eq!(after.records_count, 0);
+        assert_eq!(after.compression(), 0);
+        assert_eq!(
+            (after.base_offset, after.last_offset(), after.partition_leader_epoch, after.max_timestamp),
+            (before.base_offset, before.last_offset(), before.partition_leader_epoch, before.max_timestamp)
+        );
+        assert_eq!(
+            (after.producer_id, after.producer_epoch, after.base_sequence),
+            (before.producer_id, before.producer_epoch, before.base_sequence)
+        );
+        assert!(decode_records(empty.freeze()).unwrap().is_empty());
     }
 
     proptest! {

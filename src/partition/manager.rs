@@ -250,6 +250,11 @@ pub async fn run_cleaner(manager: Rc<PartitionManager>, settings: CleanerSetting
         };
         let started = std::time::Instant::now();
         match partition.compact(now, settings.map_entries, &pace).await {
+            Ok(outcome) if outcome.bytes_read == 0 => {
+                // Due, yet nothing to read (the log is closing, or what was due went): not a
+                // reason to ask again at once.
+                io::sleep(settings.backoff).await;
+            }
             Ok(outcome) => tracing::info!(
                 partition = ?partition,
                 dirty_ratio = format!("{ratio:.2}"),

@@ -13,12 +13,14 @@ Usage:
       COUNT records; a consumer reads them back. Prints "compressed-topic ok COUNT".
   kafka_compat.py compacted-produce BOOTSTRAP TOPIC KEYS ROUNDS
       AdminClient creates TOPIC (cleanup.policy=compact, small segments); a producer writes
-      ROUNDS values of each of KEYS keys, the last round deleting every tenth key (tombstones),
-      then after segment.ms one more record so that all of it lies in sealed segments.
+      ROUNDS values of each of KEYS keys (idempotent; the last round from a second producer),
+      the last round deleting every tenth key (tombstones), then after segment.ms one more record so that
+      all of it lies in sealed segments.
   kafka_compat.py compacted-read BOOTSTRAP TOPIC KEYS ROUNDS
       Reads TOPIC from the beginning to its end. Exits 1 if a key's newest value (or tombstone)
       is missing or an older one is newer than it; exits 2 while older values are still there
-      (not compacted yet); prints "compacted ok COUNT" when exactly the newest are left.
+      (not compacted yet); prints "compacted ok COUNT" when exactly the newest are left and
+      kafka-python reads the same.
 """
 import sys
 import time
@@ -104,8 +106,13 @@ elif mode == "compacted-produce":
               "min.cleanable.dirty.ratio": "0.01"}
     for future in admin.create_topics([NewTopic(topic, 1, 1, config=config)]).values():
         future.result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    settings = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
+    producer = Producer(settings)
     for r in range(rounds):
+        if r == rounds - 1:
+            # Another idempotent producer overwrites every key: the cleaner keeps the first
+            # one's last batch, emptied, so readers meet an empty batch too.
+            producer = Producer(settings)
         for k in range(keys):
             tombstone = r == rounds - 1 and k % 10 == 0
             producer.produce(topic, key=f"k{k}".encode(), value=None if tombstone else compacted_value(k, r))
@@ -142,6 +149,20 @@ elif mode == "compacted-read":
     if len(seen) > keys + 1:
         print(f"{len(seen)} records, not compacted yet")
         sys.exit(2)
+    # kafka-python reads the same records (past the empty batches).
+    from kafka import KafkaConsumer, TopicPartition as KpPartition
+    other = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000)
+    other.assign([KpPartition(topic, 0)])
+    other.seek(KpPartition(topic, 0), low)
+    again = []
+    for message in other:
+        again.append((message.offset, message.key, message.value))
+        if message.offset >= high - 1:
+            break
+    other.close()
+    if again != seen:
+        print(f"kafka-python read {len(again)} records, not the same {len(seen)}")
+        sys.exit(1)
     print(f"compacted ok {len(seen)}")
 else:
     raise SystemExit(f"unknown mode {mode}")

@@ -109,6 +109,8 @@ struct Planned {
 }
 
 struct Plan {
+    /// The log's truncation count when planned (see [`LogState::truncations`]).
+    truncations: u64,
     first_dirty: i64,
     dirty_end: i64,
     clean_bytes: u64,
@@ -135,6 +137,7 @@ fn plan(state: &LogState, now_ms: i64, upper_bound: i64) -> Plan {
     let config = &state.config;
     let first_dirty = state.cleaned_offset.max(state.log_start_offset);
     let mut plan = Plan {
+        truncations: state.truncations,
         first_dirty,
         dirty_end: first_dirty,
         clean_bytes: 0,
@@ -210,6 +213,10 @@ fn corrupt(dir: &std::path::Path, what: impl std::fmt::Display) -> StorageError 
 struct Keep<'a> {
     map: &'a HashMap<KeyHash, i64>,
     map_end: i64,
+    /// Each idempotent producer's last batch (base offset) in the dirty part. A producer's last
+    /// batch stays, emptied if need be, so its sequence numbers survive a restart or a
+    /// failover; one not seen there may have its last batch anywhere, so all of its stay.
+    producers_last: &'a HashMap<i64, i64>,
     /// Tombstones in batches whose newest timestamp is below this go.
     tombstone_horizon: i64,
     delete_retention_ms: i64,
@@ -226,7 +233,7 @@ impl Log {
     /// segments wholly below `upper_bound` (the high watermark) are cleanable.
     pub fn cleanable(&self, now_ms: i64, upper_bound: i64) -> Option<Cleanable> {
         let state = self.inner.state.borrow();
-        if !state.config.compact || state.offline.is_some() {
+        if !state.config.compact || state.offline.is_some() || state.closing {
             return None;
         }
         let plan = plan(&state, now_ms, upper_bound);
@@ -251,23 +258,54 @@ impl Log {
         map_entries: usize,
         pace: &RateLimit,
     ) -> Result<CompactionOutcome, StorageError> {
+        let truncations = self.inner.state.borrow().truncations;
+        let result = self.pass(now_ms, upper_bound, map_entries, pace).await;
+        let state = self.inner.state.borrow();
+        match result {
+            // A truncation zeroes what the pass was reading, and a close takes the files away:
+            // the pass just ends (the checkpoint stays where it was).
+            Err(err) if state.truncations != truncations || state.closing => {
+                tracing::debug!(dir = %self.inner.dir.display(), error = %err, "cleaning pass cut short");
+                Ok(CompactionOutcome { cleaned_offset: state.cleaned_offset, ..Default::default() })
+            }
+            other => other,
+        }
+    }
+
+    async fn pass(
+        &self,
+        now_ms: i64,
+        upper_bound: i64,
+        map_entries: usize,
+        pace: &RateLimit,
+    ) -> Result<CompactionOutcome, StorageError> {
         let inner = &*self.inner;
         let (plan, delete_retention_ms) = {
             let state = inner.state.borrow();
-            let mut outcome = CompactionOutcome { cleaned_offset: state.cleaned_offset, ..Default::default() };
+            let outcome = CompactionOutcome { cleaned_offset: state.cleaned_offset, ..Default::default() };
             if !state.config.compact || state.offline.is_some() || state.closing {
                 return Ok(outcome);
             }
             let plan = plan(&state, now_ms, upper_bound);
             if plan.segments.is_empty() {
-                outcome.cleaned_offset = outcome.cleaned_offset.max(plan.first_dirty);
+                // Nothing is cleanable now: no kept tombstone is waiting on a pass either.
+                drop(state);
+                inner.state.borrow_mut().tombstones_due_ms = None;
                 return Ok(outcome);
             }
             (plan, state.config.delete_retention_ms)
         };
+        // Whether the log is still the one planned for: not closing, online, not truncated.
+        let current = || {
+            let state = inner.state.borrow();
+            state.offline.is_none() && !state.closing && state.truncations == plan.truncations
+        };
+        let unfinished =
+            |done: CompactionOutcome| CompactionOutcome { cleaned_offset: inner.state.borrow().cleaned_offset, ..done };
         let mut outcome = CompactionOutcome::default();
         // The offset map: each key's newest offset in the dirty part.
         let mut map: HashMap<KeyHash, i64> = HashMap::new();
+        let mut producers_last: HashMap<i64, i64> = HashMap::new();
         let mut map_end = plan.first_dirty;
         'map: for segment in plan.segments.iter().filter(|s| s.next_offset > plan.first_dirty) {
             let mut reader = SegmentReader::new(segment);
@@ -282,7 +320,7 @@ impl Log {
                     }
                     if cleanable_batch(&header) {
                         let records = header.records_count.max(0) as usize;
-                        if !map.is_empty() && map.len() + records > map_entries {
+                        if !map.is_empty() && map.len() + producers_last.len() + records > map_entries {
                             // The map is full: this pass cleans up to here.
                             break 'map;
                         }
@@ -295,6 +333,9 @@ impl Log {
                         })
                         .map_err(|e| corrupt(&inner.dir, format!("batch at offset {}: {e}", header.base_offset)))?;
                     }
+                    if header.producer_id >= 0 {
+                        producers_last.insert(header.producer_id, header.base_offset);
+                    }
                     map_end = header.last_offset() + 1;
                 }
             }
@@ -303,13 +344,15 @@ impl Log {
         let keep = Keep {
             map: &map,
             map_end,
+            producers_last: &producers_last,
             tombstone_horizon: now_ms.saturating_sub(delete_retention_ms),
             delete_retention_ms,
         };
         let mut tombstones_due: Option<i64> = None;
         for segment in plan.segments.iter().filter(|s| s.base < map_end) {
-            if self.is_offline() || inner.state.borrow().closing {
-                return Ok(CompactionOutcome { cleaned_offset: inner.state.borrow().cleaned_offset, ..outcome });
+            if !current() {
+                // The checkpoint stays: what this pass did not clean must not count as clean.
+                return Ok(unfinished(outcome));
             }
             let Some(rewritten) =
                 self.rewrite_segment(segment, &keep, pace, &mut outcome.bytes_read, &mut tombstones_due).await?
@@ -318,15 +361,25 @@ impl Log {
             };
             let size = rewritten.segment.size;
             let removed = rewritten.records_removed;
-            if self.swap_segment(segment, rewritten).await? {
+            if self.swap_segment(segment, plan.truncations, rewritten).await? {
                 outcome.segments_rewritten += 1;
                 outcome.bytes_before += segment.size;
                 outcome.bytes_after += size;
                 outcome.records_removed += removed;
+            } else if !current() {
+                return Ok(unfinished(outcome));
             }
+            // (Otherwise retention removed the segment meanwhile: nothing of it to clean.)
         }
+        // Under the file lock: a truncation (which holds it throughout) either happened before,
+        // and is seen here, or waits for the checkpoint and then lowers it.
+        let _files = inner.files_lock.lock().await;
         let cleaned = {
             let mut state = inner.state.borrow_mut();
+            if state.offline.is_some() || state.closing || state.truncations != plan.truncations {
+                drop(state);
+                return Ok(unfinished(outcome));
+            }
             state.cleaned_offset = map_end.min(state.next_offset).max(state.cleaned_offset.min(state.next_offset));
             state.tombstones_due_ms = tombstones_due;
             state.cleaned_offset
@@ -358,6 +411,7 @@ impl Log {
         let mut buf = AlignedBuf::with_capacity(WINDOW_BYTES + PAGE_BYTES);
         let mut flushed = 0u64;
         let mut removed = 0u64;
+        let mut dropped_batches = 0u64;
         let mut reader = SegmentReader::new(segment);
         while let Some(batches) = reader.next(pace, read).await? {
             for (i, bytes) in batches.iter().enumerate() {
@@ -365,8 +419,14 @@ impl Log {
                     io::yield_now().await;
                 }
                 let header = BatchHeader::parse(bytes)?;
+                // Whether this is (or may be) its idempotent producer's last batch.
+                let producers_last = header.producer_id >= 0
+                    && keep.producers_last.get(&header.producer_id).is_none_or(|&last| last <= header.base_offset);
                 let retained = if !cleanable_batch(&header) || header.base_offset >= keep.map_end {
                     Retained::All
+                } else if header.records_count == 0 {
+                    // An emptied producer's batch kept by an earlier pass: until a later one.
+                    if producers_last { Retained::All } else { Retained::Nothing }
                 } else {
                     let expired = header.max_timestamp < keep.tombstone_horizon;
                     let mut kept_tombstone = false;
@@ -392,11 +452,21 @@ impl Log {
                         *tombstones_due = Some(tombstones_due.map_or(due, |d| d.min(due)));
                     }
                     removed += gone as u64;
-                    retained
+                    match retained {
+                        Retained::Nothing if producers_last => {
+                            Retained::Some(records::emptied(bytes).map_err(|e| {
+                                corrupt(&inner.dir, format!("batch at offset {}: {e}", header.base_offset))
+                            })?)
+                        }
+                        retained => retained,
+                    }
                 };
                 let kept: &[u8] = match &retained {
                     Retained::All => bytes,
-                    Retained::Nothing => continue,
+                    Retained::Nothing => {
+                        dropped_batches += 1;
+                        continue;
+                    }
                     Retained::Some(rebuilt) => rebuilt,
                 };
                 let kept_header = BatchHeader::parse(kept)?;
@@ -415,7 +485,7 @@ impl Log {
                 }
             }
         }
-        if removed == 0 {
+        if removed == 0 && dropped_batches == 0 {
             drop(out);
             let _ = io::fs::remove_file(&path, &inner.faults).await;
             return Ok(None);
@@ -434,7 +504,12 @@ impl Log {
 
     /// Puts a rewritten segment in the place of `planned`, on disk and in memory, if the log
     /// still holds it unchanged; otherwise drops the rewrite. Returns whether it swapped.
-    async fn swap_segment(&self, planned: &Planned, rewritten: Rewritten) -> Result<bool, StorageError> {
+    async fn swap_segment(
+        &self,
+        planned: &Planned,
+        truncations: u64,
+        rewritten: Rewritten,
+    ) -> Result<bool, StorageError> {
         let inner = &*self.inner;
         let cleaned = cleaned_path(&inner.dir, planned.base);
         let _files = inner.files_lock.lock().await;
@@ -442,6 +517,7 @@ impl Log {
             let state = inner.state.borrow();
             state.offline.is_none()
                 && !state.closing
+                && state.truncations == truncations
                 && state.segments.iter().any(|s| {
                     s.base_offset == planned.base
                         && s.sealed
@@ -511,7 +587,7 @@ pub(super) async fn read_checkpoint(dir: &std::path::Path, faults: &crate::io::F
     }
 }
 
-async fn write_checkpoint(
+pub(super) async fn write_checkpoint(
     dir: &std::path::Path,
     offset: i64,
     tombstones_due: Option<i64>,

@@ -207,6 +207,9 @@ pub(super) struct LogState {
     cleaned_offset: i64,
     /// When the oldest tombstone the last cleaning pass kept may go.
     tombstones_due_ms: Option<i64>,
+    /// Bumped whenever the log's tail is cut or the log emptied: a cleaning pass planned before
+    /// then swaps nothing in and leaves the checkpoint alone.
+    truncations: u64,
 }
 
 pub(super) struct LogInner {
@@ -413,6 +416,7 @@ impl Log {
             preparing: None,
             cleaned_offset: cleaned_offset.clamp(log_start_offset, next_offset),
             tombstones_due_ms,
+            truncations: 0,
         };
         let inner = Rc::new(LogInner {
             dir: dir.to_owned(),

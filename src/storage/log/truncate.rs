@@ -21,6 +21,8 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
         if offset >= state.next_offset {
             return Ok(());
         }
+        // At once: a cleaning pass must not swap in, or count as clean, what is cut now.
+        state.truncations += 1;
         let offset = offset.max(state.log_start_offset);
         let mut doomed = Vec::new();
         while state.segments.len() > 1 && state.active().base_offset >= offset {
@@ -32,6 +34,11 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
     };
     for segment in &doomed {
         remove_segment_files(&inner.dir, segment.base_offset, &inner.faults).await;
+    }
+    if !doomed.is_empty() {
+        // Gone for good before the cut below: recovery takes a later segment after a gap as
+        // part of the log (compaction leaves gaps), so one left behind would come back.
+        sync_dir(&inner.dir, &inner.faults).await?;
     }
     let (base, file, scan_from, old_size, old_next, offset) = target;
     let file = match file {
@@ -51,13 +58,14 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
     })
     .await
     .map_err(|e| StorageError::io(file.path(), &e))?;
-    // No batch here reaches `offset`: it was the base of a later segment (removed above), so
-    // this segment is kept whole and becomes the active one again.
+    // No batch here reaches `offset`: it was the base of a later segment (removed above), or
+    // lies in a gap compaction left after this segment's last batch. The segment is kept whole
+    // and becomes the active one again, ending at `offset` at most.
     let new_next = match new_next {
         Some(next) => next,
         None => {
             new_size = old_size;
-            old_next
+            old_next.min(offset)
         }
     };
     if new_next == base {
@@ -86,6 +94,14 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
     let index_interval = inner.state.borrow().config.index_interval_bytes;
     let (offset_index, time_index, max_ts, max_ts_offset) =
         rebuild_indexes(&file, base, new_size, index_interval).await?;
+    let lowered = {
+        let state = inner.state.borrow();
+        (state.cleaned_offset > new_next).then_some((new_next, state.tombstones_due_ms))
+    };
+    if let Some((cleaned, due)) = lowered {
+        // Offsets past the cut are written again later, and are not clean.
+        super::compact::write_checkpoint(&inner.dir, cleaned, due, &inner.faults).await?;
+    }
     let mut state = inner.state.borrow_mut();
     {
         let segment = state.active_mut();
@@ -135,7 +151,10 @@ pub(super) async fn truncate(inner: &LogInner, offset: i64) -> Result<(), Storag
 pub(super) async fn start_at(inner: &LogInner, offset: i64) -> Result<(), StorageError> {
     run_writes(inner, false).await?;
     let _files = inner.files_lock.lock().await;
+    inner.state.borrow_mut().truncations += 1;
     write_log_start(&inner.dir, offset, &inner.faults).await?;
+    // Nothing is clean in the log that starts there (it only grows from it).
+    super::compact::write_checkpoint(&inner.dir, offset, None, &inner.faults).await?;
     let doomed: Vec<Segment> = inner.state.borrow_mut().segments.drain(..).collect();
     for segment in &doomed {
         remove_segment_files(&inner.dir, segment.base_offset, &inner.faults).await;
@@ -154,6 +173,7 @@ pub(super) async fn start_at(inner: &LogInner, offset: i64) -> Result<(), Storag
     state.durable_offset = offset;
     state.log_start_offset = offset;
     state.cleaned_offset = offset;
+    state.tombstones_due_ms = None;
     inner.cache.borrow_mut().truncate(inner.cache_key, i64::MIN);
     for waiter in state.durability_waiters.drain(..) {
         let _ = waiter.reply.send(Err(StorageError::OffsetOutOfRange {
