@@ -8,7 +8,8 @@
 //! up to where the map ends, front to back, each into a new file: a batch keeps its records
 //! whose offset is the newest of their key, rebuilt with the same base offset, last offset
 //! delta and producer fields (so offsets never change, and sequence numbers stay), or goes
-//! whole when no record stays. Control and transactional batches are kept as they are, and so
+//! whole when no record stays (unless it is an idempotent producer's last batch: that one
+//! stays with no records, for the producer's sequence numbers). Control and transactional batches are kept as they are, and so
 //! is every record past the map's end. Records without a key (written before the topic was
 //! compacted) are dropped, as Kafka does.
 //!
@@ -18,7 +19,8 @@
 //! synced again. A crash leaves either the old segment or the new one, never neither;
 //! recovery deletes leftover `.cleaned` files and rebuilds missing indexes. The checkpoint
 //! (`cleaner-offset-checkpoint`) moves only after a whole pass, so a pass cut short is done
-//! again. Older records of a key always lie in earlier segments than its newest, and segments
+//! again, and so is one a truncation or a close cuts into (it swaps nothing more and leaves
+//! the checkpoint as it was). Older records of a key always lie in earlier segments than its newest, and segments
 //! are rewritten in offset order, so a tombstone is never dropped while an older value of its
 //! key is still on disk.
 //!
