@@ -489,6 +489,8 @@ fn collect_stats(services: &Services) -> Vec<ShardStats> {
                         partition_errors: kafka.metrics.partition_errors.get(),
                         authentication_failures: kafka.metrics.authentication_failures.get(),
                         quota_throttles: kafka.metrics.quota_throttles.get(),
+                        fetch_sessions_opened: kafka.metrics.fetch_sessions_opened.get(),
+                        incremental_fetches: kafka.metrics.incremental_fetches.get(),
                         produce_bytes: partitions.appended_bytes,
                         fetch_bytes: partitions.read_bytes,
                         cache_bytes: partitions.cache.used_bytes,

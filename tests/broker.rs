@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Broker, SmallDisk, TempDir};
+use common::{Broker, SmallDisk, TempDir, http_get};
 use moldau::client::{ClientError, KafkaClient};
 use moldau::io::block_on;
 use moldau::model::records::{EncodeOptions, KeyValue, decode_records, encode_batch};
@@ -367,14 +367,6 @@ fn clean_shutdown_and_restart_find_every_topic_and_record() {
         let configs = client.describe_topic_configs("r2").await.unwrap();
         assert_eq!(configs.iter().find(|c| c.name == "retention.bytes").unwrap().value.as_deref(), Some("123456789"));
     });
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
 #[test]
@@ -1145,4 +1137,97 @@ fn the_metrics_endpoint_serves_beside_stalled_clients_and_bounds_request_heads()
     }
     assert!(http_get(&metrics, "/v1/shards").contains("\"shard\": 0"));
     still_serves(&broker);
+}
+
+/// A Fetch of topic `fs` in session `id` at `epoch`: the partitions (index, offset) it names and
+/// the ones it forgets.
+fn session_fetch(id: i32, epoch: i32, parts: &[(i32, i64)], forget: &[i32]) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let name = || TopicName(StrBytes::from_static_str("fs"));
+    let partitions: Vec<FetchPartition> = parts
+        .iter()
+        .map(|(p, offset)| {
+            FetchPartition::default().with_partition(*p).with_fetch_offset(*offset).with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    let topics = if partitions.is_empty() {
+        vec![]
+    } else {
+        vec![FetchTopic::default().with_topic(name()).with_partitions(partitions)]
+    };
+    let forgotten = if forget.is_empty() {
+        vec![]
+    } else {
+        vec![ForgottenTopic::default().with_topic(name()).with_partitions(forget.to_vec())]
+    };
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 24)
+        .with_session_id(id)
+        .with_session_epoch(epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten)
+}
+
+/// (partition, records in the answer) of a Fetch response, in order.
+fn answered(response: &kafka_protocol::messages::FetchResponse) -> Vec<(i32, usize)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.partition_index, p.records.clone().map_or(0, |r| decode_records(r).unwrap().len())))
+        .collect()
+}
+
+#[test]
+fn fetch_sessions_answer_only_what_changed_and_refuse_stale_or_unknown_sessions() {
+    let broker = Broker::start("fetch-sessions", &[]);
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "sessions").await.unwrap();
+        client.create_topic("fs", 3, 1, &BTreeMap::new()).await.unwrap();
+        for p in 0..3 {
+            client.produce("fs", p, records(2, "a"), -1, 5000).await.unwrap();
+        }
+        let conn = client.leader("fs", 0).await.unwrap();
+        // A full fetch with epoch 0 opens a session and answers every partition.
+        let r = conn.send_version(session_fetch(0, 0, &[(0, 0), (1, 0), (2, 0)], &[]), 12).await.unwrap();
+        assert_eq!(r.error_code, 0);
+        let id = r.session_id;
+        assert!(id > 0, "a session was opened");
+        assert_eq!(answered(&r), vec![(0, 2), (1, 2), (2, 2)]);
+        // The consumer moved on: nothing new anywhere, so nothing is answered.
+        let r = conn.send_version(session_fetch(id, 1, &[(0, 2), (1, 2), (2, 2)], &[]), 12).await.unwrap();
+        assert_eq!((r.error_code, r.session_id), (0, id));
+        assert_eq!(answered(&r), vec![]);
+        // New records in partition 1: an empty incremental fetch reads the session's partitions
+        // at their remembered offsets and answers that one alone.
+        client.produce("fs", 1, records(3, "b"), -1, 5000).await.unwrap();
+        let r = conn.send_version(session_fetch(id, 2, &[], &[]), 12).await.unwrap();
+        assert_eq!(answered(&r), vec![(1, 3)]);
+        // Forgetting partition 2: new records there are no longer answered.
+        let r = conn.send_version(session_fetch(id, 3, &[(1, 5)], &[2]), 12).await.unwrap();
+        assert_eq!(answered(&r), vec![]);
+        client.produce("fs", 2, records(1, "c"), -1, 5000).await.unwrap();
+        let r = conn.send_version(session_fetch(id, 4, &[], &[]), 12).await.unwrap();
+        assert_eq!(answered(&r), vec![]);
+        // A stale epoch, and an unknown session, are refused with their own codes.
+        let r = conn.send_version(session_fetch(id, 4, &[], &[]), 12).await.unwrap();
+        assert_eq!(r.error_code, 71, "INVALID_FETCH_SESSION_EPOCH");
+        let r = conn.send_version(session_fetch(id ^ 0x55, 1, &[], &[]), 12).await.unwrap();
+        assert_eq!(r.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+        // Epoch -1 closes it: a full answer without a session, then the id is unknown.
+        let r = conn.send_version(session_fetch(id, -1, &[(2, 2)], &[]), 12).await.unwrap();
+        assert_eq!((r.error_code, r.session_id), (0, 0));
+        assert_eq!(answered(&r), vec![(2, 1)]);
+        let r = conn.send_version(session_fetch(id, 5, &[], &[]), 12).await.unwrap();
+        assert_eq!(r.error_code, 70);
+        // Another connection does not see this one's sessions.
+        let r = conn.send_version(session_fetch(0, 0, &[(0, 0)], &[]), 12).await.unwrap();
+        let other = moldau::client::BrokerConnection::connect(&broker.addr, "other").await.unwrap();
+        let r2 = other.send_version(session_fetch(r.session_id, 1, &[], &[]), 12).await.unwrap();
+        assert_eq!(r2.error_code, 70);
+    });
 }

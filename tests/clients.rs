@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, node, python, run_ok, stdout};
+use common::{Broker, node, python, run_ok, shard_counter, stdout};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -301,4 +301,36 @@ fn a_compacted_topic_keeps_the_newest_value_of_each_key_through_a_sigkill_mid_cl
         emptied
     });
     assert!(emptied.len() == 1 && emptied[0] >= 0, "one emptied idempotent batch: {emptied:?}");
+}
+
+#[test]
+fn kafka_python_reads_many_partitions_through_an_incremental_fetch_session() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let broker = Broker::start("fetch-sessions", &["--set", &format!("metrics_listen=\"{metrics}\"")]);
+    moldau::io::block_on(async {
+        let client = moldau::client::KafkaClient::connect(&broker.addr, "t").await.unwrap();
+        for topic in ["with-sessions", "without-sessions"] {
+            client.create_topic(topic, 40, 1, &std::collections::BTreeMap::new()).await.unwrap();
+        }
+    });
+    // 400 records over 40 partitions, then three rounds of 7 to two partitions only.
+    let read = |topic: &str, sessions: &str| {
+        let out = run_ok(
+            &mut python("fetch_sessions.py", &[&broker.addr, topic, "40", "400", sessions]),
+            "fetch_sessions.py",
+            CLIENT_TIMEOUT,
+        );
+        assert_eq!(stdout(&out).trim(), "read 421", "every record once");
+    };
+    read("with-sessions", "1");
+    let opened = shard_counter(&metrics, "fetch_sessions_opened");
+    let incremental = shard_counter(&metrics, "incremental_fetches");
+    assert!(opened >= 1, "kafka-python opened a session");
+    // Each of the three later rounds is read by at least one fetch in the session.
+    assert!(incremental >= 3, "and fetched incrementally in it ({incremental} times)");
+    // Sessionless fetches (epoch -1) read the same, and open none.
+    read("without-sessions", "0");
+    assert_eq!(shard_counter(&metrics, "fetch_sessions_opened"), opened);
+    assert_eq!(shard_counter(&metrics, "incremental_fetches"), incremental);
 }

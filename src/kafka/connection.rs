@@ -152,6 +152,8 @@ pub struct Connection {
     /// every response with a `throttle_time_ms` field tells it (the request's own time is
     /// counted once it is handled, so a client learns of it on its next request).
     pub request_throttle_ms: Cell<i32>,
+    /// The connection's incremental fetch sessions.
+    pub fetch_sessions: RefCell<crate::kafka::fetch_session::FetchSessions>,
     produces_in_flight: Cell<usize>,
     produces_done: LocalSignal,
 }
@@ -317,6 +319,7 @@ pub async fn serve(
         muted_until: Cell::new(None),
         replica: Cell::new(false),
         request_throttle_ms: Cell::new(0),
+        fetch_sessions: RefCell::default(),
         produces_in_flight: Cell::new(0),
         produces_done: LocalSignal::new(),
     });

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod errors;
 pub mod fetch_response;
+pub mod fetch_session;
 pub mod frame;
 pub mod handlers;
 pub mod produce_request;

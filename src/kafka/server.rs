@@ -50,6 +50,10 @@ pub struct KafkaMetrics {
     pub authentication_failures: Cell<u64>,
     /// Responses that throttled their client for exceeding a quota.
     pub quota_throttles: Cell<u64>,
+    /// Incremental fetch sessions opened (KIP-227).
+    pub fetch_sessions_opened: Cell<u64>,
+    /// Fetches answered in a session (incrementally).
+    pub incremental_fetches: Cell<u64>,
 }
 
 impl KafkaMetrics {

@@ -437,3 +437,19 @@ impl TestCa {
         self.dir.join(file).display().to_string()
     }
 }
+
+/// The body of an HTTP GET of `path` from `addr` (the broker's metrics listener).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// `name` summed over the shards of the broker whose metrics listener is `metrics`.
+pub fn shard_counter(metrics: &str, name: &str) -> u64 {
+    let shards: serde_json::Value = serde_json::from_str(&http_get(metrics, "/v1/shards")).unwrap();
+    shards.as_array().unwrap().iter().map(|s| s[name].as_u64().unwrap()).sum()
+}

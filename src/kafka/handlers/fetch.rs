@@ -2,8 +2,8 @@
 //! `max_wait_ms` passes (woken by the owners as soon as data is appended), and answer with the
 //! stored batches placed straight into the response's vectored write.
 //!
-//! Fetch sessions (KIP-227): this broker answers every fetch as a full, sessionless fetch
-//! (session id 0), which the protocol allows; clients then keep sending full fetch requests.
+//! Fetch sessions (KIP-227, see [`fetch_session`]): a full fetch with epoch 0 opens one; an
+//! incremental fetch reads every partition of its session and answers only those with news.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use super::{RequestError, by_shard, decode, locate_in, ready, respond, scatter};
 use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::partition_error;
 use crate::kafka::fetch_response::{self, PartitionOut, TopicOut};
+use crate::kafka::fetch_session::{self, Reported, SessionError, SessionUse};
 use crate::kafka::frame::RequestFrame;
 use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
@@ -62,11 +63,26 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let rack_aware = conn.ctx.config.rack_aware_reads() && version >= 11;
     let consumer_rack = Some(request.rack_id.as_str()).filter(|r| follower.is_none() && !r.is_empty());
 
-    // Sessionless only: an incremental fetch for a session we never created is refused.
-    if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
-        let body = fetch_response::encode(version, 0, ResponseError::FetchSessionIdNotFound.code(), 0, &[]);
-        return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
-    }
+    // The session this fetch belongs to, if any, and what it asks for.
+    let session = conn.fetch_sessions.borrow_mut().begin(version, &request);
+    let session = match session {
+        Ok(session) => session,
+        Err(err) => {
+            let code = match err {
+                SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+            };
+            let body = fetch_response::encode(version, 0, code.code(), 0, &[]);
+            return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
+        }
+    };
+    let session_topics = match session {
+        SessionUse::Incremental { id } => {
+            KafkaMetrics::add(&conn.ctx.metrics.incremental_fetches, 1);
+            conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.wanted().to_vec()).unwrap_or_default()
+        }
+        SessionUse::Sessionless | SessionUse::Open => fetch_session::requested(&request),
+    };
 
     // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
     let replicating = follower.is_some() && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
@@ -76,22 +92,17 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let mut topics: Vec<TopicOut> = Vec::new();
     // (topic index, partition index within topic) → what to read, for partitions that resolve.
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
-    for topic in &request.topics {
-        let found =
-            if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(topic.topic.as_str()) };
+    for topic in &session_topics {
+        let found = if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(&topic.name) };
         let authorized = match follower {
             Some(_) => replicating,
             None => {
-                let name = found.map_or_else(|| topic.topic.as_str().to_owned(), |t| t.name.clone());
+                let name = found.map_or_else(|| topic.name.clone(), |t| t.name.clone());
                 conn.allowed(acl::op::READ, acl::resource::TOPIC, &name)
             }
         };
         let t = topics.len();
-        topics.push(TopicOut {
-            name: topic.topic.as_str().to_owned(),
-            topic_id: topic.topic_id,
-            partitions: Vec::new(),
-        });
+        topics.push(TopicOut { name: topic.name.clone(), topic_id: topic.topic_id, partitions: Vec::new() });
         for p in &topic.partitions {
             let mut out = PartitionOut {
                 index: p.partition,
@@ -246,14 +257,53 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             // and muted that long, as Kafka does.
             quotas.unrecord(&sensor, bytes as f64);
             let throttle_ms = conn.mute_for(wait).max(conn.request_throttle_ms.get());
-            let body = fetch_response::encode(version, throttle_ms, 0, 0, &[]);
+            // A session goes on (its epoch moved) with nothing answered; none is opened.
+            let session_id = match session {
+                SessionUse::Incremental { id } => id,
+                SessionUse::Sessionless | SessionUse::Open => 0,
+            };
+            let body = fetch_response::encode(version, throttle_ms, 0, session_id, &[]);
             return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
         }
     }
-    let body = fetch_response::encode(version, conn.request_throttle_ms.get(), 0, 0, &topics);
+    let session_id = match session {
+        SessionUse::Sessionless => 0,
+        SessionUse::Open => {
+            let reported = topics
+                .iter()
+                .enumerate()
+                .flat_map(|(t, topic)| topic.partitions.iter().map(move |p| ((t, p.index), reported(p))))
+                .collect();
+            KafkaMetrics::add(&ctx.metrics.fetch_sessions_opened, 1);
+            conn.fetch_sessions.borrow_mut().open(session_topics, reported)
+        }
+        SessionUse::Incremental { id } => {
+            // Only partitions with news: records, an error, or offsets that moved.
+            if let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id) {
+                for (t, topic) in topics.iter_mut().enumerate() {
+                    topic.partitions.retain(|p| {
+                        session.report(t, p.index, reported(p), !p.records.is_empty() || p.error_code != 0)
+                    });
+                }
+            }
+            topics.retain(|t| !t.partitions.is_empty());
+            id
+        }
+    };
+    let body = fetch_response::encode(version, conn.request_throttle_ms.get(), 0, session_id, &topics);
     let mut response = respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body));
     response.held = Some(held);
     Ok(ready(Some(response)))
+}
+
+/// What an answer tells the client of a partition's offsets.
+fn reported(p: &PartitionOut) -> Reported {
+    Reported {
+        high_watermark: p.high_watermark,
+        last_stable_offset: p.last_stable_offset,
+        log_start_offset: p.log_start_offset,
+        preferred_read_replica: p.preferred_read_replica.unwrap_or(-1),
+    }
 }
 
 async fn read_all(

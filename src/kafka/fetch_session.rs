@@ -1,0 +1,326 @@
+//! Incremental fetch sessions (KIP-227): a consumer of many partitions names them once, in the
+//! full fetch that opens a session; later fetches of the session send only the partitions whose
+//! fetch position changed (and the ones it forgets), and the broker answers only partitions with
+//! something new (records, a moved high watermark, last stable offset or log start, an error).
+//!
+//! A session belongs to the connection that opened it (a client keeps one connection and one
+//! session per broker): it lives as long as the connection, and a connection holds at most
+//! [`SESSIONS_PER_CONNECTION`] (the least recently used goes first). A client that comes back on
+//! a new connection with an old session id is told `FETCH_SESSION_ID_NOT_FOUND` and opens a new
+//! session with a full fetch, as the protocol expects.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::FetchRequest;
+use uuid::Uuid;
+
+/// Sessions one connection may hold.
+pub const SESSIONS_PER_CONNECTION: usize = 4;
+
+/// A partition a fetch asks for: from the request, or remembered by its session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WantedPartition {
+    /// The partition's index.
+    pub partition: i32,
+    /// Where to read from.
+    pub fetch_offset: i64,
+    /// At most this many bytes of it.
+    pub partition_max_bytes: i32,
+    /// The leader epoch the client knows (-1: not said).
+    pub current_leader_epoch: i32,
+    /// A follower's log start (-1 for consumers).
+    pub log_start_offset: i64,
+}
+
+/// A topic a fetch asks for, with its partitions, in request order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WantedTopic {
+    /// Its name (requests before v13).
+    pub name: String,
+    /// Its id (requests from v13).
+    pub topic_id: Uuid,
+    /// The partitions.
+    pub partitions: Vec<WantedPartition>,
+}
+
+impl WantedTopic {
+    fn same_topic(&self, name: &str, topic_id: &Uuid) -> bool {
+        if topic_id.is_nil() { self.name == name } else { self.topic_id == *topic_id }
+    }
+}
+
+/// What a request asks for, as written (a sessionless or full fetch means exactly this).
+pub fn requested(request: &FetchRequest) -> Vec<WantedTopic> {
+    request
+        .topics
+        .iter()
+        .map(|topic| WantedTopic {
+            name: topic.topic.as_str().to_owned(),
+            topic_id: topic.topic_id,
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| WantedPartition {
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
+                    log_start_offset: p.log_start_offset,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What the client was last told of a partition: an answer repeating it is left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Last stable offset.
+    pub last_stable_offset: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+    /// Preferred read replica (-1: none).
+    pub preferred_read_replica: i32,
+}
+
+/// One session: its partitions, what each was last answered, and the epoch the next fetch
+/// must carry.
+#[derive(Debug)]
+pub struct FetchSession {
+    id: i32,
+    next_epoch: i32,
+    topics: Vec<WantedTopic>,
+    reported: HashMap<(usize, i32), Reported>,
+    last_used: u64,
+}
+
+impl FetchSession {
+    /// The session's partitions, as the next read should ask for them.
+    pub fn wanted(&self) -> &[WantedTopic] {
+        &self.topics
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// Partitions in the session.
+    pub fn partition_count(&self) -> usize {
+        self.topics.iter().map(|t| t.partitions.len()).sum()
+    }
+
+    /// Applies an incremental request: partitions it names are added or updated, the ones it
+    /// forgets leave. Topics are matched by id when the request has ids, else by name.
+    fn apply(&mut self, request: &FetchRequest) {
+        for forgotten in &request.forgotten_topics_data {
+            let name = forgotten.topic.as_str();
+            if let Some(t) = self.topics.iter().position(|t| t.same_topic(name, &forgotten.topic_id)) {
+                self.topics[t].partitions.retain(|p| !forgotten.partitions.contains(&p.partition));
+                for partition in &forgotten.partitions {
+                    self.reported.remove(&(t, *partition));
+                }
+            }
+        }
+        for topic in requested(request) {
+            let t = match self.topics.iter().position(|t| t.same_topic(&topic.name, &topic.topic_id)) {
+                Some(t) => t,
+                None => {
+                    self.topics.push(WantedTopic { partitions: Vec::new(), ..topic.clone() });
+                    self.topics.len() - 1
+                }
+            };
+            let known = &mut self.topics[t].partitions;
+            for partition in topic.partitions {
+                match known.iter_mut().find(|p| p.partition == partition.partition) {
+                    Some(p) => *p = partition,
+                    None => known.push(partition),
+                }
+            }
+        }
+        // Topics left empty keep their index (the reported map refers to it) but cost nothing.
+    }
+
+    /// Whether an answer for partition `partition` of topic `t` tells the client anything new,
+    /// remembering what it tells. `news`: it carries records or an error.
+    pub fn report(&mut self, t: usize, partition: i32, now: Reported, news: bool) -> bool {
+        let before = self.reported.insert((t, partition), now);
+        news || before != Some(now)
+    }
+}
+
+/// Why an incremental fetch cannot go on in its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// No such session on this connection.
+    NotFound,
+    /// The fetch carries another epoch than the one expected.
+    InvalidEpoch,
+}
+
+/// How a fetch relates to sessions, from its session id and epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionUse {
+    /// A full fetch outside any session (epoch -1, or a request before v7).
+    Sessionless,
+    /// A full fetch that opens a new session (epoch 0).
+    Open,
+    /// An incremental fetch in session `id`.
+    Incremental {
+        /// The session.
+        id: i32,
+    },
+}
+
+/// The sessions of one connection.
+#[derive(Debug, Default)]
+pub struct FetchSessions {
+    sessions: Vec<FetchSession>,
+    uses: u64,
+}
+
+impl FetchSessions {
+    /// Reads a request's session fields: closes the session it ends or replaces, checks the
+    /// epoch of an incremental one (and moves it on), and says how to answer.
+    pub fn begin(&mut self, version: i16, request: &FetchRequest) -> Result<SessionUse, SessionError> {
+        if version < 7 {
+            return Ok(SessionUse::Sessionless);
+        }
+        let (id, epoch) = (request.session_id, request.session_epoch);
+        if epoch <= 0 {
+            if id != 0 {
+                self.sessions.retain(|s| s.id != id);
+            }
+            return Ok(if epoch == 0 { SessionUse::Open } else { SessionUse::Sessionless });
+        }
+        self.uses += 1;
+        let uses = self.uses;
+        let session = self.sessions.iter_mut().find(|s| s.id == id).ok_or(SessionError::NotFound)?;
+        if session.next_epoch != epoch {
+            return Err(SessionError::InvalidEpoch);
+        }
+        session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+        session.last_used = uses;
+        session.apply(request);
+        Ok(SessionUse::Incremental { id })
+    }
+
+    /// The session `id` (after [`begin`](Self::begin) said it is in use).
+    pub fn get_mut(&mut self, id: i32) -> Option<&mut FetchSession> {
+        self.sessions.iter_mut().find(|s| s.id == id)
+    }
+
+    /// Opens a session over `topics`, answered with `reported` (by topic index and partition);
+    /// returns its id. The least recently used session goes when the connection has too many.
+    pub fn open(&mut self, topics: Vec<WantedTopic>, reported: HashMap<(usize, i32), Reported>) -> i32 {
+        if self.sessions.len() >= SESSIONS_PER_CONNECTION
+            && let Some(oldest) = self.sessions.iter().enumerate().min_by_key(|(_, s)| s.last_used).map(|(i, _)| i)
+        {
+            self.sessions.remove(oldest);
+        }
+        let id = loop {
+            let id = (rand::random::<u32>() & 0x7fff_ffff) as i32;
+            if id != 0 && self.sessions.iter().all(|s| s.id != id) {
+                break id;
+            }
+        };
+        self.uses += 1;
+        self.sessions.push(FetchSession { id, next_epoch: 1, topics, reported, last_used: self.uses });
+        id
+    }
+
+    /// Sessions open.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+
+    fn request(id: i32, epoch: i32, parts: &[(&str, i32, i64)], forget: &[(&str, i32)]) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (name, partition, offset) in parts {
+            let p = FetchPartition::default().with_partition(*partition).with_fetch_offset(*offset);
+            match topics.iter_mut().find(|t| t.topic.as_str() == *name) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(kafka_protocol::protocol::StrBytes::from_string(name.to_string())))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let forgotten = forget
+            .iter()
+            .map(|(name, p)| {
+                ForgottenTopic::default()
+                    .with_topic(TopicName(kafka_protocol::protocol::StrBytes::from_string(name.to_string())))
+                    .with_partitions(vec![*p])
+            })
+            .collect();
+        FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(topics)
+            .with_forgotten_topics_data(forgotten)
+    }
+
+    fn offsets(session: &FetchSession) -> Vec<(String, i32, i64)> {
+        session
+            .wanted()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition, p.fetch_offset)))
+            .collect()
+    }
+
+    #[test]
+    fn a_session_remembers_its_partitions_and_takes_changes_and_forgets() {
+        let mut sessions = FetchSessions::default();
+        let full = request(0, 0, &[("a", 0, 10), ("a", 1, 20), ("b", 0, 5)], &[]);
+        assert_eq!(sessions.begin(12, &full), Ok(SessionUse::Open));
+        let id = sessions.open(requested(&full), HashMap::new());
+        let next = request(id, 1, &[("a", 1, 25), ("c", 3, 0)], &[("b", 0)]);
+        assert_eq!(sessions.begin(12, &next), Ok(SessionUse::Incremental { id }));
+        let session = sessions.get_mut(id).unwrap();
+        assert_eq!(
+            offsets(session),
+            vec![("a".into(), 0, 10), ("a".into(), 1, 25), ("c".into(), 3, 0)],
+            "b-0 forgotten, a-1 moved, c-3 added"
+        );
+        // The same epoch again, a stale one, or an unknown session: refused.
+        assert_eq!(sessions.begin(12, &request(id, 1, &[], &[])), Err(SessionError::InvalidEpoch));
+        assert_eq!(sessions.begin(12, &request(id + 1, 2, &[], &[])), Err(SessionError::NotFound));
+        assert_eq!(sessions.begin(12, &request(id, 2, &[], &[])), Ok(SessionUse::Incremental { id }));
+        // Epoch -1 closes it.
+        assert_eq!(sessions.begin(12, &request(id, -1, &[], &[])), Ok(SessionUse::Sessionless));
+        assert!(sessions.is_empty());
+        assert_eq!(sessions.begin(6, &request(id, 3, &[], &[])), Ok(SessionUse::Sessionless), "no sessions before v7");
+    }
+
+    #[test]
+    fn only_news_is_reported_and_a_connection_keeps_its_most_recent_sessions() {
+        let mut sessions = FetchSessions::default();
+        let id = sessions.open(Vec::new(), HashMap::new());
+        let session = sessions.get_mut(id).unwrap();
+        let hw = |high_watermark| Reported { high_watermark, ..Reported::default() };
+        assert!(session.report(0, 0, hw(5), false), "first time: news");
+        assert!(!session.report(0, 0, hw(5), false), "nothing changed");
+        assert!(session.report(0, 0, hw(5), true), "records or an error are news");
+        assert!(session.report(0, 0, hw(6), false), "a moved high watermark is news");
+        let ids: Vec<i32> = (0..SESSIONS_PER_CONNECTION).map(|_| sessions.open(Vec::new(), HashMap::new())).collect();
+        assert_eq!(sessions.len(), SESSIONS_PER_CONNECTION);
+        assert!(sessions.get_mut(id).is_none(), "the least recently used went");
+        assert!(ids.iter().all(|i| sessions.get_mut(*i).is_some()));
+    }
+}
