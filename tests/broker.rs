@@ -1224,6 +1224,22 @@ fn fetch_sessions_answer_only_what_changed_and_refuse_stale_or_unknown_sessions(
         assert_eq!(answered(&r), vec![(2, 1)]);
         let r = conn.send_version(session_fetch(id, 5, &[], &[]), 12).await.unwrap();
         assert_eq!(r.error_code, 70);
+        // A new session that waits for data: woken by an append to one of its partitions,
+        // it answers that one (read again after the wake-up) and only that one.
+        let r = conn.send_version(session_fetch(0, 0, &[(0, 2), (1, 5), (2, 3)], &[]), 12).await.unwrap();
+        assert_eq!(answered(&r), vec![(0, 0), (1, 0), (2, 0)]);
+        let waiting = session_fetch(r.session_id, 1, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
+        let producer = KafkaClient::connect(&broker.addr, "later").await.unwrap();
+        producer.topic("fs", false).await.unwrap();
+        let write = moldau::io::spawn(async move {
+            moldau::io::sleep(Duration::from_millis(300)).await;
+            producer.produce("fs", 2, records(4, "d"), -1, 5000).await.unwrap();
+        });
+        let start = Instant::now();
+        let r = conn.send_version(waiting, 12).await.unwrap();
+        write.await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
+        assert_eq!(answered(&r), vec![(2, 4)]);
         // Another connection does not see this one's sessions.
         let r = conn.send_version(session_fetch(0, 0, &[(0, 0)], &[]), 12).await.unwrap();
         let other = moldau::client::BrokerConnection::connect(&broker.addr, "other").await.unwrap();

@@ -174,11 +174,16 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let shards = by_shard(wanted.iter().map(|(_, w)| (w.shard, 0, w.part.max_bytes)));
     let most: usize = shards.values().map(|parts| parts.iter().map(|(_, b)| *b).sum::<usize>().min(max_bytes)).sum();
     let mut held = ctx.fetch_memory.permit();
+    // What each partition read last; after a wake-up only the partition that woke the fetch is
+    // read again (the others' answers stand: a fetch answers a moment's view).
+    let mut results: Vec<Result<ReadOutcome, PartitionError>> =
+        (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
+    let mut woken: Option<TopicPartition> = None;
     loop {
         // The shard's fetches hold at most its share of fetch_read_budget_bytes between reading
         // and writing: this read waits for room for what it may bring back.
         held.grow(most.saturating_sub(held.bytes())).await;
-        let results = read_all(&ctx, &wanted, max_bytes).await;
+        read_all(&ctx, &wanted, max_bytes, woken.take(), &mut results).await;
         let mut total = 0usize;
         let mut any_error = false;
         for (((t, p), _), result) in wanted.iter().zip(&results) {
@@ -242,7 +247,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         let timer = crate::io::sleep(deadline - now).fuse();
         futures_util::pin_mut!(any, timer);
         futures_util::select! {
-            _ = any => {},
+            (fired, _, _) = any => woken = fired.ok().flatten(),
             _ = timer => {},
         }
     }
@@ -306,21 +311,24 @@ fn reported(p: &PartitionOut) -> Reported {
     }
 }
 
+/// Reads the wanted partitions into `results`: all of them, or only `only` when given (a
+/// partition that just got data; a partition no longer there answers as not led here).
 async fn read_all(
     ctx: &KafkaContext,
     wanted: &[((usize, usize), Wanted)],
     max_bytes: usize,
-) -> Vec<Result<ReadOutcome, PartitionError>> {
-    let routed = wanted.iter().enumerate().map(|(i, (_, w))| (w.shard, i, w.part.clone()));
-    let mut results: Vec<Result<ReadOutcome, PartitionError>> =
-        (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
+    only: Option<TopicPartition>,
+    results: &mut [Result<ReadOutcome, PartitionError>],
+) {
+    let routed = wanted
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, w))| only.is_none_or(|key| w.part.partition == key))
+        .map(|(i, (_, w))| (w.shard, i, w.part.clone()));
     let read = move |partitions, parts| read_parts(partitions, parts, max_bytes);
     for (position, answer) in scatter(&ctx.partitions, routed, read).await.answers().await {
-        if let Some(result) = answer {
-            results[position] = result;
-        }
+        results[position] = answer.unwrap_or(Err(PartitionError::NotLeaderOrFollower));
     }
-    results
 }
 
 /// On the owning shard: reads the parts in order until they hold `max_bytes` (the response's
@@ -354,18 +362,24 @@ async fn read_parts(
     results
 }
 
-/// On the owning shard: completes once any of the partitions has data at or past its offset
-/// (or is gone, which makes the fetch read again).
-async fn watch_any(partitions: Rc<PartitionManager>, parts: Vec<(TopicPartition, i64)>, isolation: Isolation) {
+/// On the owning shard: completes once any of the partitions has data at or past its offset,
+/// with that partition (`None`, read everything again: one is gone or already had data).
+async fn watch_any(
+    partitions: Rc<PartitionManager>,
+    parts: Vec<(TopicPartition, i64)>,
+    isolation: Isolation,
+) -> Option<TopicPartition> {
     let mut receivers = Vec::with_capacity(parts.len());
     for (key, offset) in &parts {
         match partitions.get(key).map(|p| p.watch(*offset, isolation)) {
             Some(Some(rx)) => receivers.push(rx),
             // Already visible, or the partition left this shard: read again at once.
-            Some(None) | None => return,
+            Some(None) | None => return None,
         }
     }
-    if !receivers.is_empty() {
-        let _ = futures_util::future::select_all(receivers).await;
+    if receivers.is_empty() {
+        return None;
     }
+    let (_, fired, _) = futures_util::future::select_all(receivers).await;
+    Some(parts[fired].0)
 }
