@@ -334,3 +334,15 @@ fn kafka_python_reads_many_partitions_through_an_incremental_fetch_session() {
     assert_eq!(shard_counter(&metrics, "fetch_sessions_opened"), opened);
     assert_eq!(shard_counter(&metrics, "incremental_fetches"), incremental);
 }
+
+#[test]
+fn kafka_python_admin_describes_producers_pages_topic_partitions_and_lists_config_resources() {
+    let broker = Broker::start("admin-apis", &[]);
+    let data_dir = std::path::absolute(&broker.data_dir).unwrap();
+    let out = run_ok(
+        &mut python("kafka_python_admin.py", &[&broker.addr, data_dir.to_str().unwrap()]),
+        "kafka_python_admin.py",
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(stdout(&out).trim(), "admin-apis ok");
+}

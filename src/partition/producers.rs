@@ -76,7 +76,36 @@ fn next_seq(seq: i32) -> i32 {
     if seq == i32::MAX { 0 } else { seq + 1 }
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerSummary {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// Sequence of its last record (-1: none remembered).
+    pub last_sequence: i32,
+    /// Wall-clock time of its last append.
+    pub last_append_ms: i64,
+}
+
 impl ProducerTable {
+    /// Every remembered producer, by id.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(id, entry)| ProducerSummary {
+                producer_id: *id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |b| b.last_seq),
+                last_append_ms: entry.last_append_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     /// Checks a batch about to be appended.
     pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, PartitionError> {
         if header.producer_id < 0 {

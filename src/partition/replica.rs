@@ -254,6 +254,11 @@ impl Partition {
         self.advance_low_watermark();
     }
 
+    /// The idempotent producers this replica remembers (DescribeProducers).
+    pub fn producers(&self) -> Vec<super::producers::ProducerSummary> {
+        self.producers.borrow().summaries()
+    }
+
     /// Whether this replica leads.
     pub fn is_leader(&self) -> bool {
         self.state.borrow().replicas.is_leader()

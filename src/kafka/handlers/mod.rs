@@ -3,6 +3,7 @@
 pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_acls;
@@ -18,7 +19,9 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_topic_partitions;
 pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod fetch;
@@ -28,6 +31,7 @@ pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_config_resources;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
@@ -137,6 +141,10 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
         range::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
         range::<DescribeLogDirsRequest>(ApiKey::DescribeLogDirs),
+        range::<AlterReplicaLogDirsRequest>(ApiKey::AlterReplicaLogDirs),
+        range::<DescribeProducersRequest>(ApiKey::DescribeProducers),
+        range::<DescribeTopicPartitionsRequest>(ApiKey::DescribeTopicPartitions),
+        range::<ListConfigResourcesRequest>(ApiKey::ListConfigResources),
         // v0 sends the SASL tokens unframed after it; clients that know v1 use SaslAuthenticate.
         (ApiKey::SaslHandshake, 1, SaslHandshakeRequest::VERSIONS.max),
         range::<SaslAuthenticateRequest>(ApiKey::SaslAuthenticate),
@@ -249,6 +257,10 @@ throttled!(
     AlterPartitionReassignmentsResponse,
     ListPartitionReassignmentsResponse,
     DescribeLogDirsResponse,
+    AlterReplicaLogDirsResponse,
+    DescribeProducersResponse,
+    DescribeTopicPartitionsResponse,
+    ListConfigResourcesResponse,
 );
 
 /// Responses without the field (the SASL exchange, which no quota applies to yet, and the
@@ -339,6 +351,12 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
             simple!(conn, frame, key, ListPartitionReassignmentsRequest, list_partition_reassignments)
         }
         ApiKey::DescribeLogDirs => simple!(conn, frame, key, DescribeLogDirsRequest, describe_log_dirs),
+        ApiKey::AlterReplicaLogDirs => simple!(conn, frame, key, AlterReplicaLogDirsRequest, alter_replica_log_dirs),
+        ApiKey::DescribeProducers => simple!(conn, frame, key, DescribeProducersRequest, describe_producers),
+        ApiKey::DescribeTopicPartitions => {
+            simple!(conn, frame, key, DescribeTopicPartitionsRequest, describe_topic_partitions)
+        }
+        ApiKey::ListConfigResources => simple!(conn, frame, key, ListConfigResourcesRequest, list_config_resources),
         _ => Err(RequestError::UnsupportedVersion { key, version }),
     }
 }
