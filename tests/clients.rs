@@ -216,19 +216,24 @@ fn a_topic_with_a_compression_type_stores_batches_recompressed_and_clients_read_
     );
     assert_eq!(stdout(&out).trim(), "compressed-topic ok 500");
     // What the broker stored: gzip batches, though the producer sent them uncompressed.
-    let codecs = moldau::io::block_on(async {
-        let client = moldau::client::KafkaClient::connect(&broker.addr, "t").await.unwrap();
-        let fetched = client.fetch("gz", 0, 0, 1 << 20, 0).await.unwrap();
-        let mut codecs = Vec::new();
+    let codecs: Vec<i16> = stored_headers(&broker.addr, "gz").iter().map(|h| h.compression()).collect();
+    assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == 1), "stored codecs {codecs:?}");
+}
+
+/// The headers of the batches partition 0 of `topic` holds (up to 1 MiB of them), as fetched.
+fn stored_headers(bootstrap: &str, topic: &str) -> Vec<moldau::model::BatchHeader> {
+    moldau::io::block_on(async {
+        let client = moldau::client::KafkaClient::connect(bootstrap, "t").await.unwrap();
+        let fetched = client.fetch(topic, 0, 0, 1 << 20, 0).await.unwrap();
+        let mut headers = Vec::new();
         let mut at = 0;
         while at < fetched.records.len() {
             let header = moldau::model::BatchHeader::parse(&fetched.records[at..]).unwrap();
-            codecs.push(header.compression());
             at += header.total_bytes();
+            headers.push(header);
         }
-        codecs
-    });
-    assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == 1), "stored codecs {codecs:?}");
+        headers
+    })
 }
 
 /// Files under `dir` whose names end with `suffix`.
@@ -286,20 +291,11 @@ fn a_compacted_topic_keeps_the_newest_value_of_each_key_through_a_sigkill_mid_cl
     }
     assert!(files_ending_with(&broker.data_dir, ".log.cleaned").is_empty(), "recovery removed the unfinished file");
     // What the readers went past: the first producer's last batch, kept with no records left.
-    let emptied = moldau::io::block_on(async {
-        let client = moldau::client::KafkaClient::connect(&broker.addr, "t").await.unwrap();
-        let fetched = client.fetch("compacted", 0, 0, 1 << 20, 0).await.unwrap();
-        let mut emptied = Vec::new();
-        let mut at = 0;
-        while at < fetched.records.len() {
-            let header = moldau::model::BatchHeader::parse(&fetched.records[at..]).unwrap();
-            if header.records_count == 0 {
-                emptied.push(header.producer_id);
-            }
-            at += header.total_bytes();
-        }
-        emptied
-    });
+    let emptied: Vec<i64> = stored_headers(&broker.addr, "compacted")
+        .iter()
+        .filter(|h| h.records_count == 0)
+        .map(|h| h.producer_id)
+        .collect();
     assert!(emptied.len() == 1 && emptied[0] >= 0, "one emptied idempotent batch: {emptied:?}");
 }
 

@@ -136,6 +136,31 @@ fn corpus() -> Vec<Seed> {
     seeds_of(&AlterPartitionReassignmentsRequest::default(), &mut out);
     seeds_of(&ListPartitionReassignmentsRequest::default(), &mut out);
     seeds_of(&DescribeLogDirsRequest::default(), &mut out);
+    {
+        use kafka_protocol::messages::alter_replica_log_dirs_request::{AlterReplicaLogDir, AlterReplicaLogDirTopic};
+        use kafka_protocol::messages::describe_producers_request::TopicRequest as ProducersTopic;
+        use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest as PartitionsTopic;
+        seeds_of(
+            &AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                AlterReplicaLogDir::default().with_path(StrBytes::from_static_str("/nowhere")).with_topics(vec![
+                    AlterReplicaLogDirTopic::default().with_name(name("fuzz")).with_partitions(vec![0]),
+                ]),
+            ]),
+            &mut out,
+        );
+        seeds_of(
+            &DescribeProducersRequest::default()
+                .with_topics(vec![ProducersTopic::default().with_name(name("fuzz")).with_partition_indexes(vec![0])]),
+            &mut out,
+        );
+        seeds_of(
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![PartitionsTopic::default().with_name(name("fuzz"))])
+                .with_response_partition_limit(10),
+            &mut out,
+        );
+        seeds_of(&ListConfigResourcesRequest::default().with_resource_types(vec![2, 4]), &mut out);
+    }
     seeds_of(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")), &mut out);
     seeds_of(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")), &mut out);
     seeds_of(
