@@ -481,9 +481,11 @@ proptest! {
             log.close().await.unwrap();
             served
         });
-        if (12..16).contains(&offset_in_batch) {
+        if (12..16).contains(&offset_in_batch) || offset_in_batch < 8 {
             // The partition leader epoch is neither under the CRC nor checkable: Kafka's format
-            // cannot detect damage there, so only require the batches before it.
+            // cannot detect damage there, so only require the batches before it. Nor is the
+            // base offset: one raised by the damage looks like a gap compaction left (reads and
+            // recovery accept those in every log; a lowered one is still caught as an overlap).
             assert_same_batches(&served[..hit], &expected[..hit], "before the damage");
         } else {
             assert_same_batches(&served, &expected[..hit], "served exactly the batches before the damage");
