@@ -9,9 +9,9 @@
 //! whose offset is the newest of their key, rebuilt with the same base offset, last offset
 //! delta and producer fields (so offsets never change, and sequence numbers stay), or goes
 //! whole when no record stays (unless it is an idempotent producer's last batch: that one
-//! stays with no records, for the producer's sequence numbers). Control and transactional batches are kept as they are, and so
-//! is every record past the map's end. Records without a key (written before the topic was
-//! compacted) are dropped, as Kafka does.
+//! stays with no records, for the producer's sequence numbers). Control and transactional
+//! batches are kept as they are, and so is every record past the map's end. Records without a
+//! key (written before the topic was compacted) are dropped, as Kafka does.
 //!
 //! Crash safety: the new file is written as `<base>.log.cleaned` (O_DIRECT, paced by the
 //! shard's cleaner allowance) and fdatasync'd; the old segment's indexes are removed and the
@@ -297,11 +297,7 @@ impl Log {
             }
             (plan, state.config.delete_retention_ms)
         };
-        // Whether the log is still the one planned for: not closing, online, not truncated.
-        let current = || {
-            let state = inner.state.borrow();
-            state.offline.is_none() && !state.closing && state.truncations == plan.truncations
-        };
+        let current = || inner.state.borrow().still_planned(plan.truncations);
         let unfinished =
             |done: CompactionOutcome| CompactionOutcome { cleaned_offset: inner.state.borrow().cleaned_offset, ..done };
         let mut outcome = CompactionOutcome::default();
@@ -378,7 +374,7 @@ impl Log {
         let _files = inner.files_lock.lock().await;
         let cleaned = {
             let mut state = inner.state.borrow_mut();
-            if state.offline.is_some() || state.closing || state.truncations != plan.truncations {
+            if !state.still_planned(plan.truncations) {
                 drop(state);
                 return Ok(unfinished(outcome));
             }
@@ -517,9 +513,7 @@ impl Log {
         let _files = inner.files_lock.lock().await;
         let unchanged = {
             let state = inner.state.borrow();
-            state.offline.is_none()
-                && !state.closing
-                && state.truncations == truncations
+            state.still_planned(truncations)
                 && state.segments.iter().any(|s| {
                     s.base_offset == planned.base
                         && s.sealed

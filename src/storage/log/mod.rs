@@ -308,6 +308,12 @@ impl LogState {
         self.segments.push_back(segment);
     }
 
+    /// Whether the log is still the one a cleaning pass planned for when it had seen
+    /// `truncations`: online, not closing, and not truncated since.
+    pub(super) fn still_planned(&self, truncations: u64) -> bool {
+        self.offline.is_none() && !self.closing && self.truncations == truncations
+    }
+
     /// Whether `incoming_bytes` of batches start a new segment (by size or age; a batch whose
     /// offsets a segment cannot span is rolled for by the append itself).
     pub(super) fn should_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
