@@ -12,64 +12,16 @@
 use std::collections::HashMap;
 
 use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use uuid::Uuid;
 
 /// Sessions one connection may hold.
 pub const SESSIONS_PER_CONNECTION: usize = 4;
 
-/// A partition a fetch asks for: from the request, or remembered by its session.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WantedPartition {
-    /// The partition's index.
-    pub partition: i32,
-    /// Where to read from.
-    pub fetch_offset: i64,
-    /// At most this many bytes of it.
-    pub partition_max_bytes: i32,
-    /// The leader epoch the client knows (-1: not said).
-    pub current_leader_epoch: i32,
-    /// A follower's log start (-1 for consumers).
-    pub log_start_offset: i64,
-}
-
-/// A topic a fetch asks for, with its partitions, in request order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WantedTopic {
-    /// Its name (requests before v13).
-    pub name: String,
-    /// Its id (requests from v13).
-    pub topic_id: Uuid,
-    /// The partitions.
-    pub partitions: Vec<WantedPartition>,
-}
-
-impl WantedTopic {
-    fn same_topic(&self, name: &str, topic_id: &Uuid) -> bool {
-        if topic_id.is_nil() { self.name == name } else { self.topic_id == *topic_id }
-    }
-}
-
-/// What a request asks for, as written (a sessionless or full fetch means exactly this).
-pub fn requested(request: &FetchRequest) -> Vec<WantedTopic> {
-    request
-        .topics
-        .iter()
-        .map(|topic| WantedTopic {
-            name: topic.topic.as_str().to_owned(),
-            topic_id: topic.topic_id,
-            partitions: topic
-                .partitions
-                .iter()
-                .map(|p| WantedPartition {
-                    partition: p.partition,
-                    fetch_offset: p.fetch_offset,
-                    partition_max_bytes: p.partition_max_bytes,
-                    current_leader_epoch: p.current_leader_epoch,
-                    log_start_offset: p.log_start_offset,
-                })
-                .collect(),
-        })
-        .collect()
+/// Whether `topic` is the one named `name` (requests before v13) or with id `topic_id` (from
+/// v13, when not nil).
+fn same_topic(topic: &FetchTopic, name: &str, topic_id: &Uuid) -> bool {
+    if topic_id.is_nil() { topic.topic.as_str() == name } else { topic.topic_id == *topic_id }
 }
 
 /// What the client was last told of a partition: an answer repeating it is left out.
@@ -91,25 +43,15 @@ pub struct Reported {
 pub struct FetchSession {
     id: i32,
     next_epoch: i32,
-    topics: Vec<WantedTopic>,
+    topics: Vec<FetchTopic>,
     reported: HashMap<(usize, i32), Reported>,
     last_used: u64,
 }
 
 impl FetchSession {
     /// The session's partitions, as the next read should ask for them.
-    pub fn wanted(&self) -> &[WantedTopic] {
+    pub fn wanted(&self) -> &[FetchTopic] {
         &self.topics
-    }
-
-    /// The session's id.
-    pub fn id(&self) -> i32 {
-        self.id
-    }
-
-    /// Partitions in the session.
-    pub fn partition_count(&self) -> usize {
-        self.topics.iter().map(|t| t.partitions.len()).sum()
     }
 
     /// Applies an incremental request: partitions it names are added or updated, the ones it
@@ -117,26 +59,26 @@ impl FetchSession {
     fn apply(&mut self, request: &FetchRequest) {
         for forgotten in &request.forgotten_topics_data {
             let name = forgotten.topic.as_str();
-            if let Some(t) = self.topics.iter().position(|t| t.same_topic(name, &forgotten.topic_id)) {
+            if let Some(t) = self.topics.iter().position(|t| same_topic(t, name, &forgotten.topic_id)) {
                 self.topics[t].partitions.retain(|p| !forgotten.partitions.contains(&p.partition));
                 for partition in &forgotten.partitions {
                     self.reported.remove(&(t, *partition));
                 }
             }
         }
-        for topic in requested(request) {
-            let t = match self.topics.iter().position(|t| t.same_topic(&topic.name, &topic.topic_id)) {
+        for topic in &request.topics {
+            let t = match self.topics.iter().position(|t| same_topic(t, topic.topic.as_str(), &topic.topic_id)) {
                 Some(t) => t,
                 None => {
-                    self.topics.push(WantedTopic { partitions: Vec::new(), ..topic.clone() });
+                    self.topics.push(topic.clone().with_partitions(Vec::new()));
                     self.topics.len() - 1
                 }
             };
             let known = &mut self.topics[t].partitions;
-            for partition in topic.partitions {
+            for partition in &topic.partitions {
                 match known.iter_mut().find(|p| p.partition == partition.partition) {
-                    Some(p) => *p = partition,
-                    None => known.push(partition),
+                    Some(p) => *p = partition.clone(),
+                    None => known.push(partition.clone()),
                 }
             }
         }
@@ -214,7 +156,7 @@ impl FetchSessions {
 
     /// Opens a session over `topics`, answered with `reported` (by topic index and partition);
     /// returns its id. The least recently used session goes when the connection has too many.
-    pub fn open(&mut self, topics: Vec<WantedTopic>, reported: HashMap<(usize, i32), Reported>) -> i32 {
+    pub fn open(&mut self, topics: Vec<FetchTopic>, reported: HashMap<(usize, i32), Reported>) -> i32 {
         if self.sessions.len() >= SESSIONS_PER_CONNECTION
             && let Some(oldest) = self.sessions.iter().enumerate().min_by_key(|(_, s)| s.last_used).map(|(i, _)| i)
         {
@@ -245,8 +187,8 @@ impl FetchSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    use crate::model::wire::topic_name;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, ForgottenTopic};
 
     fn request(id: i32, epoch: i32, parts: &[(&str, i32, i64)], forget: &[(&str, i32)]) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
@@ -254,20 +196,12 @@ mod tests {
             let p = FetchPartition::default().with_partition(*partition).with_fetch_offset(*offset);
             match topics.iter_mut().find(|t| t.topic.as_str() == *name) {
                 Some(t) => t.partitions.push(p),
-                None => topics.push(
-                    FetchTopic::default()
-                        .with_topic(TopicName(kafka_protocol::protocol::StrBytes::from_string(name.to_string())))
-                        .with_partitions(vec![p]),
-                ),
+                None => topics.push(FetchTopic::default().with_topic(topic_name(name)).with_partitions(vec![p])),
             }
         }
         let forgotten = forget
             .iter()
-            .map(|(name, p)| {
-                ForgottenTopic::default()
-                    .with_topic(TopicName(kafka_protocol::protocol::StrBytes::from_string(name.to_string())))
-                    .with_partitions(vec![*p])
-            })
+            .map(|(name, p)| ForgottenTopic::default().with_topic(topic_name(name)).with_partitions(vec![*p]))
             .collect();
         FetchRequest::default()
             .with_session_id(id)
@@ -280,7 +214,7 @@ mod tests {
         session
             .wanted()
             .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition, p.fetch_offset)))
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.as_str().to_owned(), p.partition, p.fetch_offset)))
             .collect()
     }
 
@@ -289,7 +223,7 @@ mod tests {
         let mut sessions = FetchSessions::default();
         let full = request(0, 0, &[("a", 0, 10), ("a", 1, 20), ("b", 0, 5)], &[]);
         assert_eq!(sessions.begin(12, &full), Ok(SessionUse::Open));
-        let id = sessions.open(requested(&full), HashMap::new());
+        let id = sessions.open(full.topics.clone(), HashMap::new());
         let next = request(id, 1, &[("a", 1, 25), ("c", 3, 0)], &[("b", 0)]);
         assert_eq!(sessions.begin(12, &next), Ok(SessionUse::Incremental { id }));
         let session = sessions.get_mut(id).unwrap();

@@ -20,8 +20,7 @@ pub async fn handle(
     _version: i16,
 ) -> AlterReplicaLogDirsResponse {
     let allowed = conn.cluster_allowed(acl::op::ALTER);
-    let data_dir = &conn.ctx.config.data_dir;
-    let ours = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+    let ours = super::describe_log_dirs::log_dir(conn);
     let view = conn.ctx.view();
     let broker = conn.ctx.config.broker_id;
     let mut results: Vec<AlterReplicaLogDirTopicResult> = Vec::new();
@@ -38,7 +37,7 @@ pub async fn handle(
                     } else if asked != ours {
                         ResponseError::LogDirNotFound.code()
                     } else {
-                        match found.and_then(|t| t.partitions.iter().find(|p| p.index == index)) {
+                        match found.and_then(|t| t.partition(index)) {
                             Some(p) if p.replicas.contains(&broker) => 0,
                             // Not a replica here (or no such partition).
                             _ => ResponseError::ReplicaNotAvailable.code(),

@@ -71,9 +71,16 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeLogDirsRequest, vers
     answer(conn, version, 0, topics)
 }
 
+/// The broker's one log directory, as DescribeLogDirs names it (and AlterReplicaLogDirs is
+/// asked for it).
+pub fn log_dir(conn: &Connection) -> std::path::PathBuf {
+    let dir = &conn.ctx.config.data_dir;
+    std::path::absolute(dir).unwrap_or_else(|_| dir.clone())
+}
+
 fn answer(conn: &Connection, version: i16, code: i16, topics: Vec<DescribeLogDirsTopic>) -> DescribeLogDirsResponse {
     let dir = &conn.ctx.config.data_dir;
-    let dir_name = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    let dir_name = log_dir(conn);
     let mut result = DescribeLogDirsResult::default()
         .with_error_code(code)
         .with_log_dir(StrBytes::from_string(dir_name.display().to_string()))

@@ -10,6 +10,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
 };
 use kafka_protocol::messages::{BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
 
+use super::metadata::{brokers, offline_replicas};
 use crate::kafka::connection::Connection;
 use crate::model::wire::topic_name;
 use crate::security::acl;
@@ -35,7 +36,6 @@ pub async fn handle(
         request.cursor.as_ref().map_or((String::new(), 0), |c| (c.topic_name.as_str().to_owned(), c.partition_index));
     let mut budget =
         if request.response_partition_limit > 0 { request.response_partition_limit as usize } else { 2000 };
-    let brokers = |ids: &[i32]| ids.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names.into_iter().filter(|n| *n >= from_topic) {
@@ -65,7 +65,7 @@ pub async fn handle(
                 break;
             }
             budget -= 1;
-            let offline: Vec<i32> = p.replicas.iter().copied().filter(|b| !view.image.is_live(*b)).collect();
+            let offline = offline_replicas(p, &view);
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(if p.leader < 0 { ResponseError::LeaderNotAvailable.code() } else { 0 })

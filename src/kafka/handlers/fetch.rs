@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
 use super::{RequestError, by_shard, decode, locate_in, ready, respond, scatter};
 use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::partition_error;
 use crate::kafka::fetch_response::{self, PartitionOut, TopicOut};
-use crate::kafka::fetch_session::{self, Reported, SessionError, SessionUse};
+use crate::kafka::fetch_session::{Reported, SessionError, SessionUse};
 use crate::kafka::frame::RequestFrame;
 use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
@@ -76,12 +77,12 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
         }
     };
-    let session_topics = match session {
+    let session_topics: std::borrow::Cow<[FetchTopic]> = match session {
         SessionUse::Incremental { id } => {
             KafkaMetrics::add(&conn.ctx.metrics.incremental_fetches, 1);
-            conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.wanted().to_vec()).unwrap_or_default()
+            conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.wanted().to_vec()).unwrap_or_default().into()
         }
-        SessionUse::Sessionless | SessionUse::Open => fetch_session::requested(&request),
+        SessionUse::Sessionless | SessionUse::Open => request.topics.as_slice().into(),
     };
 
     // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
@@ -92,17 +93,22 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let mut topics: Vec<TopicOut> = Vec::new();
     // (topic index, partition index within topic) → what to read, for partitions that resolve.
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
-    for topic in &session_topics {
-        let found = if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(&topic.name) };
+    for topic in session_topics.iter() {
+        let found =
+            if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(topic.topic.as_str()) };
         let authorized = match follower {
             Some(_) => replicating,
             None => {
-                let name = found.map_or_else(|| topic.name.clone(), |t| t.name.clone());
+                let name = found.map_or_else(|| topic.topic.as_str().to_owned(), |t| t.name.clone());
                 conn.allowed(acl::op::READ, acl::resource::TOPIC, &name)
             }
         };
         let t = topics.len();
-        topics.push(TopicOut { name: topic.name.clone(), topic_id: topic.topic_id, partitions: Vec::new() });
+        topics.push(TopicOut {
+            name: topic.topic.as_str().to_owned(),
+            topic_id: topic.topic_id,
+            partitions: Vec::new(),
+        });
         for p in &topic.partitions {
             let mut out = PartitionOut {
                 index: p.partition,
@@ -280,7 +286,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 .flat_map(|(t, topic)| topic.partitions.iter().map(move |p| ((t, p.index), reported(p))))
                 .collect();
             KafkaMetrics::add(&ctx.metrics.fetch_sessions_opened, 1);
-            conn.fetch_sessions.borrow_mut().open(session_topics, reported)
+            conn.fetch_sessions.borrow_mut().open(session_topics.into_owned(), reported)
         }
         SessionUse::Incremental { id } => {
             // Only partitions with news: records, an error, or offsets that moved.

@@ -11,7 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::controller_items;
 use crate::cluster::{
-    ControllerError, ControllerRequest, ControllerResponse, MetadataView, NewTopic, TopicImage, topic_config,
+    ControllerError, ControllerRequest, ControllerResponse, MetadataView, NewTopic, PartitionImage, TopicImage,
+    topic_config,
 };
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_error;
@@ -22,12 +23,11 @@ use crate::security::acl;
 /// in-sync replicas and the replicas on brokers that are not live (offline: unregistered or
 /// fenced).
 pub fn describe_topic(topic: &TopicImage, view: &MetadataView, version: i16) -> MetadataResponseTopic {
-    let brokers = |ids: &[i32]| ids.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
-            let offline: Vec<i32> = p.replicas.iter().copied().filter(|b| !view.image.is_live(*b)).collect();
+            let offline = offline_replicas(p, view);
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
                 .with_error_code(if p.leader < 0 { ResponseError::LeaderNotAvailable.code() } else { 0 })
@@ -43,6 +43,16 @@ pub fn describe_topic(topic: &TopicImage, view: &MetadataView, version: i16) -> 
         .with_topic_id(if version >= 10 { topic.id } else { uuid::Uuid::nil() })
         .with_is_internal(topic.internal)
         .with_partitions(partitions)
+}
+
+/// Broker ids as the protocol's lists carry them.
+pub fn brokers(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().map(|b| BrokerId(*b)).collect()
+}
+
+/// The replicas of `partition` on brokers that are not live (unregistered or fenced).
+pub fn offline_replicas(partition: &PartitionImage, view: &MetadataView) -> Vec<i32> {
+    partition.replicas.iter().copied().filter(|b| !view.image.is_live(*b)).collect()
 }
 
 /// Every live broker (registered, not fenced), as Metadata lists them.
