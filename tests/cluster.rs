@@ -1399,6 +1399,8 @@ fn followers_fetch_over_a_sasl_ssl_inter_broker_listener_and_controllers_talk_mu
     let cluster = Cluster::start_each("cluster-inter-broker", subnet, 3, 3, &extra, &|i| {
         vec!["--set".into(), format!("listeners=PLAINTEXT://127.0.{subnet}.{i}:0,SASL_SSL://127.0.{subnet}.{i}:0")]
     });
+    // Every broker registered first: a topic with 3 replicas needs all three.
+    converged(&cluster, &[1, 2, 3], Duration::from_secs(30));
     let client = serde_json::json!({
         "bootstrap.servers": cluster.nodes[0].listener("SASL_SSL"),
         "security.protocol": "SASL_SSL",
