@@ -175,8 +175,12 @@ fn compaction_keeps_the_newest_record_of_each_key_and_drops_expired_tombstones_a
         let offsets = append_all(&log, &writes, 4, 0).await;
         let size_before = log.snapshot().size_bytes;
         let end = log.log_end_offset();
+        // Until a compacted segment takes its place, every batch follows the one before.
+        let gaps_file = dir.0.join("offset-gaps");
+        assert!(!gaps_file.exists());
         let outcome = log.compact(now, end, 1 << 20, &RateLimit::unlimited()).await.unwrap();
         assert!(outcome.segments_rewritten > 0 && outcome.records_removed > 0, "{outcome:?}");
+        assert!(gaps_file.exists(), "the log is known to have gaps");
         let after = log.snapshot();
         assert!(after.size_bytes < size_before / 2, "{} -> {}", size_before, after.size_bytes);
         assert_eq!(after.log_end_offset, end, "offsets never change");

@@ -241,9 +241,31 @@ pub(crate) async fn scan_file(
     Ok(ScanEnd { position, stopped: None })
 }
 
+/// How a log's batches follow each other. A base offset lies outside the batch CRC, so the
+/// order of the offsets is what catches damage to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offsets {
+    /// Each batch begins right after the one before: any other base offset is damage.
+    Consecutive,
+    /// Offsets may be skipped (compaction removed batches, or a follower copied a compacted
+    /// leader's log): only a base offset below the expected one is damage.
+    MayGap,
+}
+
+impl Offsets {
+    /// Whether a batch (or segment) with base offset `base` may follow where `expected` was due.
+    pub(crate) fn continues(self, expected: i64, base: i64) -> bool {
+        match self {
+            Self::Consecutive => base == expected,
+            Self::MayGap => base >= expected,
+        }
+    }
+}
+
 /// Reads whole batches from `file` starting at the batch boundary `position`, skipping batches
 /// that end before `offset`, and stopping at `end` bytes, at `upper_bound` (exclusive base
 /// offset), or once `max_bytes` are gathered (the first batch is returned whole even if larger).
+/// A batch whose base offset does not follow by `offsets` ends the read like a failed CRC.
 /// The returned `Bytes` are slices of one aligned read buffer: no copy. A batch that fails its
 /// CRC is never returned: the read stops before it, or fails if it is the first.
 pub(crate) async fn read_batches(
@@ -253,6 +275,7 @@ pub(crate) async fn read_batches(
     offset: i64,
     max_bytes: usize,
     upper_bound: i64,
+    offsets: Offsets,
 ) -> Result<Vec<Bytes>, ReadFailure> {
     let mut position = position;
     let mut expected_base = first_base_offset;
@@ -293,9 +316,7 @@ pub(crate) async fn read_batches(
                 }
             };
             let size = header.total_bytes();
-            if header.base_offset < expected_base {
-                // The base offset lies outside the CRC: increasing offsets are what protect it
-                // (compaction leaves gaps, so a later one is not damage).
+            if !offsets.continues(expected_base, header.base_offset) {
                 if !out.is_empty() {
                     return Ok(out);
                 }

@@ -40,15 +40,24 @@ impl Log {
 
     /// Appends batches a leader stamped (a follower copying its log): offsets, leader epochs and
     /// timestamps stay as they are, and base offsets must increase from the log end (a leader's
-    /// compacted log has gaps). Nothing is decoded; the batches are copied once, into the write
-    /// buffer.
+    /// compacted log has gaps; the first one makes this log one with gaps too, recorded before
+    /// it is written). Nothing is decoded; the batches are copied once, into the write buffer.
     pub fn append_replica(&self, records: Bytes, spans: &[BatchSpan], now_ms: i64) -> Result<AppendInfo, StorageError> {
         let mut expected = self.log_end_offset();
+        let mut gapped = false;
         for span in spans {
             if span.header.base_offset < expected {
                 return Err(StorageError::OutOfOrder { expected, found: span.header.base_offset });
             }
+            gapped |= span.header.base_offset > expected;
             expected = span.header.last_offset() + 1;
+        }
+        if gapped {
+            let mut state = self.inner.state.borrow_mut();
+            if state.offsets == Offsets::Consecutive {
+                state.offsets = Offsets::MayGap;
+                state.gaps_unrecorded = true;
+            }
         }
         self.append_stamped(records, spans, now_ms)
     }

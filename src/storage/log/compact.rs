@@ -45,7 +45,7 @@ use crate::io::{AlignedBuf, DirectFile, OpenMode, PAGE_BYTES, RateLimit};
 use crate::model::batch::BatchHeader;
 use crate::model::records::{self, Retained};
 use crate::storage::StorageError;
-use crate::storage::segment::{self, Segment, log_file_name};
+use crate::storage::segment::{self, Offsets, Segment, log_file_name};
 
 /// The cleaner's checkpoint: offsets below the first number are clean; the second, when
 /// present, is when the oldest tombstone kept by the last pass may go.
@@ -108,6 +108,8 @@ struct Planned {
     next_offset: i64,
     file: Rc<DirectFile>,
     size: u64,
+    /// How its batches follow each other (the log's, when planned).
+    offsets: Offsets,
 }
 
 struct Plan {
@@ -170,6 +172,7 @@ fn plan(state: &LogState, now_ms: i64, upper_bound: i64) -> Plan {
             next_offset: segment.next_offset,
             file,
             size: segment.size,
+            offsets: state.offsets,
         });
     }
     plan
@@ -188,15 +191,22 @@ impl<'a> SegmentReader<'a> {
     }
 
     async fn next(&mut self, pace: &RateLimit, read: &mut u64) -> Result<Option<Vec<Bytes>>, StorageError> {
-        let Planned { file, size, .. } = self.segment;
+        let Planned { file, size, offsets, .. } = self.segment;
         if self.position >= *size {
             return Ok(None);
         }
         pace.take((*size - self.position).min(WINDOW_BYTES as u64)).await;
-        let batches =
-            segment::read_batches(file, (self.position, self.expected_base), *size, i64::MIN, WINDOW_BYTES, i64::MAX)
-                .await
-                .map_err(|failure| failure.into_storage_error(file.path()))?;
+        let batches = segment::read_batches(
+            file,
+            (self.position, self.expected_base),
+            *size,
+            i64::MIN,
+            WINDOW_BYTES,
+            i64::MAX,
+            *offsets,
+        )
+        .await
+        .map_err(|failure| failure.into_storage_error(file.path()))?;
         for bytes in &batches {
             let header = BatchHeader::parse(bytes)?;
             self.position += bytes.len() as u64;
@@ -525,6 +535,8 @@ impl Log {
             let _ = io::fs::remove_file(&cleaned, &inner.faults).await;
             return Ok(false);
         }
+        // The log has gaps from now on (recorded before there are any).
+        record_gaps(inner).await?;
         let base = planned.base;
         // The old indexes stop describing the file about to take the segment's name: they go
         // first (a crash in between leaves the old file, whose indexes are rebuilt).

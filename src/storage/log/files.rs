@@ -1,5 +1,5 @@
 //! The log's side files: segment file creation, saved indexes, the persisted log start offset,
-//! the clean-shutdown marker, directory syncs.
+//! the clean-shutdown and offset-gaps markers, directory syncs.
 
 use std::path::Path;
 
@@ -7,13 +7,49 @@ use super::*;
 use crate::io::{self, DirectFile, Faults, OpenMode};
 use crate::storage::StorageError;
 use crate::storage::index::{OffsetIndex, TimeIndex};
-use crate::storage::segment::{Segment, index_file_name, log_file_name, time_index_file_name};
+use crate::storage::segment::{Offsets, Segment, index_file_name, log_file_name, time_index_file_name};
 
 /// File that remembers a log start offset moved by DeleteRecords.
 pub(super) const LOG_START_FILE: &str = "log-start-offset";
 
 /// Present while the log is closed cleanly: its saved indexes match its data.
 pub(super) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// Present once the log's offsets may have gaps (see [`Offsets`]): written, and the directory
+/// synced, before the first compacted segment takes its place or the first batch past the log
+/// end is written. Without it every batch must begin right after the one before, and one that
+/// does not is damage.
+pub(super) const GAPS_FILE: &str = "offset-gaps";
+
+/// How the batches of the log in `dir` follow each other: with gaps once [`GAPS_FILE`] was
+/// written, or once the cleaner ever checkpointed (logs compacted before the file existed).
+pub(super) async fn recorded_offsets(dir: &Path, faults: &Faults) -> Result<Offsets, StorageError> {
+    for name in [GAPS_FILE, super::compact::CLEANER_CHECKPOINT_FILE] {
+        let path = dir.join(name);
+        if io::fs::read_len(&path, faults).await.map_err(|e| StorageError::io(&path, &e))?.is_some() {
+            return Ok(Offsets::MayGap);
+        }
+    }
+    Ok(Offsets::Consecutive)
+}
+
+/// Makes sure the log is known, on disk too, to have gaps before any are written: a no-op once
+/// recorded. (Creating an empty file needs only the directory synced.)
+pub(super) async fn record_gaps(inner: &LogInner) -> Result<(), StorageError> {
+    {
+        let state = inner.state.borrow();
+        if state.offsets == Offsets::MayGap && !state.gaps_unrecorded {
+            return Ok(());
+        }
+    }
+    let path = inner.dir.join(GAPS_FILE);
+    io::fs::write(&path, Vec::new(), &inner.faults).await.map_err(|e| StorageError::io(&path, &e))?;
+    sync_dir(&inner.dir, &inner.faults).await?;
+    let mut state = inner.state.borrow_mut();
+    state.offsets = Offsets::MayGap;
+    state.gaps_unrecorded = false;
+    Ok(())
+}
 
 /// A segment file retention removed, kept to be written again as the log's next segment.
 ///

@@ -139,6 +139,9 @@ pub(super) struct WriteJob {
 /// Writes all pending data (sealing rolled segments on the way) and, with `sync`, fdatasyncs the
 /// active segment; then completes whatever became durable.
 pub(super) async fn run_writes(inner: &LogInner, sync: bool) -> Result<(), StorageError> {
+    if inner.state.borrow().gaps_unrecorded {
+        record_gaps(inner).await?;
+    }
     loop {
         let job = {
             let mut state = inner.state.borrow_mut();

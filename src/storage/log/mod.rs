@@ -22,7 +22,7 @@ use futures_channel::oneshot;
 
 use crate::io::{self, AlignedBuf, Faults, LocalSignal, now_ms, round_down_to_page};
 use crate::storage::cache::{CacheKey, ReadCache};
-use crate::storage::segment::Segment;
+use crate::storage::segment::{Offsets, Segment};
 use crate::storage::{LogConfig, StorageError};
 
 mod append;
@@ -210,6 +210,11 @@ pub(super) struct LogState {
     /// Bumped whenever the log's tail is cut or the log emptied: a cleaning pass planned before
     /// then swaps nothing in and leaves the checkpoint alone.
     truncations: u64,
+    /// How the log's batches follow each other (reads and recovery check it).
+    offsets: Offsets,
+    /// A follower appended past a gap: the flusher records the gaps ([`files::GAPS_FILE`])
+    /// before it writes anything more.
+    gaps_unrecorded: bool,
 }
 
 pub(super) struct LogInner {
@@ -366,7 +371,8 @@ impl Log {
         let now = now_ms();
         io::fs::create_dir_all(dir, &ctx.faults).await.map_err(|e| StorageError::io(dir, &e))?;
         let persisted_start = read_log_start(dir, &ctx.faults).await?;
-        let mut segments = recover_segments(dir, &config, &ctx.faults).await?;
+        let offsets = recorded_offsets(dir, &ctx.faults).await?;
+        let mut segments = recover_segments(dir, &config, offsets, &ctx.faults).await?;
         forget_clean_shutdown(dir, segments.back().map(|s| s.base_offset), &ctx.faults).await?;
         let recycled = recycled_file_present(dir, &config, &ctx.faults).await;
         let (cleaned_offset, tombstones_due_ms) = compact::read_checkpoint(dir, &ctx.faults).await;
@@ -423,6 +429,8 @@ impl Log {
             cleaned_offset: cleaned_offset.clamp(log_start_offset, next_offset),
             tombstones_due_ms,
             truncations: 0,
+            offsets,
+            gaps_unrecorded: false,
         };
         let inner = Rc::new(LogInner {
             dir: dir.to_owned(),

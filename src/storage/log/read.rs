@@ -13,7 +13,7 @@ impl Log {
         let inner = &*self.inner;
         let mut offset = offset;
         loop {
-            let (file, position, end, segment_next, upper, mut result) = {
+            let (file, position, end, segment_next, upper, mut result, offsets) = {
                 let state = inner.state.borrow();
                 let mut result = ReadResult {
                     batches: Vec::new(),
@@ -43,9 +43,9 @@ impl Log {
                     return Ok(result);
                 };
                 let next = state.segments.get(idx + 1).map(|s| s.base_offset);
-                (file, segment.scan_start(offset), segment.written_size, next, upper, result)
+                (file, segment.scan_start(offset), segment.written_size, next, upper, result, state.offsets)
             };
-            let batches = segment::read_batches(&file, position, end, offset, max_bytes, upper)
+            let batches = segment::read_batches(&file, position, end, offset, max_bytes, upper, offsets)
                 .await
                 .map_err(|failure| failure.into_storage_error(file.path()))?;
             if batches.is_empty() {

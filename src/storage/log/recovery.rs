@@ -10,15 +10,18 @@ use crate::io::{self, AlignedBuf, DirectFile, Faults, OpenMode, now_ms, round_do
 use crate::model::batch;
 use crate::storage::index::{OffsetIndex, TimeIndex};
 use crate::storage::segment::{
-    ScanEnd, ScanStop, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file, time_index_file_name,
+    Offsets, ScanEnd, ScanStop, Segment, index_file_name, log_file_name, parse_log_file_name, scan_file,
+    time_index_file_name,
 };
 use crate::storage::{LogConfig, StorageError};
 
 /// Opens every segment in `dir`, checks their tails, rebuilds damaged indexes and cuts the log
-/// at the first torn or corrupt batch (deleting any later segment).
+/// at the first torn or corrupt batch, or the first batch or segment whose base offset does not
+/// follow by `offsets` (deleting any later segment).
 pub(super) async fn recover_segments(
     dir: &Path,
     config: &LogConfig,
+    offsets: Offsets,
     faults: &Faults,
 ) -> Result<VecDeque<Segment>, StorageError> {
     let names = io::fs::list_dir(dir, faults).await.map_err(|e| StorageError::io(dir, &e))?;
@@ -36,9 +39,10 @@ pub(super) async fn recover_segments(
     let mut segments: VecDeque<Segment> = VecDeque::new();
     let mut cut_from = None;
     for (i, &base) in bases.iter().enumerate() {
-        // Compaction may have removed a segment's last batches: a gap is fine, an overlap is not.
+        // Where compaction may have removed a segment's last batches a gap is fine; an overlap
+        // never is.
         if let Some(prev) = segments.back()
-            && base < prev.next_offset
+            && !offsets.continues(prev.next_offset, base)
         {
             tracing::warn!(dir = %dir.display(), base, expected = prev.next_offset, "segment does not continue the previous one; cutting the log here");
             cut_from = Some(i);
@@ -48,8 +52,8 @@ pub(super) async fn recover_segments(
         // Sealed segments were synced before the next one was written; the active one's saved
         // index only matches its data after a clean close.
         let trust_index = !is_last || clean_shutdown;
-        let (segment, clean) = recover_segment(dir, base, trust_index, config, faults).await?;
-        let continues = bases.get(i + 1).is_none_or(|next| segment.next_offset <= *next);
+        let (segment, clean) = recover_segment(dir, base, trust_index, config, offsets, faults).await?;
+        let continues = bases.get(i + 1).is_none_or(|next| offsets.continues(segment.next_offset, *next));
         if is_last || !clean || !continues {
             // The log ends here: make sure nothing past the valid end can be read back as data.
             cut_segment_tail(&segment).await?;
@@ -107,11 +111,15 @@ pub(super) async fn cut_segment_tail(segment: &Segment) -> Result<(), StorageErr
     file.sync_data().await.map_err(|e| StorageError::io(&segment.path, &e))
 }
 
-/// Batches in a segment carry increasing offsets (consecutive unless compacted); the base offset
-/// is outside the CRC, so this is what catches damage to it.
-pub(super) fn check_continuity(header: &batch::BatchHeader, expected_next: &mut i64) -> Result<(), String> {
-    // Compaction leaves gaps; a lower base offset is damage or a recycled file's old data.
-    if header.base_offset < *expected_next {
+/// Batches in a segment carry increasing offsets, consecutive unless `offsets` allows gaps; the
+/// base offset is outside the CRC, so this is what catches damage to it (or a recycled file's
+/// old data, whose offsets are lower).
+pub(super) fn check_continuity(
+    header: &batch::BatchHeader,
+    expected_next: &mut i64,
+    offsets: Offsets,
+) -> Result<(), String> {
+    if !offsets.continues(*expected_next, header.base_offset) {
         return Err(format!("batch base offset {} where {} was expected", header.base_offset, expected_next));
     }
     *expected_next = header.last_offset() + 1;
@@ -126,6 +134,7 @@ pub(super) async fn recover_segment(
     base: i64,
     trust_index: bool,
     config: &LogConfig,
+    offsets: Offsets,
     faults: &Faults,
 ) -> Result<(Segment, bool), StorageError> {
     let path = dir.join(log_file_name(base));
@@ -144,19 +153,20 @@ pub(super) async fn recover_segment(
         read_saved(time_index_file_name(base)).await.and_then(|bytes| TimeIndex::from_bytes(&bytes, u32::MAX));
     let interval = config.index_interval_bytes;
     let mut found = None;
-    if let (Some(offsets), Some(times)) = (saved_offsets, saved_times) {
-        let last = offsets.last().expect("non-empty");
+    if let (Some(saved_offsets), Some(times)) = (saved_offsets, saved_times) {
+        let last = saved_offsets.last().expect("non-empty");
         let mut segment = Segment::new(dir, base, now_ms());
-        segment.offset_index = offsets;
+        segment.offset_index = saved_offsets;
         if let Some(entry) = times.last() {
             segment.max_timestamp = entry.timestamp;
             segment.max_timestamp_offset = base + i64::from(entry.relative_offset);
         }
         segment.time_index = times;
         let expected_first = base + i64::from(last.relative_offset);
-        let scan = scan_tail(&file, &mut segment, u64::from(last.position), expected_first, file_len, interval)
-            .await
-            .map_err(|e| StorageError::io(&path, &e))?;
+        let scan =
+            scan_tail(&file, &mut segment, u64::from(last.position), expected_first, file_len, interval, offsets)
+                .await
+                .map_err(|e| StorageError::io(&path, &e))?;
         if scan.first_matches == Some(true) {
             found = Some((segment, scan));
         } else {
@@ -167,7 +177,7 @@ pub(super) async fn recover_segment(
         Some(found) => found,
         None => {
             let mut segment = Segment::new(dir, base, now_ms());
-            let scan = scan_tail(&file, &mut segment, 0, base, file_len, interval)
+            let scan = scan_tail(&file, &mut segment, 0, base, file_len, interval, offsets)
                 .await
                 .map_err(|e| StorageError::io(&path, &e))?;
             (segment, scan)
@@ -223,13 +233,18 @@ async fn scan_tail(
     expected_first: i64,
     file_len: u64,
     index_interval_bytes: usize,
+    offsets: Offsets,
 ) -> std::io::Result<TailScan> {
     let base = segment.base_offset;
     let (mut first_matches, mut stale, mut expected_next) = (None, false, expected_first);
     let end = scan_file(file, from, file_len, true, |header, position| {
         first_matches.get_or_insert(header.base_offset == expected_first);
         stale |= header.base_offset < base;
-        check_continuity(header, &mut expected_next)?;
+        check_continuity(header, &mut expected_next, offsets)?;
+        if header.last_offset() - base > i64::from(u32::MAX) {
+            // Only a damaged base offset lands this far past the segment's own.
+            return Err(format!("batch offsets up to {} do not fit a segment based at {base}", header.last_offset()));
+        }
         segment.note_batch(header, position, index_interval_bytes);
         Ok(())
     })
