@@ -315,6 +315,8 @@ fn start_at_empties_the_log_and_replica_appends_go_on_from_there_across_a_reopen
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
         assert!(log.read(40, 4096, i64::MAX).await.is_err(), "nothing below the new start");
         assert_eq!(segment_files(&dir).len(), 1, "one empty segment left");
+        // Starting over leaves no gap: the log is still checked as one without any.
+        assert!(!dir.join("offset-gaps").exists() && !dir.join("cleaner-offset-checkpoint").exists());
         let batch = stamped(&make_batch(77, 3, 100, 5), 500);
         let spans = validate_all(&batch, usize::MAX).unwrap();
         let info = log.append_replica(batch.clone(), &spans, 0).unwrap();
