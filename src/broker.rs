@@ -496,6 +496,7 @@ fn collect_stats(services: &Services) -> Vec<ShardStats> {
                         cache_bytes: partitions.cache.used_bytes,
                         cache_hits: partitions.cache.hits,
                         cache_misses: partitions.cache.misses,
+                        errors: kafka.error_stats.snapshot(),
                     }
                 })
                 .ok()

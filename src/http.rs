@@ -43,6 +43,8 @@ pub struct ShardStats {
     pub cache_hits: u64,
     /// Read cache misses.
     pub cache_misses: u64,
+    /// Error answers, per API and error code.
+    pub errors: Vec<crate::kafka::error_stats::ErrorCount>,
 }
 
 /// Where the endpoint gets the counters it reports (called on a blocking-pool thread).
@@ -111,6 +113,18 @@ fn prometheus(stats: &[ShardStats]) -> String {
         ));
         for s in stats {
             out.push_str(&format!("{name}{{shard=\"{}\"}} {}\n", s.shard, get(s)));
+        }
+    }
+    let name = "moldau_shard_error_responses_total";
+    out.push_str(&format!(
+        "# HELP {name} Errors answered, per API and error code (each failed topic, partition or resource once)\n# TYPE {name} counter\n"
+    ));
+    for s in stats {
+        for e in &s.errors {
+            out.push_str(&format!(
+                "{name}{{shard=\"{}\",api=\"{}\",error=\"{}\",code=\"{}\"}} {}\n",
+                s.shard, e.api, e.error, e.code, e.count
+            ));
         }
     }
     out

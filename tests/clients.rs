@@ -182,6 +182,45 @@ fn transactions_are_refused_at_once_not_after_the_clients_timeout() {
     assert_eq!(stdout(&out).trim(), "refused TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
 }
 
+/// Refused requests are counted per API and error code on the metrics endpoint, and the
+/// unusual ones logged once per interval, with their message and client.
+#[test]
+fn refused_requests_are_counted_per_api_and_error_and_logged_once_per_interval() {
+    let metrics =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let broker = Broker::start("error-stats", &["--set", &format!("metrics_listen=\"{metrics}\"")]);
+    let out =
+        run_ok(&mut python("kafka_compat.py", &["bad-topics", &broker.addr, "3"]), "kafka_compat.py", CLIENT_TIMEOUT);
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        ["INVALID_REPLICATION_FACTOR", "INVALID_REPLICATION_FACTOR", "INVALID_REPLICATION_FACTOR", "INVALID_CONFIG"]
+    );
+    run_ok(&mut python("kafka_compat.py", &["transactions", &broker.addr]), "kafka_compat.py", CLIENT_TIMEOUT);
+    let prometheus = common::http_get(&metrics, "/metrics");
+    // Summed over the shards (the client's connections land on either).
+    let count = |api: &str, error: &str| -> u64 {
+        let label = format!(",api=\"{api}\",error=\"{error}\",");
+        prometheus
+            .lines()
+            .filter(|l| l.starts_with("moldau_shard_error_responses_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(count("CreateTopics", "INVALID_REPLICATION_FACTOR"), 3, "{prometheus}");
+    assert_eq!(count("CreateTopics", "INVALID_CONFIG"), 1, "{prometheus}");
+    assert!(count("FindCoordinator", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED") > 0, "{prometheus}");
+    let log = broker.log();
+    let lines = |error: &str| {
+        log.lines().filter(|l| l.contains("request answered with an error") && l.contains(error)).collect::<Vec<_>>()
+    };
+    let wide = lines("error=INVALID_REPLICATION_FACTOR");
+    assert_eq!(wide.len(), 1, "logged once in the interval, not three times\n{log}");
+    assert!(wide[0].contains("api=CreateTopics") && wide[0].contains("replication factor"), "{}", wide[0]);
+    assert!(wide[0].contains("client=\"rdkafka\"") || wide[0].contains("client=rdkafka"), "{}", wide[0]);
+    assert_eq!(lines("error=INVALID_CONFIG").len(), 1, "{log}");
+    assert_eq!(lines("error=TRANSACTIONAL_ID_AUTHORIZATION_FAILED").len(), 1, "{log}");
+}
+
 #[test]
 fn a_member_commits_in_its_revoke_callback_while_the_group_prepares_a_rebalance() {
     let broker = Broker::start(

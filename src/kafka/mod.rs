@@ -3,6 +3,7 @@
 //! through their coordinators, and metadata through the controller; never storage.
 
 pub mod connection;
+pub mod error_stats;
 pub mod errors;
 pub mod fetch_response;
 pub mod fetch_session;

@@ -81,6 +81,8 @@ pub struct KafkaContext {
     pub config: Arc<BrokerConfig>,
     /// Counters.
     pub metrics: KafkaMetrics,
+    /// Error answers per API and code.
+    pub error_stats: crate::kafka::error_stats::ErrorStats,
     /// This shard's share of `queued_max_request_bytes`, held by requests being read or served.
     pub request_memory: MemoryBudget,
     /// This shard's share of `fetch_read_budget_bytes`, held by fetched records until written.
@@ -146,6 +148,7 @@ impl KafkaContext {
             max_connections,
             security,
             auth_log: RefCell::new(Throttled::default()),
+            error_stats: Default::default(),
             connections: RefCell::new(HashMap::new()),
             held: RefCell::new(Vec::new()),
             acceptors: RefCell::new(Vec::new()),

@@ -4,6 +4,9 @@ Usage:
   kafka_compat.py transactions BOOTSTRAP
       init_transactions() must fail at once with a non-retriable error (no transaction
       coordinator yet), not wait out its timeout. Prints "refused CODE".
+  kafka_compat.py bad-topics BOOTSTRAP TIMES
+      AdminClient asks TIMES times for a topic of 3 replicas on one broker, then once for one
+      with retention.ms=abc. Prints each error's name, one per line.
   kafka_compat.py revoke-commit BOOTSTRAP TOPIC PARTITIONS RECORDS
       Member A reads every record without committing; member B joins; A commits what it read in
       its partitions-revoked callback (the group is preparing the rebalance then, which Kafka
@@ -42,6 +45,16 @@ if mode == "transactions":
         print(f"refused {e.args[0].name()}")
     else:
         raise SystemExit("init_transactions() succeeded")
+elif mode == "bad-topics":
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    asks = [NewTopic("too-wide", 1, 3)] * int(sys.argv[3]) + [NewTopic("bad-config", 1, 1, config={"retention.ms": "abc"})]
+    for topic in asks:
+        try:
+            admin.create_topics([topic])[topic.topic].result(30)
+        except KafkaException as e:
+            print(e.args[0].name())
+        else:
+            raise SystemExit(f"{topic.topic} was created")
 elif mode == "revoke-commit":
     topic, partitions, records = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     group = "compat-revoke-commit"

@@ -259,6 +259,12 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     }
     let errors = topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
     KafkaMetrics::add(&ctx.metrics.partition_errors, errors as u64);
+    if errors > 0 {
+        let client = conn.client_id.borrow();
+        for partition in topics.iter().flat_map(|t| &t.partitions) {
+            ctx.error_stats.record(ApiKey::Fetch, partition.error_code, None, client.as_deref().unwrap_or(""));
+        }
+    }
     if let Some((sensor, bound)) = quota {
         let bytes: usize = topics.iter().flat_map(|t| &t.partitions).flat_map(|p| &p.records).map(|b| b.len()).sum();
         let quotas = &ctx.security.quotas;

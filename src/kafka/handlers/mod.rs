@@ -199,10 +199,95 @@ macro_rules! simple {
         let request: $request = decode($key, version, $frame.body.freeze())?;
         let mut response = $module::handle($conn, request, version).await;
         Throttle::at_least(&mut response, $conn.request_throttle_ms.get());
+        record_errors($conn, $key, &response);
         let body = encode($key, version, &response)?;
         Ok(ready(Some(respond($key, version, $frame.header.correlation_id, ResponseBody::Bytes(body)))))
     }};
 }
+
+/// Counts (and, when unusual, logs) the errors a response carries.
+fn record_errors(conn: &Connection, key: ApiKey, response: &impl Errors) {
+    let client = conn.client_id.borrow();
+    let client = client.as_deref().unwrap_or("");
+    response.each_error(&mut |code, message| conn.ctx.error_stats.record(key, code, message, client));
+}
+
+/// A response's error codes, each with its error message where the response has one: the
+/// top-level code and those of every topic, partition or resource in it.
+trait Errors {
+    /// Calls `f` with each code (successes included, as 0).
+    fn each_error(&self, f: &mut dyn FnMut(i16, Option<&str>));
+}
+
+/// Visits `error_code` fields along a path: `field[...]` goes into each element of a list.
+macro_rules! visit_errors {
+    ($f:ident, $v:expr, error_code / $message:ident) => {
+        $f($v.error_code, $v.$message.as_deref())
+    };
+    ($f:ident, $v:expr, error_code) => {
+        $f($v.error_code, None)
+    };
+    ($f:ident, $v:expr, $field:ident [ $($rest:tt)* ]) => {
+        for item in &$v.$field {
+            visit_errors!($f, item, $($rest)*);
+        }
+    };
+}
+
+macro_rules! errors {
+    ($($response:ident: $({ $($path:tt)* })+;)*) => {
+        $(impl Errors for kafka_protocol::messages::$response {
+            fn each_error(&self, f: &mut dyn FnMut(i16, Option<&str>)) {
+                $(visit_errors!(f, self, $($path)*);)+
+            }
+        })*
+    };
+}
+
+errors!(
+    ApiVersionsResponse: {error_code};
+    MetadataResponse: {error_code} {topics[error_code]} {topics[partitions[error_code]]};
+    CreateAclsResponse: {results[error_code / error_message]};
+    DescribeAclsResponse: {error_code / error_message};
+    DeleteAclsResponse: {filter_results[error_code / error_message]} {filter_results[matching_acls[error_code / error_message]]};
+    DescribeClientQuotasResponse: {error_code / error_message};
+    AlterClientQuotasResponse: {entries[error_code / error_message]};
+    SaslHandshakeResponse: {error_code};
+    SaslAuthenticateResponse: {error_code / error_message};
+    AlterUserScramCredentialsResponse: {results[error_code / error_message]};
+    DescribeUserScramCredentialsResponse: {error_code / error_message} {results[error_code / error_message]};
+    ListOffsetsResponse: {topics[partitions[error_code]]};
+    CreateTopicsResponse: {topics[error_code / error_message]};
+    DeleteTopicsResponse: {responses[error_code / error_message]};
+    CreatePartitionsResponse: {results[error_code / error_message]};
+    DeleteRecordsResponse: {topics[partitions[error_code]]};
+    DescribeConfigsResponse: {results[error_code / error_message]};
+    AlterConfigsResponse: {responses[error_code / error_message]};
+    IncrementalAlterConfigsResponse: {responses[error_code / error_message]};
+    DescribeClusterResponse: {error_code / error_message};
+    InitProducerIdResponse: {error_code};
+    FindCoordinatorResponse: {error_code / error_message} {coordinators[error_code / error_message]};
+    JoinGroupResponse: {error_code};
+    SyncGroupResponse: {error_code};
+    HeartbeatResponse: {error_code};
+    LeaveGroupResponse: {error_code} {members[error_code]};
+    OffsetCommitResponse: {topics[partitions[error_code]]};
+    OffsetFetchResponse: {error_code} {topics[partitions[error_code]]} {groups[error_code]} {groups[topics[partitions[error_code]]]};
+    ListGroupsResponse: {error_code};
+    DescribeGroupsResponse: {groups[error_code / error_message]};
+    DeleteGroupsResponse: {results[error_code]};
+    OffsetDeleteResponse: {error_code} {topics[partitions[error_code]]};
+    OffsetForLeaderEpochResponse: {topics[partitions[error_code]]};
+    ElectLeadersResponse: {error_code} {replica_election_results[partition_result[error_code / error_message]]};
+    DescribeQuorumResponse: {error_code / error_message} {topics[partitions[error_code / error_message]]};
+    AlterPartitionReassignmentsResponse: {error_code / error_message} {responses[partitions[error_code / error_message]]};
+    ListPartitionReassignmentsResponse: {error_code / error_message};
+    DescribeLogDirsResponse: {error_code} {results[error_code]};
+    AlterReplicaLogDirsResponse: {results[partitions[error_code]]};
+    DescribeProducersResponse: {topics[partitions[error_code / error_message]]};
+    DescribeTopicPartitionsResponse: {topics[error_code]} {topics[partitions[error_code]]};
+    ListConfigResourcesResponse: {error_code};
+);
 
 /// A response that tells its client how long to back off for a quota (`throttle_time_ms`, in
 /// the versions that have it: older ones leave it out when encoding).

@@ -192,6 +192,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     let listener = conn.listener.name.clone();
     let view = metadata.clone();
     let correlation_id = header.correlation_id;
+    let client = conn.client_id.borrow().clone().unwrap_or_default();
     Ok(Box::pin(async move {
         let _guard = guard;
         for (slot, answer) in gather.answers().await {
@@ -208,6 +209,10 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         }
         let errors = slots.iter().filter(|s| s.response.error_code != 0).count() as u64;
         KafkaMetrics::add(&ctx.metrics.partition_errors, errors);
+        for slot in slots.iter().filter(|s| s.response.error_code != 0) {
+            let message = slot.response.error_message.as_deref();
+            ctx.error_stats.record(ApiKey::Produce, slot.response.error_code, message, &client);
+        }
         if acks == Acks::None {
             return None;
         }
