@@ -89,8 +89,11 @@ impl ErrorStats {
 
 /// Kafka's name for an error code (`NOT_LEADER_OR_FOLLOWER`), or the number when unknown.
 pub fn error_name(code: i16) -> String {
-    let Some(error) = ResponseError::try_from_code(code) else { return format!("ERROR_{code}") };
-    let camel = format!("{error:?}");
+    let camel = ResponseError::try_from_code(code).map(|e| format!("{e:?}")).unwrap_or_default();
+    if camel.is_empty() || !camel.chars().all(|c| c.is_ascii_alphabetic()) {
+        // A code the protocol crate does not name (it shows as `Unknown(code)`).
+        return format!("ERROR_{code}");
+    }
     let mut name = String::with_capacity(camel.len() + 8);
     for (i, c) in camel.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {
