@@ -5,6 +5,7 @@
 //! Ownership: a group's state belongs to its coordinator shard. Requests arrive as [`GroupCall`]
 //! messages (sent by value, replies through oneshot channels).
 
+pub mod consumer;
 mod coordinator;
 mod state;
 pub mod store;
@@ -77,6 +78,21 @@ pub enum GroupError {
     /// Writing the group's records failed.
     #[error("storage error")]
     Storage,
+    /// A consumer-protocol member's epoch is ahead of or unknown to the group: rejoin (KIP-848).
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// A commit carries an older epoch than the member's.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// The assignor asked for is not one the coordinator runs.
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
+    /// The subscription regex is not accepted.
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
+    /// The request is missing what its kind needs.
+    #[error("invalid request")]
+    InvalidRequest,
 }
 
 /// A member joining.
