@@ -177,6 +177,12 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// Largest number of members in one group.
     pub group_max_size: usize,
+    /// Session timeout of consumer-protocol (KIP-848) members: the coordinator's, not theirs.
+    pub group_consumer_session_timeout_ms: i32,
+    /// How often consumer-protocol members heartbeat (told in every heartbeat answer).
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Largest number of members in one consumer-protocol group.
+    pub group_consumer_max_size: usize,
     /// Committed offsets of an empty group are kept this long.
     pub offsets_retention_minutes: i64,
     /// Largest metadata a member may attach to a committed offset.
@@ -288,6 +294,9 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 10_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_max_size: i32::MAX as usize,
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
             metrics_listen: None,
@@ -448,6 +457,14 @@ impl BrokerConfig {
         }
         if self.broker_id < 0 {
             return bad("broker_id must not be negative".into());
+        }
+        if self.group_consumer_heartbeat_interval_ms <= 0
+            || self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms
+        {
+            return bad(
+                "group_consumer_session_timeout_ms must be larger than group_consumer_heartbeat_interval_ms (> 0)"
+                    .into(),
+            );
         }
         if !matches!(
             self.replica_selector.as_str(),

@@ -160,6 +160,21 @@ fn corpus() -> Vec<Seed> {
             &mut out,
         );
         seeds_of(&ListConfigResourcesRequest::default().with_resource_types(vec![2, 4]), &mut out);
+        seeds_of(
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("fuzz-848")))
+                .with_member_id(StrBytes::from_static_str("fuzz-member"))
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(vec![name("fuzz")]))
+                .with_topic_partitions(Some(Vec::new())),
+            &mut out,
+        );
+        seeds_of(
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_static_str("fuzz-848"))])
+                .with_include_authorized_operations(true),
+            &mut out,
+        );
     }
     seeds_of(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")), &mut out);
     seeds_of(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")), &mut out);

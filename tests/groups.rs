@@ -259,6 +259,95 @@ fn a_killed_member_loses_its_partitions_after_its_session_and_nothing_is_lost() 
     });
 }
 
+/// Broker settings for consumer-protocol (KIP-848) groups: the broker's own short session.
+const CONSUMER_PROTOCOL_ARGS: &[&str] = &[
+    "--shards",
+    "2",
+    "--set",
+    "group_consumer_session_timeout_ms=3000",
+    "--set",
+    "group_consumer_heartbeat_interval_ms=500",
+];
+
+/// ConsumerGroupDescribe of one group: (state, assignor, partitions per member, members'
+/// epochs equal to the assignment epoch).
+fn describe_consumer_group(broker: &Broker, group: &str) -> (String, String, Vec<usize>, bool) {
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "describe").await.unwrap();
+        let conn = client.coordinator(group).await.unwrap();
+        let request = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+        let response = conn.send(request).await.unwrap();
+        let g = &response.groups[0];
+        assert_eq!(g.error_code, 0, "{g:?}");
+        let mut sizes: Vec<usize> =
+            g.members.iter().map(|m| m.assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum()).collect();
+        sizes.sort_unstable();
+        let settled = g.members.iter().all(|m| m.member_epoch == g.assignment_epoch);
+        (g.group_state.to_string(), g.assignor_name.to_string(), sizes, settled)
+    })
+}
+
+/// KIP-848: three confluent-kafka members with `group.protocol=consumer` split 6 partitions
+/// 2/2/2 as the broker assigns them, process each record once, and the broker moves partitions
+/// when one leaves and when one is killed (after the broker's session timeout), losing nothing.
+#[test]
+fn consumer_protocol_members_split_six_partitions_and_rebalance_on_leave_and_kill() {
+    let broker = Broker::start("kip848", CONSUMER_PROTOCOL_ARGS);
+    create_topic(&broker, "c", 6);
+    let args = ["--protocol", "consumer"];
+    let mut workers: Vec<Worker> = (0..3).map(|i| Worker::start(&broker, "c", "cg", &format!("w{i}"), &args)).collect();
+    let started = Instant::now();
+    wait_until("each of 3 members to own 2 partitions", Duration::from_secs(60), || {
+        let sets: Vec<_> = workers.iter().map(|w| w.assignment().unwrap_or_default()).collect();
+        sets.iter().all(|s| s.len() == 2) && sets.iter().flatten().collect::<BTreeSet<_>>().len() == 6
+    });
+    eprintln!("3 consumer-protocol members settled after {:?}", started.elapsed());
+    let (state, assignor, sizes, settled) = describe_consumer_group(&broker, "cg");
+    assert_eq!((state.as_str(), assignor.as_str(), sizes, settled), ("Stable", "uniform", vec![2, 2, 2], true));
+    produce(&broker, "c", 6, "c", 0..600);
+    let refs: Vec<&Worker> = workers.iter().collect();
+    wait_until("600 records processed", Duration::from_secs(60), || distinct_values(&refs).len() == 600);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(workers.iter().map(|w| w.records().len()).sum::<usize>(), 600, "each record once");
+    // The classic DescribeGroups does not describe it, ListGroups lists it as a consumer group.
+    block_on(async {
+        use kafka_protocol::messages::ListGroupsRequest;
+        use kafka_protocol::protocol::StrBytes;
+        let conn = moldau::client::BrokerConnection::connect(&broker.addr, "list").await.unwrap();
+        let request = ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str("consumer")]);
+        let listed = conn.send(request).await.unwrap();
+        let ids: Vec<String> = listed.groups.iter().map(|g| g.group_id.to_string()).collect();
+        assert_eq!(ids, ["cg"]);
+        let request = ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str("classic")]);
+        assert!(conn.send(request).await.unwrap().groups.is_empty());
+    });
+    // A clean leave: the other two take its partitions, three each.
+    let seen_before: Vec<(i32, i64, String)> = workers.iter().flat_map(|w| w.records()).collect();
+    workers[0].stop();
+    wait_until("two members own 3 partitions each", Duration::from_secs(20), || {
+        workers[1..].iter().all(|w| w.assignment().is_some_and(|s| s.len() == 3))
+    });
+    // A kill: after the broker's session timeout the last member holds all six.
+    workers[1].kill();
+    let killed_at = Instant::now();
+    wait_until("the last member owns all 6", Duration::from_secs(30), || {
+        workers[2].assignment().is_some_and(|s| s.len() == 6)
+    });
+    eprintln!("a killed consumer-protocol member's partitions moved after {:?}", killed_at.elapsed());
+    produce(&broker, "c", 6, "c", 600..900);
+    let mut all: BTreeSet<String> = seen_before.into_iter().map(|(_, _, v)| v).collect();
+    all.extend(workers[1].records().into_iter().map(|(_, _, v)| v));
+    wait_until("every record processed at least once", Duration::from_secs(60), || {
+        all.extend(workers[2].records().into_iter().map(|(_, _, v)| v));
+        all == expected("c", 0..900)
+    });
+    let (state, _, sizes, _) = describe_consumer_group(&broker, "cg");
+    assert_eq!((state.as_str(), sizes), ("Stable", vec![6]));
+}
+
 #[test]
 fn committed_offsets_survive_a_broker_crash() {
     let mut broker = Broker::start("offsets-crash", GROUP_ARGS);

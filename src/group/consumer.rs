@@ -246,10 +246,9 @@ impl ConsumerGroup {
                 let Some(member) = self.members.get(&request.member_id) else {
                     return refuse(GroupError::UnknownMemberId, "not a member of the group");
                 };
-                let owned_within = request
-                    .owned
-                    .as_ref()
-                    .is_none_or(|owned| owned.iter().all(|p| member.assigned.contains(p) || member.revoking.contains(p)));
+                let owned_within = request.owned.as_ref().is_none_or(|owned| {
+                    owned.iter().all(|p| member.assigned.contains(p) || member.revoking.contains(p))
+                });
                 if epoch != member.member_epoch && !(epoch == member.previous_member_epoch && owned_within) {
                     return refuse(GroupError::FencedMemberEpoch, "the member epoch is not the current one");
                 }
@@ -402,9 +401,8 @@ fn uniform_assign(
     if members.is_empty() {
         return target;
     }
-    let subscribed = |id: &str, topic: &str| {
-        members.iter().any(|(m, subs)| m.as_str() == id && subs.iter().any(|s| s == topic))
-    };
+    let subscribed =
+        |id: &str, topic: &str| members.iter().any(|(m, subs)| m.as_str() == id && subs.iter().any(|s| s == topic));
     let wanted: Vec<Partition> =
         all_partitions(topics).filter(|(t, _)| members.iter().any(|(_, s)| s.contains(t))).collect();
     let (base, mut extra) = (wanted.len() / members.len(), wanted.len() % members.len());
@@ -474,7 +472,8 @@ fn range_assign(
 mod tests {
     use super::*;
 
-    const LIMITS: ConsumerLimits = ConsumerLimits { session_timeout_ms: 45_000, heartbeat_interval_ms: 5000, max_size: 10 };
+    const LIMITS: ConsumerLimits =
+        ConsumerLimits { session_timeout_ms: 45_000, heartbeat_interval_ms: 5000, max_size: 10 };
 
     fn six(topic: &str) -> Option<i32> {
         (topic == "t").then_some(6)
@@ -497,7 +496,13 @@ mod tests {
         )
     }
 
-    fn beat(group: &mut ConsumerGroup, id: &str, epoch: i32, owned: &BTreeSet<Partition>, now: i64) -> ConsumerHeartbeatAnswer {
+    fn beat(
+        group: &mut ConsumerGroup,
+        id: &str,
+        epoch: i32,
+        owned: &BTreeSet<Partition>,
+        now: i64,
+    ) -> ConsumerHeartbeatAnswer {
         group.heartbeat(
             ConsumerHeartbeat {
                 group_id: "g".into(),

@@ -320,8 +320,12 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                             .groups
                             .entry(request.group_id.clone())
                             .or_insert_with(|| Group::new(&request.group_id, now));
-                        group.join(request.clone(), reply, &gc.limits(), now);
-                        return;
+                        if group.consumer.members.is_empty() {
+                            group.join(request.clone(), reply, &gc.limits(), now);
+                            return;
+                        }
+                        // Its members speak the consumer protocol (KIP-848).
+                        Some(GroupError::InconsistentGroupProtocol)
                     }
                 }
             };
@@ -356,6 +360,56 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                     group.complete_sync(generation, stored, now_ms());
                 }
             }
+        }
+        GroupCall::ConsumerHeartbeat(request, reply) => {
+            let refused = |error: GroupError, message: Option<&str>| super::consumer::ConsumerHeartbeatAnswer {
+                error: Some(error),
+                message: message.map(str::to_owned),
+                member_id: request.member_id.clone(),
+                member_epoch: request.member_epoch,
+                assignment: None,
+            };
+            let answer = match locate(&gc, &request.group_id) {
+                Err(error) => refused(error, None),
+                Ok(_) => {
+                    let view = gc.metadata.view();
+                    let partitions =
+                        |topic: &str| view.topic(topic).filter(|t| !t.internal).map(|t| t.partitions.len() as i32);
+                    let mut coordinator = gc.state.borrow_mut();
+                    let known = coordinator.groups.contains_key(&request.group_id);
+                    if !known && request.member_epoch > 0 {
+                        refused(GroupError::UnknownMemberId, Some("not a member of the group"))
+                    } else {
+                        let group = coordinator
+                            .groups
+                            .entry(request.group_id.clone())
+                            .or_insert_with(|| Group::new(&request.group_id, now));
+                        if !group.members.is_empty() {
+                            refused(GroupError::GroupIdNotFound, Some("the group is a classic group with members"))
+                        } else {
+                            let limits = super::consumer::ConsumerLimits {
+                                session_timeout_ms: gc.config.group_consumer_session_timeout_ms,
+                                heartbeat_interval_ms: gc.config.group_consumer_heartbeat_interval_ms,
+                                max_size: gc.config.group_consumer_max_size,
+                            };
+                            group.consumer.heartbeat(request.clone(), &limits, now, &partitions)
+                        }
+                    }
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        GroupCall::ConsumerDescribe { group_id, reply } => {
+            let result = locate(&gc, &group_id).and_then(|_| {
+                let coordinator = gc.state.borrow();
+                match coordinator.groups.get(&group_id) {
+                    Some(group) if group.members.is_empty() && group.state != GroupState::Dead => {
+                        Ok(group.consumer.clone())
+                    }
+                    _ => Err(GroupError::GroupIdNotFound),
+                }
+            });
+            let _ = reply.send(result);
         }
         GroupCall::Heartbeat { group_id, generation_id, member_id, group_instance_id, reply } => {
             let result = locate(&gc, &group_id).err().or_else(|| {
@@ -409,7 +463,11 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
             let check = {
                 let mut coordinator = gc.state.borrow_mut();
                 let group = coordinator.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id, now));
-                group.check_commit(&member_id, group_instance_id.as_deref(), generation_id, now)
+                if group.consumer.members.is_empty() {
+                    group.check_commit(&member_id, group_instance_id.as_deref(), generation_id, now)
+                } else {
+                    group.consumer.check_commit(&member_id, generation_id)
+                }
             };
             if let Some(error) = check {
                 let _ = reply.send(vec![Some(error); offsets.len()]);
@@ -498,7 +556,17 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 Err(error) => GroupDescription { error: Some(error), group_id, ..Default::default() },
                 Ok(_) => {
                     let coordinator = gc.state.borrow();
-                    describe(coordinator.groups.get(&group_id), &group_id)
+                    match coordinator.groups.get(&group_id) {
+                        Some(group) if !group.consumer.members.is_empty() => {
+                            // Kafka describes consumer-protocol groups with ConsumerGroupDescribe.
+                            GroupDescription {
+                                error: Some(GroupError::GroupIdNotFound),
+                                group_id,
+                                ..Default::default()
+                            }
+                        }
+                        group => describe(group, &group_id),
+                    }
                 }
             };
             let _ = reply.send(description);
@@ -509,14 +577,26 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 .groups
                 .values()
                 .filter(|g| g.state != GroupState::Dead)
-                .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state.name())))
-                .map(|g| GroupListing {
-                    group_id: g.id.clone(),
-                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                    state: g.state.name().to_owned(),
+                .map(|g| match g.members.is_empty() && g.consumer.group_epoch > 0 {
+                    true => GroupListing {
+                        group_id: g.id.clone(),
+                        protocol_type: "consumer".to_owned(),
+                        state: g.consumer.state_name().to_owned(),
+                        group_type: "consumer",
+                    },
+                    false => GroupListing {
+                        group_id: g.id.clone(),
+                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                        state: g.state.name().to_owned(),
+                        group_type: "classic",
+                    },
                 })
                 .collect();
-            let _ = reply.send(listing);
+            let listing: Vec<GroupListing> = listing;
+            let listing = listing
+                .into_iter()
+                .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(&g.state)));
+            let _ = reply.send(listing.collect());
         }
         GroupCall::Delete { group_id, reply } => {
             let key = match locate(&gc, &group_id) {
@@ -531,7 +611,9 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 match coordinator.groups.get(&group_id) {
                     None => Err(GroupError::GroupIdNotFound),
                     Some(group) if group.state == GroupState::Dead => Err(GroupError::GroupIdNotFound),
-                    Some(group) if !group.members.is_empty() => Err(GroupError::NonEmptyGroup),
+                    Some(group) if !group.members.is_empty() || !group.consumer.members.is_empty() => {
+                        Err(GroupError::NonEmptyGroup)
+                    }
                     Some(group) => {
                         let mut records: Vec<KeyValue> = group
                             .offsets
@@ -690,6 +772,7 @@ pub async fn run_group_ticker(gc: Rc<GroupCoordinator>) {
         {
             let mut coordinator = gc.state.borrow_mut();
             for group in coordinator.groups.values_mut() {
+                group.consumer.tick(&group.id, now);
                 if group.tick(now).is_some()
                     && let Some((key, _)) = offsets_partition(&view, &group.id)
                 {
@@ -701,7 +784,10 @@ pub async fn run_group_ticker(gc: Rc<GroupCoordinator>) {
                 let retention_ms = gc.config.offsets_retention_minutes * 60_000;
                 let mut emptied = Vec::new();
                 for group in coordinator.groups.values_mut() {
-                    if group.state != GroupState::Empty || group.offsets.is_empty() {
+                    if group.state != GroupState::Empty
+                        || !group.consumer.members.is_empty()
+                        || group.offsets.is_empty()
+                    {
                         continue;
                     }
                     let expired: Vec<(String, i32)> = group

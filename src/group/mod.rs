@@ -1,4 +1,4 @@
-//! Consumer groups (the classic protocol): a coordinator per group, living on the shard that
+//! Consumer groups (the classic protocol, and KIP-848's consumer protocol in `consumer.rs`): a coordinator per group, living on the shard that
 //! owns partition `abs(javaHash(group)) % N` of `__consumer_offsets`, where group metadata and
 //! committed offsets are stored as keyed records and replayed when the shard opens the partition.
 //!
@@ -240,6 +240,8 @@ pub struct GroupListing {
     pub protocol_type: String,
     /// State.
     pub state: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// A call to a group coordinator.
@@ -315,6 +317,15 @@ pub enum GroupCall {
         /// Result.
         reply: oneshot::Sender<Option<GroupError>>,
     },
+    /// ConsumerGroupHeartbeat (KIP-848).
+    ConsumerHeartbeat(consumer::ConsumerHeartbeat, oneshot::Sender<consumer::ConsumerHeartbeatAnswer>),
+    /// ConsumerGroupDescribe for one group: its consumer-protocol side.
+    ConsumerDescribe {
+        /// Group.
+        group_id: String,
+        /// The group, or why not.
+        reply: oneshot::Sender<Result<consumer::ConsumerGroup, GroupError>>,
+    },
     /// OffsetDelete.
     DeleteOffsets {
         /// Group.
@@ -332,12 +343,14 @@ impl GroupCall {
         match self {
             GroupCall::Join(r, _) => Some(&r.group_id),
             GroupCall::Sync(r, _) => Some(&r.group_id),
+            GroupCall::ConsumerHeartbeat(r, _) => Some(&r.group_id),
             GroupCall::Heartbeat { group_id, .. }
             | GroupCall::Leave { group_id, .. }
             | GroupCall::Commit { group_id, .. }
             | GroupCall::FetchOffsets { group_id, .. }
             | GroupCall::Describe { group_id, .. }
             | GroupCall::Delete { group_id, .. }
+            | GroupCall::ConsumerDescribe { group_id, .. }
             | GroupCall::DeleteOffsets { group_id, .. } => Some(group_id),
             GroupCall::List { .. } => None,
         }
@@ -349,6 +362,7 @@ impl GroupCall {
         matches!(
             self,
             GroupCall::Describe { .. }
+                | GroupCall::ConsumerDescribe { .. }
                 | GroupCall::List { .. }
                 | GroupCall::Delete { .. }
                 | GroupCall::DeleteOffsets { .. }

@@ -120,6 +120,8 @@ pub struct Group {
     pub sync_deadline_ms: Option<i64>,
     /// When the state last changed.
     pub state_since_ms: i64,
+    /// Its consumer-protocol (KIP-848) members, when it is such a group.
+    pub consumer: super::consumer::ConsumerGroup,
 }
 
 /// Something the coordinator must persist after a state change.
@@ -147,6 +149,7 @@ impl Group {
             initial_delay_until_ms: None,
             sync_deadline_ms: None,
             state_since_ms: now_ms,
+            consumer: Default::default(),
         }
     }
 

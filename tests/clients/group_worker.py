@@ -3,6 +3,10 @@ processes, commits after each record (at-least-once), leaves the group cleanly o
 
 Usage: group_worker.py BOOTSTRAP TOPIC GROUP NAME [--client confluent|kafka-python]
        [--strategy range|roundrobin|cooperative-sticky] [--instance-id ID] [--session-ms MS]
+       [--protocol classic|consumer] [--remote-assignor uniform|range]
+
+With --protocol consumer (confluent only) the member speaks KIP-848's ConsumerGroupHeartbeat:
+the broker assigns, and sessions and heartbeats are the broker's settings.
 
 Output lines: READY name | ASSIGNED name p,p,... | REVOKED name p,... | RECORD name p offset value
 """
@@ -19,6 +23,8 @@ parser.add_argument("--client", default="confluent")
 parser.add_argument("--strategy", default="range")
 parser.add_argument("--instance-id")
 parser.add_argument("--session-ms", type=int, default=6000)
+parser.add_argument("--protocol", default="classic")
+parser.add_argument("--remote-assignor")
 args = parser.parse_args()
 
 stop = stop_on_stdin()
@@ -44,6 +50,12 @@ if args.client == "confluent":
     }
     if args.instance_id:
         config["group.instance.id"] = args.instance_id
+    if args.protocol == "consumer":
+        for classic_only in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+            del config[classic_only]
+        config["group.protocol"] = "consumer"
+        if args.remote_assignor:
+            config["group.remote.assignor"] = args.remote_assignor
     consumer = Consumer(config)
 
     def on_assign(c, partitions):

@@ -14,10 +14,11 @@ use crate::security::acl;
 /// Answers ListGroups.
 pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let states: Vec<String> = request.states_filter.iter().map(|s| s.as_str().to_owned()).collect();
-    // Only classic groups exist here (KIP-848 "consumer" groups do not yet): they are listed
-    // when no type is asked for or "classic" is among those asked for.
-    let types_ok = request.types_filter.is_empty()
-        || request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    // Classic and consumer-protocol (KIP-848) groups, as the type filter asks.
+    let types_ok = |group_type: &str| {
+        request.types_filter.is_empty()
+            || request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case(group_type))
+    };
     let all_visible = conn.cluster_allowed(acl::op::DESCRIBE);
     let groups = &conn.ctx.groups;
     let mut listings = Vec::new();
@@ -33,7 +34,9 @@ pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: 
     let mut groups = Vec::new();
     for listing in listings {
         for g in listing.unwrap_or_default() {
-            if !types_ok || !(all_visible || conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, &g.group_id)) {
+            if !types_ok(g.group_type)
+                || !(all_visible || conn.allowed(acl::op::DESCRIBE, acl::resource::GROUP, &g.group_id))
+            {
                 continue;
             }
             let mut listed = ListedGroup::default()
@@ -43,7 +46,7 @@ pub async fn handle(conn: &Rc<Connection>, request: ListGroupsRequest, version: 
                 listed = listed.with_group_state(StrBytes::from_string(g.state));
             }
             if version >= 5 {
-                listed = listed.with_group_type(StrBytes::from_static_str("classic"));
+                listed = listed.with_group_type(StrBytes::from_static_str(g.group_type));
             }
             groups.push(listed);
         }

@@ -6,6 +6,8 @@ pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
@@ -145,6 +147,8 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
         range::<DescribeProducersRequest>(ApiKey::DescribeProducers),
         range::<DescribeTopicPartitionsRequest>(ApiKey::DescribeTopicPartitions),
         range::<ListConfigResourcesRequest>(ApiKey::ListConfigResources),
+        range::<ConsumerGroupHeartbeatRequest>(ApiKey::ConsumerGroupHeartbeat),
+        range::<ConsumerGroupDescribeRequest>(ApiKey::ConsumerGroupDescribe),
         // v0 sends the SASL tokens unframed after it; clients that know v1 use SaslAuthenticate.
         (ApiKey::SaslHandshake, 1, SaslHandshakeRequest::VERSIONS.max),
         range::<SaslAuthenticateRequest>(ApiKey::SaslAuthenticate),
@@ -287,6 +291,8 @@ errors!(
     DescribeProducersResponse: {topics[partitions[error_code / error_message]]};
     DescribeTopicPartitionsResponse: {topics[error_code]} {topics[partitions[error_code]]};
     ListConfigResourcesResponse: {error_code};
+    ConsumerGroupHeartbeatResponse: {error_code / error_message};
+    ConsumerGroupDescribeResponse: {groups[error_code / error_message]};
 );
 
 /// A response that tells its client how long to back off for a quota (`throttle_time_ms`, in
@@ -346,6 +352,8 @@ throttled!(
     DescribeProducersResponse,
     DescribeTopicPartitionsResponse,
     ListConfigResourcesResponse,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupDescribeResponse,
 );
 
 /// Responses without the field (the SASL exchange, which no quota applies to yet, and the
@@ -442,6 +450,12 @@ pub async fn dispatch(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pend
             simple!(conn, frame, key, DescribeTopicPartitionsRequest, describe_topic_partitions)
         }
         ApiKey::ListConfigResources => simple!(conn, frame, key, ListConfigResourcesRequest, list_config_resources),
+        ApiKey::ConsumerGroupHeartbeat => {
+            simple!(conn, frame, key, ConsumerGroupHeartbeatRequest, consumer_group_heartbeat)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            simple!(conn, frame, key, ConsumerGroupDescribeRequest, consumer_group_describe)
+        }
         _ => Err(RequestError::UnsupportedVersion { key, version }),
     }
 }
