@@ -348,6 +348,24 @@ fn consumer_protocol_members_split_six_partitions_and_rebalance_on_leave_and_kil
     assert_eq!((state.as_str(), sizes), ("Stable", vec![6]));
 }
 
+/// The `range` assignor when members ask for it (`group.remote.assignor`): contiguous ranges.
+#[test]
+fn consumer_protocol_members_that_ask_for_range_get_contiguous_ranges() {
+    let broker = Broker::start("kip848-range", CONSUMER_PROTOCOL_ARGS);
+    create_topic(&broker, "r", 5);
+    let args = ["--protocol", "consumer", "--remote-assignor", "range"];
+    let workers: Vec<Worker> = (0..2).map(|i| Worker::start(&broker, "r", "rg", &format!("w{i}"), &args)).collect();
+    wait_until("two members sharing 5 partitions", Duration::from_secs(60), || {
+        let sets: Vec<_> = workers.iter().map(|w| w.assignment().unwrap_or_default()).collect();
+        sets.iter().all(|s| !s.is_empty()) && sets.iter().map(BTreeSet::len).sum::<usize>() == 5
+    });
+    let (state, assignor, sizes, _) = describe_consumer_group(&broker, "rg");
+    assert_eq!((state.as_str(), assignor.as_str(), sizes), ("Stable", "range", vec![2, 3]));
+    let mut ranges: Vec<Vec<i32>> = workers.iter().map(|w| w.assignment().unwrap().into_iter().collect()).collect();
+    ranges.sort();
+    assert_eq!(ranges, [vec![0, 1, 2], vec![3, 4]]);
+}
+
 #[test]
 fn committed_offsets_survive_a_broker_crash() {
     let mut broker = Broker::start("offsets-crash", GROUP_ARGS);
