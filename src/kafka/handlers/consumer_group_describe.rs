@@ -79,18 +79,31 @@ pub async fn handle(
 
 /// Partitions by topic, with ids and names.
 fn assignment(view: &MetadataView, partitions: &BTreeSet<Partition>) -> Assignment {
-    let mut topics: Vec<TopicPartitions> = Vec::new();
+    let topics = by_topic(view, partitions)
+        .into_iter()
+        .map(|(id, name, partitions)| {
+            TopicPartitions::default()
+                .with_topic_id(id)
+                .with_topic_name(TopicName(StrBytes::from_string(name.to_owned())))
+                .with_partitions(partitions)
+        })
+        .collect();
+    Assignment::default().with_topic_partitions(topics)
+}
+
+/// Partitions (sorted by topic) grouped by topic: id, name and indexes; topics that no longer
+/// exist are left out.
+pub(super) fn by_topic<'a>(
+    view: &MetadataView,
+    partitions: &'a BTreeSet<Partition>,
+) -> Vec<(uuid::Uuid, &'a str, Vec<i32>)> {
+    let mut topics: Vec<(uuid::Uuid, &str, Vec<i32>)> = Vec::new();
     for (topic, partition) in partitions {
         let Some(image) = view.topic(topic) else { continue };
         match topics.last_mut() {
-            Some(last) if last.topic_id == image.id => last.partitions.push(*partition),
-            _ => topics.push(
-                TopicPartitions::default()
-                    .with_topic_id(image.id)
-                    .with_topic_name(TopicName(StrBytes::from_string(topic.clone())))
-                    .with_partitions(vec![*partition]),
-            ),
+            Some(last) if last.0 == image.id => last.2.push(*partition),
+            _ => topics.push((image.id, topic, vec![*partition])),
         }
     }
-    Assignment::default().with_topic_partitions(topics)
+    topics
 }

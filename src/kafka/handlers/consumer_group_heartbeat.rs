@@ -70,14 +70,10 @@ pub async fn handle(
             ..Default::default()
         });
     let assignment = answer.assignment.map(|partitions| {
-        let mut topics: Vec<TopicPartitions> = Vec::new();
-        for (topic, partition) in partitions {
-            let Some(image) = view.topic(&topic) else { continue };
-            match topics.last_mut() {
-                Some(last) if last.topic_id == image.id => last.partitions.push(partition),
-                _ => topics.push(TopicPartitions::default().with_topic_id(image.id).with_partitions(vec![partition])),
-            }
-        }
+        let topics = super::consumer_group_describe::by_topic(&view, &partitions)
+            .into_iter()
+            .map(|(id, _, partitions)| TopicPartitions::default().with_topic_id(id).with_partitions(partitions))
+            .collect();
         Assignment::default().with_topic_partitions(topics)
     });
     ConsumerGroupHeartbeatResponse::default()
