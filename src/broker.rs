@@ -496,7 +496,12 @@ fn collect_stats(services: &Services) -> Vec<ShardStats> {
                         cache_bytes: partitions.cache.used_bytes,
                         cache_hits: partitions.cache.hits,
                         cache_misses: partitions.cache.misses,
-                        errors: kafka.error_stats.snapshot(),
+                        errors: kafka
+                            .error_stats
+                            .snapshot()
+                            .into_iter()
+                            .map(|(api, error, code, count)| crate::http::ErrorCount { api, error, code, count })
+                            .collect(),
                     }
                 })
                 .ok()

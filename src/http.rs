@@ -44,7 +44,20 @@ pub struct ShardStats {
     /// Read cache misses.
     pub cache_misses: u64,
     /// Error answers, per API and error code.
-    pub errors: Vec<crate::kafka::error_stats::ErrorCount>,
+    pub errors: Vec<ErrorCount>,
+}
+
+/// How many answers of one API carried one error code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorCount {
+    /// The API's name (`CreateTopics`).
+    pub api: String,
+    /// The error's name as Kafka spells it (`INVALID_REPLICATION_FACTOR`).
+    pub error: String,
+    /// Its code.
+    pub code: i16,
+    /// Answers (each failed topic, partition or resource counts once).
+    pub count: u64,
 }
 
 /// Where the endpoint gets the counters it reports (called on a blocking-pool thread).

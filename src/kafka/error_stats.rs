@@ -27,19 +27,6 @@ const ROUTINE: [ResponseError; 9] = [
     ResponseError::FencedMemberEpoch,
 ];
 
-/// How many answers of one API carried one error code.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ErrorCount {
-    /// The API's name (`CreateTopics`).
-    pub api: String,
-    /// The error's name as Kafka spells it (`INVALID_REPLICATION_FACTOR`).
-    pub error: String,
-    /// Its code.
-    pub code: i16,
-    /// Answers (each failed topic, partition or resource counts once).
-    pub count: u64,
-}
-
 /// One shard's error answers (only its thread touches them).
 #[derive(Default)]
 pub struct ErrorStats {
@@ -72,16 +59,14 @@ impl ErrorStats {
         }
     }
 
-    /// Every count so far, by API then code.
-    pub fn snapshot(&self) -> Vec<ErrorCount> {
+    /// Every count so far, by API then code: (API name, error name, code, answers).
+    pub fn snapshot(&self) -> Vec<(String, String, i16, u64)> {
         self.counts
             .borrow()
             .iter()
-            .map(|(&(api, code), &count)| ErrorCount {
-                api: ApiKey::try_from(api).map_or_else(|_| api.to_string(), |k| format!("{k:?}")),
-                error: error_name(code),
-                code,
-                count,
+            .map(|(&(api, code), &count)| {
+                let api = ApiKey::try_from(api).map_or_else(|_| api.to_string(), |k| format!("{k:?}"));
+                (api, error_name(code), code, count)
             })
             .collect()
     }
@@ -125,7 +110,7 @@ mod tests {
         }
         stats.record(ApiKey::Metadata, 3, None, "c");
         let seen: Vec<(String, String, u64)> =
-            stats.snapshot().into_iter().map(|c| (c.api, c.error, c.count)).collect();
+            stats.snapshot().into_iter().map(|(api, error, _, count)| (api, error, count)).collect();
         assert_eq!(
             seen,
             [
