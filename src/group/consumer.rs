@@ -121,8 +121,6 @@ pub struct ConsumerGroup {
 pub struct ConsumerLimits {
     /// `group.consumer.session.timeout.ms`.
     pub session_timeout_ms: i32,
-    /// `group.consumer.heartbeat.interval.ms`.
-    pub heartbeat_interval_ms: i32,
     /// `group.consumer.max.size`.
     pub max_size: usize,
 }
@@ -472,8 +470,7 @@ fn range_assign(
 mod tests {
     use super::*;
 
-    const LIMITS: ConsumerLimits =
-        ConsumerLimits { session_timeout_ms: 45_000, heartbeat_interval_ms: 5000, max_size: 10 };
+    const LIMITS: ConsumerLimits = ConsumerLimits { session_timeout_ms: 45_000, max_size: 10 };
 
     fn six(topic: &str) -> Option<i32> {
         (topic == "t").then_some(6)

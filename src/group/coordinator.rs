@@ -137,6 +137,13 @@ impl GroupCoordinator {
         self.stopping.set(true);
     }
 
+    fn consumer_limits(&self) -> super::consumer::ConsumerLimits {
+        super::consumer::ConsumerLimits {
+            session_timeout_ms: self.config.group_consumer_session_timeout_ms,
+            max_size: self.config.group_consumer_max_size,
+        }
+    }
+
     fn limits(&self) -> GroupLimits {
         GroupLimits {
             min_session_timeout_ms: self.config.group_min_session_timeout_ms,
@@ -320,7 +327,7 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                             .groups
                             .entry(request.group_id.clone())
                             .or_insert_with(|| Group::new(&request.group_id, now));
-                        if group.consumer.members.is_empty() {
+                        if !group.has_consumer_members() {
                             group.join(request.clone(), reply, &gc.limits(), now);
                             return;
                         }
@@ -387,12 +394,7 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                         if !group.members.is_empty() {
                             refused(GroupError::GroupIdNotFound, Some("the group is a classic group with members"))
                         } else {
-                            let limits = super::consumer::ConsumerLimits {
-                                session_timeout_ms: gc.config.group_consumer_session_timeout_ms,
-                                heartbeat_interval_ms: gc.config.group_consumer_heartbeat_interval_ms,
-                                max_size: gc.config.group_consumer_max_size,
-                            };
-                            group.consumer.heartbeat(request.clone(), &limits, now, &partitions)
+                            group.consumer.heartbeat(request.clone(), &gc.consumer_limits(), now, &partitions)
                         }
                     }
                 }
@@ -463,7 +465,7 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
             let check = {
                 let mut coordinator = gc.state.borrow_mut();
                 let group = coordinator.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id, now));
-                if group.consumer.members.is_empty() {
+                if !group.has_consumer_members() {
                     group.check_commit(&member_id, group_instance_id.as_deref(), generation_id, now)
                 } else {
                     group.consumer.check_commit(&member_id, generation_id)
@@ -557,7 +559,7 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 Ok(_) => {
                     let coordinator = gc.state.borrow();
                     match coordinator.groups.get(&group_id) {
-                        Some(group) if !group.consumer.members.is_empty() => {
+                        Some(group) if group.has_consumer_members() => {
                             // Kafka describes consumer-protocol groups with ConsumerGroupDescribe.
                             GroupDescription {
                                 error: Some(GroupError::GroupIdNotFound),
@@ -577,26 +579,17 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 .groups
                 .values()
                 .filter(|g| g.state != GroupState::Dead)
-                .map(|g| match g.members.is_empty() && g.consumer.group_epoch > 0 {
-                    true => GroupListing {
-                        group_id: g.id.clone(),
-                        protocol_type: "consumer".to_owned(),
-                        state: g.consumer.state_name().to_owned(),
-                        group_type: "consumer",
-                    },
-                    false => GroupListing {
-                        group_id: g.id.clone(),
-                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                        state: g.state.name().to_owned(),
-                        group_type: "classic",
-                    },
+                .map(|g| {
+                    // A group whose only members ever were consumer-protocol ones is listed as such.
+                    let (protocol_type, state, group_type) = match g.members.is_empty() && g.consumer.group_epoch > 0 {
+                        true => ("consumer".to_owned(), g.consumer.state_name(), "consumer"),
+                        false => (g.protocol_type.clone().unwrap_or_default(), g.state.name(), "classic"),
+                    };
+                    GroupListing { group_id: g.id.clone(), protocol_type, state: state.to_owned(), group_type }
                 })
+                .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(&g.state)))
                 .collect();
-            let listing: Vec<GroupListing> = listing;
-            let listing = listing
-                .into_iter()
-                .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(&g.state)));
-            let _ = reply.send(listing.collect());
+            let _ = reply.send(listing);
         }
         GroupCall::Delete { group_id, reply } => {
             let key = match locate(&gc, &group_id) {
@@ -611,7 +604,7 @@ pub async fn handle(gc: Rc<GroupCoordinator>, call: GroupCall) {
                 match coordinator.groups.get(&group_id) {
                     None => Err(GroupError::GroupIdNotFound),
                     Some(group) if group.state == GroupState::Dead => Err(GroupError::GroupIdNotFound),
-                    Some(group) if !group.members.is_empty() || !group.consumer.members.is_empty() => {
+                    Some(group) if !group.members.is_empty() || group.has_consumer_members() => {
                         Err(GroupError::NonEmptyGroup)
                     }
                     Some(group) => {
@@ -784,10 +777,7 @@ pub async fn run_group_ticker(gc: Rc<GroupCoordinator>) {
                 let retention_ms = gc.config.offsets_retention_minutes * 60_000;
                 let mut emptied = Vec::new();
                 for group in coordinator.groups.values_mut() {
-                    if group.state != GroupState::Empty
-                        || !group.consumer.members.is_empty()
-                        || group.offsets.is_empty()
-                    {
+                    if group.state != GroupState::Empty || group.has_consumer_members() || group.offsets.is_empty() {
                         continue;
                     }
                     let expired: Vec<(String, i32)> = group

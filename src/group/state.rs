@@ -153,6 +153,11 @@ impl Group {
         }
     }
 
+    /// Whether consumer-protocol (KIP-848) members are in the group: classic calls are refused.
+    pub fn has_consumer_members(&self) -> bool {
+        !self.consumer.members.is_empty()
+    }
+
     fn transition(&mut self, state: GroupState, now_ms: i64) {
         self.state = state;
         self.state_since_ms = now_ms;
