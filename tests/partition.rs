@@ -240,10 +240,11 @@ fn a_follower_copies_the_leader_which_acknowledges_once_the_isr_has_it_and_a_div
         assert_eq!(copy_round(&leader, &follower, 2).await, 1);
         assert_eq!(leader.high_watermark(), 0, "the follower has not said it holds the batch yet");
         assert!(visible(&leader, Isolation::HighWatermark).await.is_empty());
-        // Its next fetch, from offset 3, says it holds offsets 0..3: committed.
+        // Its next fetch, from offset 3, says it holds offsets 0..3: committed (once the
+        // leader's own write is durable too, which this test does not wait for).
         assert_eq!(copy_round(&leader, &follower, 2).await, 0);
-        assert_eq!(leader.high_watermark(), 3);
         replicated.committed.wait().await.expect("acks=all answered once the ISR holds it");
+        assert_eq!(leader.high_watermark(), 3);
         copy_round(&leader, &follower, 2).await;
         assert_eq!(follower.high_watermark(), 3, "the leader's high watermark reaches the follower");
         assert_eq!(all_batches(&leader).await, all_batches(&follower).await, "byte for byte");
@@ -304,13 +305,24 @@ fn delete_records_is_answered_once_the_in_sync_follower_deleted_too() {
         let (broker1, broker2) = (manager_of(&dir1, 1, &faults), manager_of(&dir2, 2, &faults));
         let leader = open_as(&broker1, pair(1, 0), config(FlushPolicy::Always, 1)).await;
         let follower = open_as(&broker2, pair(1, 0), config(FlushPolicy::Always, 1)).await;
+        let mut appended = Vec::new();
         for _ in 0..3 {
             let (records, spans) = batch(2, None);
-            leader.replicate(records, &spans, Acks::Leader, 0).unwrap();
+            appended.push(leader.replicate(records, &spans, Acks::Leader, 0).unwrap());
         }
-        while leader.high_watermark() < 6 || follower.high_watermark() < 6 {
+        // The leader's high watermark also waits for its own writes to be durable: copying rounds
+        // that find nothing new never wait, so without this the loop below could spin while the
+        // leader's writer never gets to run.
+        for replicated in appended {
+            replicated.committed.wait().await.unwrap();
+        }
+        for _ in 0..10 {
+            if leader.high_watermark() == 6 && follower.high_watermark() == 6 {
+                break;
+            }
             copy_round(&leader, &follower, 2).await;
         }
+        assert_eq!((leader.high_watermark(), follower.high_watermark()), (6, 6));
         assert!(matches!(follower.delete_records(4).await, Err(PartitionError::NotLeaderOrFollower)));
         assert_eq!(leader.delete_records(4).await.unwrap(), 4);
         let mut answer = Box::pin(leader.low_watermark_reached(4));
