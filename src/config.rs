@@ -157,6 +157,10 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// Preallocate segment files.
     pub log_preallocate: bool,
+    /// How far past its data each log's active segment is zero-filled in the background while
+    /// its writes are small, so appends overwrite written blocks (`storage/log/prepare.rs`;
+    /// Moldau's own, no Kafka name); 0 turns it off.
+    pub log_prepare_ahead_bytes: u64,
     /// Run the log cleaner (compaction of `cleanup.policy=compact` topics) on every shard.
     pub log_cleaner_enable: bool,
     /// Memory for the cleaners' offset maps, split evenly over the shards (Kafka's
@@ -285,6 +289,7 @@ impl Default for BrokerConfig {
             log_segment_ms: 7 * 24 * 3600 * 1000,
             log_retention_check_interval_ms: 300_000,
             log_preallocate: true,
+            log_prepare_ahead_bytes: crate::storage::PREPARE_AHEAD_BYTES,
             log_cleaner_enable: true,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,

@@ -448,6 +448,7 @@ impl TopicConfig {
             },
             preallocate: get("preallocate") == "true",
             recycle_segments: get("preallocate") == "true",
+            prepare_ahead_bytes: broker.log_prepare_ahead_bytes,
             delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
             compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().expect("validated"),

@@ -124,8 +124,8 @@ pub struct LogConfig {
     /// instead of into fresh (unwritten) blocks: see `storage/log/files.rs`.
     pub recycle_segments: bool,
     /// Zero-fill the active segment's preallocated blocks this far ahead of the write position,
-    /// in the background, while the log's writes are small (see `storage/log/prepare.rs`); 0
-    /// (the default for now) turns it off; [`PREPARE_AHEAD_BYTES`] is the value measured.
+    /// in the background, while the log's writes are small (see `storage/log/prepare.rs`); 0 turns
+    /// it off. The default is [`PREPARE_AHEAD_BYTES`].
     pub prepare_ahead_bytes: u64,
     /// Write unwritten data once this much has accumulated, whatever the flush policy.
     pub write_behind_bytes: usize,
@@ -154,10 +154,7 @@ impl Default for LogConfig {
             preallocate: true,
             preallocate_step_bytes: PREALLOCATE_STEP_BYTES,
             recycle_segments: true,
-            // Off until it passes the fault-injection tests: its own fdatasync takes an injected
-            // sync failure meant for the data's (tests/partition.rs), and a partition test run
-            // hung once with it on. Opt in per log (benches/storage.rs measures both).
-            prepare_ahead_bytes: 0,
+            prepare_ahead_bytes: PREPARE_AHEAD_BYTES,
             write_behind_bytes: 1 << 20,
             max_unwritten_bytes: 64 << 20,
         }

@@ -172,6 +172,16 @@ pub(super) enum Command {
     Flush { reply: oneshot::Sender<Result<(), StorageError>> },
 }
 
+impl Command {
+    /// Answers the command with `err` without running it.
+    pub(super) fn refuse(self, err: StorageError) {
+        let reply = match self {
+            Command::Truncate { reply, .. } | Command::StartAt { reply, .. } | Command::Flush { reply } => reply,
+        };
+        let _ = reply.send(Err(err));
+    }
+}
+
 pub(super) struct Waiter {
     end_offset: i64,
     reply: oneshot::Sender<Result<(), StorageError>>,
@@ -352,14 +362,18 @@ impl LogState {
     }
 
     pub(super) fn go_offline(&mut self, reason: String) {
-        tracing::error!(reason = %reason, "log goes offline");
-        self.offline = Some(reason.clone());
-        self.complete_durability(&Err(StorageError::Offline(reason)));
+        // The first failure is the one to report; whatever failed after it followed from it.
+        let reason = match &self.offline {
+            Some(first) => first.clone(),
+            None => {
+                tracing::error!(reason = %reason, "log goes offline");
+                self.offline = Some(reason.clone());
+                reason
+            }
+        };
+        self.complete_durability(&Err(StorageError::Offline(reason.clone())));
         for cmd in self.commands.drain(..) {
-            let reply = match cmd {
-                Command::Truncate { reply, .. } | Command::StartAt { reply, .. } | Command::Flush { reply } => reply,
-            };
-            let _ = reply.send(Err(StorageError::Offline(self.offline.clone().unwrap_or_default())));
+            cmd.refuse(StorageError::Offline(reason.clone()));
         }
         self.release_room_waiters();
     }

@@ -134,8 +134,7 @@ pub(super) async fn maybe_prepare(inner: &LogInner) {
         return;
     }
     let active = state.active();
-    let Some(file) = active.file.clone() else { return };
-    if active.sealed {
+    if active.file.is_none() || active.sealed {
         return;
     }
     let data_end = round_up_to_page(active.size as usize) as u64;
@@ -145,11 +144,19 @@ pub(super) async fn maybe_prepare(inner: &LogInner) {
         return;
     }
     let segment_base = active.base_offset;
-    let task = io::spawn(zero_fill(file, start, end));
+    let task = io::spawn(zero_fill(active.path.clone(), start, end));
     state.preparing = Some(Preparing { segment_base, start, end, task });
 }
 
-async fn zero_fill(file: Rc<DirectFile>, start: u64, end: u64) -> std::io::Result<()> {
+/// Zero-fills `[start, end)` of the segment file at `path` through a descriptor of its own, then
+/// fdatasyncs it. Its own, because the kernel reports a writeback error once per open file
+/// description: had this fdatasync shared the log's descriptor, it could take an error that
+/// belongs to data written before it, and the data's next fdatasync would succeed. Apart, the
+/// data's fdatasync sees every error of the file, and a failure here loses nothing (the blocks
+/// stay unwritten). For the same reason it does not share the log's injected faults, which
+/// model failures of the data path.
+async fn zero_fill(path: std::path::PathBuf, start: u64, end: u64) -> std::io::Result<()> {
+    let file = DirectFile::open(&path, io::OpenMode::Existing, io::Faults::none()).await?;
     let (result, buf) = file.write_all_at(zeros((end - start) as usize), start).await;
     give_back(buf);
     result?;
