@@ -244,12 +244,13 @@ fn retention_percentiles() {
 /// writes (`moldau::io::DirectFile` on the same ring, sequential, one page each) each followed by
 /// fdatasync, into blocks already written and into fallocated (unwritten) ones: what the disk and
 /// the runtime cost without the log. Each write rewrites the page it lands on, as fio's
-/// overwrite mode does.
+/// overwrite mode does. The same again with `RWF_DSYNC` writes (one operation, no fdatasync).
 fn raw_write_sync_percentiles() {
     let runtime = moldau::io::new_runtime().unwrap();
-    for written in [true, false] {
+    for (written, dsync) in [(true, false), (true, true), (false, false), (false, true)] {
         let label = if written { "written" } else { "unwritten" };
-        let dir = bench_dir(&format!("raw-{label}"));
+        let how = if dsync { "RWF_DSYNC write" } else { "write + fdatasync" };
+        let dir = bench_dir(&format!("raw-{label}-{dsync}"));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("file");
         let bytes: u64 = 80 << 20;
@@ -272,17 +273,24 @@ fn raw_write_sync_percentiles() {
             let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
             for i in 0..20_000u64 {
                 let start = Instant::now();
-                let (result, back) = file.write_all_at(page, i * PAGE_BYTES as u64).await;
-                result.unwrap();
-                page = back;
-                file.sync_data().await.unwrap();
+                let position = i * PAGE_BYTES as u64;
+                if dsync {
+                    let (result, back) = file.write_all_at_durable(page, position).await;
+                    result.unwrap();
+                    page = back;
+                } else {
+                    let (result, back) = file.write_all_at(page, position).await;
+                    result.unwrap();
+                    page = back;
+                    file.sync_data().await.unwrap();
+                }
                 if i >= 1000 {
                     histogram.record(start.elapsed().as_nanos() as u64).unwrap();
                 }
             }
             histogram
         });
-        print_percentiles(&format!("raw 4KiB write + fdatasync into {label} blocks (19000 samples)"), &histogram);
+        print_percentiles(&format!("raw 4KiB {how} into {label} blocks (19000 samples)"), &histogram);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -395,14 +403,18 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     // Only under `cargo bench` (which passes --bench): `cargo test` runs each criterion bench
     // once as a smoke test, and these are minutes of disk work.
-    // `cargo bench --bench storage -- compaction` runs only the cleaner's section.
+    // `cargo bench --bench storage -- compaction` runs only the cleaner's section,
     let bench = std::env::args().any(|a| a == "--bench");
-    if bench && !std::env::args().any(|a| a == "compaction") {
+    // `-- raw` only the baseline.
+    let only = |name: &str| std::env::args().any(|a| a == name);
+    if bench && !only("compaction") {
         raw_write_sync_percentiles();
-        latency_percentiles();
-        retention_percentiles();
+        if !only("raw") {
+            latency_percentiles();
+            retention_percentiles();
+        }
     }
-    if bench {
+    if bench && !only("raw") {
         compaction_percentiles();
     }
 }

@@ -12,7 +12,6 @@ use compio::BufResult;
 use compio::buf::{IntoInner, IoBufMut};
 use compio::fs::{File, OpenOptions};
 use compio::io::AsyncReadAt;
-use compio::io::AsyncWriteAt;
 use compio_driver::{OpCode, OpEntry};
 
 use super::aligned::{AlignedBuf, PAGE_BYTES};
@@ -81,40 +80,46 @@ impl DirectFile {
     /// Writes all of `buf` at `position`. Both must be page aligned (the caller pads the tail).
     /// The buffer comes back whatever the outcome so it can be reused.
     pub async fn write_all_at(&self, buf: AlignedBuf, position: u64) -> (io::Result<()>, AlignedBuf) {
-        debug_assert_eq!(position % PAGE_BYTES as u64, 0);
-        debug_assert_eq!(buf.len() % PAGE_BYTES, 0);
         if let Err(err) = self.faults.check(FaultOp::Write) {
             return (Err(err), buf);
         }
-        let total = buf.len();
-        let mut written = 0usize;
-        let mut buf = buf;
-        while written < total {
+        self.write_with_flags(buf, position, 0).await
+    }
+
+    /// [`write_all_at`](Self::write_all_at), durable on return (`RWF_DSYNC`: what the write
+    /// covers is as stable as after an fdatasync, in one operation instead of two). Fails like
+    /// a write or like an fdatasync.
+    pub async fn write_all_at_durable(&self, buf: AlignedBuf, position: u64) -> (io::Result<()>, AlignedBuf) {
+        if let Err(err) = self.faults.check(FaultOp::Write).and_then(|()| self.faults.check(FaultOp::Sync)) {
+            return (Err(err), buf);
+        }
+        if let Some(delay) = self.faults.sync_delay() {
+            compio::time::sleep(delay).await;
+        }
+        self.write_with_flags(buf, position, libc::RWF_DSYNC).await
+    }
+
+    async fn write_with_flags(&self, buf: AlignedBuf, position: u64, flags: i32) -> (io::Result<()>, AlignedBuf) {
+        debug_assert_eq!(position % PAGE_BYTES as u64, 0);
+        debug_assert_eq!(buf.len() % PAGE_BYTES, 0);
+        let mut op = Write { fd: self.raw_fd(), buf, from: 0, position, flags };
+        while op.from < op.buf.len() {
             // A short write leaves the remaining range page aligned only if the kernel stopped on
             // a page boundary; O_DIRECT writes are all-or-nothing per block in practice, and a
             // misaligned remainder is reported as an error rather than silently rewritten.
-            let (result, returned) = if written == 0 {
-                let mut file = &self.file;
-                let BufResult(result, returned) = file.write_at(buf, position).await;
-                (result, returned)
-            } else {
-                if !written.is_multiple_of(PAGE_BYTES) {
-                    return (Err(io::Error::other("short O_DIRECT write off a page boundary")), buf);
-                }
-                let slice = compio::buf::IoBuf::slice(buf, written..);
-                let mut file = &self.file;
-                let BufResult(result, slice) = file.write_at(slice, position + written as u64).await;
-                (result, slice.into_inner())
-            };
-            buf = returned;
+            if !op.from.is_multiple_of(PAGE_BYTES) {
+                return (Err(io::Error::other("short O_DIRECT write off a page boundary")), op.buf);
+            }
+            let BufResult(result, returned) = compio::runtime::submit(op).await;
+            op = returned;
             match result {
-                Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), buf),
-                Ok(n) => written += n,
+                Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), op.buf),
+                Ok(n) => op.from += n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return (Err(err), buf),
+                Err(err) => return (Err(err), op.buf),
             }
         }
-        (Ok(()), buf)
+        (Ok(()), op.buf)
     }
 
     /// Reads into `buf` (which must be empty) from `position` until the buffer's capacity is
@@ -205,6 +210,41 @@ impl DirectFile {
     /// The file's current length in bytes.
     pub async fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata().await?.len())
+    }
+}
+
+/// io_uring `IORING_OP_WRITE` of `buf[from..]` at `position + from`, with `pwritev2` flags
+/// (compio's own write takes none).
+struct Write {
+    fd: RawFd,
+    buf: AlignedBuf,
+    from: usize,
+    position: u64,
+    flags: i32,
+}
+
+// SAFETY: the entry points into `buf`, which the operation owns until it completes (compio
+// keeps the operation alive while the kernel may use it); the descriptor is kept open by the
+// `DirectFile` that awaits the operation.
+unsafe impl OpCode for Write {
+    type Control = ();
+
+    fn create_entry(&mut self, _: &mut Self::Control) -> OpEntry {
+        let rest = &self.buf.as_slice()[self.from..];
+        io_uring::opcode::Write::new(io_uring::types::Fd(self.fd), rest.as_ptr(), rest.len() as u32)
+            .offset(self.position + self.from as u64)
+            .rw_flags(self.flags)
+            .build()
+            .into()
+    }
+
+    fn call_blocking(&mut self, _: &mut Self::Control) -> io::Result<usize> {
+        let rest = &self.buf.as_slice()[self.from..];
+        let iov = libc::iovec { iov_base: rest.as_ptr() as *mut libc::c_void, iov_len: rest.len() };
+        let offset = (self.position + self.from as u64) as libc::off_t;
+        // SAFETY: one iovec over memory we own, on a descriptor we own.
+        let n = unsafe { libc::pwritev2(self.fd, &iov, 1, offset, self.flags) };
+        if n >= 0 { Ok(n as usize) } else { Err(io::Error::last_os_error()) }
     }
 }
 

@@ -156,7 +156,10 @@ pub(super) async fn run_writes(inner: &LogInner, sync: bool) -> Result<(), Stora
         };
         let seal = job.seal;
         let file = ensure_file(inner, job.segment_base).await?;
-        write_job(inner, &file, job).await?;
+        // Under a sync, the active segment's data is written durable in the same operation
+        // (`RWF_DSYNC`: one io_uring operation instead of a write and an fdatasync, each of
+        // which may wait on a kernel worker). A rolled segment is synced when sealed.
+        write_job(inner, &file, job, sync && !seal).await?;
         if seal {
             seal_segment(inner, &file).await?;
         }
@@ -227,7 +230,13 @@ pub(super) async fn ensure_file(inner: &LogInner, base: i64) -> Result<Rc<Direct
     Ok(file)
 }
 
-pub(super) async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: WriteJob) -> Result<(), StorageError> {
+/// Writes one job; `durable` makes it an `RWF_DSYNC` write.
+pub(super) async fn write_job(
+    inner: &LogInner,
+    file: &Rc<DirectFile>,
+    job: WriteJob,
+    durable: bool,
+) -> Result<(), StorageError> {
     let WriteJob { segment_base, mut buf, position, end_size, end_offset, .. } = job;
     let (preallocate, allocated, step) = {
         let state = inner.state.borrow();
@@ -246,9 +255,13 @@ pub(super) async fn write_job(inner: &LogInner, file: &Rc<DirectFile>, job: Writ
         }
     }
     buf.pad_to_page();
-    let (result, buf) = file.write_all_at(buf, position).await;
+    let (result, buf) = match durable {
+        true => file.write_all_at_durable(buf, position).await,
+        false => file.write_all_at(buf, position).await,
+    };
     result.map_err(|e| StorageError::io(file.path(), &e))?;
     let mut state = inner.state.borrow_mut();
+    state.unsynced_write |= !durable;
     // Keep the buffer for the next round even when a burst grew it: a fresh one would be
     // page-faulted in, and growing it again copies (realloc of page-aligned memory moves it).
     // An idle log gives a grown spare back (see `flusher`).
@@ -275,10 +288,15 @@ pub(super) async fn sync_active(inner: &LogInner) -> Result<(), StorageError> {
         let state = inner.state.borrow();
         (state.active().file.clone(), state.written_offset)
     };
+    let unsynced = {
+        let state = inner.state.borrow();
+        covered > state.durable_offset && state.unsynced_write
+    };
     if let Some(file) = file
-        && covered > inner.state.borrow().durable_offset
+        && unsynced
     {
         file.sync_data().await.map_err(|e| StorageError::io(file.path(), &e))?;
+        inner.state.borrow_mut().unsynced_write = false;
     }
     mark_durable(inner, covered);
     Ok(())

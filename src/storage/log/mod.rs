@@ -225,6 +225,9 @@ pub(super) struct LogState {
     /// A follower appended past a gap: the flusher records the gaps ([`files::GAPS_FILE`])
     /// before it writes anything more.
     gaps_unrecorded: bool,
+    /// Something was written to the active segment without `RWF_DSYNC` since its last fdatasync
+    /// (write-behind rounds, or anything before the first sync after opening).
+    unsynced_write: bool,
 }
 
 pub(super) struct LogInner {
@@ -445,6 +448,7 @@ impl Log {
             truncations: 0,
             offsets,
             gaps_unrecorded: false,
+            unsynced_write: true,
         };
         let inner = Rc::new(LogInner {
             dir: dir.to_owned(),
