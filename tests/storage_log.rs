@@ -721,6 +721,11 @@ fn small_durable_appends_find_blocks_zero_filled_ahead_and_zeros_never_land_on_d
             assert_same_batches(&got, &expected, "every batch reads back intact after the zero writes");
             log.close().await.unwrap();
         });
+        if prepare {
+            // A clean restart leaves the written blocks past the data as they are.
+            let again = first_hole(&dir.join("00000000000000000000.log"), data_end);
+            assert_eq!(again, hole, "the blocks zero-filled ahead stay written across a clean restart");
+        }
     }
 }
 

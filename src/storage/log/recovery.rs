@@ -56,7 +56,13 @@ pub(super) async fn recover_segments(
         let continues = bases.get(i + 1).is_none_or(|next| offsets.continues(segment.next_offset, *next));
         if is_last || !clean || !continues {
             // The log ends here: make sure nothing past the valid end can be read back as data.
-            cut_segment_tail(&segment).await?;
+            // After a clean close there is nothing to cut: past the data are zeros (preallocated
+            // or zero-filled ahead; a truncation zeroes what it removes) or a recycled file's old
+            // batches, whose offsets no later batch continues. Zeroing would only turn written
+            // blocks back into unwritten ones, which the next appends would pay to convert.
+            if !(is_last && clean && clean_shutdown) {
+                cut_segment_tail(&segment).await?;
+            }
             if !is_last {
                 cut_from = Some(i + 1);
             }
@@ -186,7 +192,8 @@ pub(super) async fn recover_segment(
     segment.size = end.position;
     segment.written_size = end.position;
     segment.allocated_bytes = file_len;
-    // Past the data, the cut (`cut_segment_tail`) leaves unwritten extents.
+    // Past the data, the cut (`cut_segment_tail`) leaves unwritten extents; after a clean close
+    // the blocks there may be written already, and zero-filling them again costs only a little.
     segment.prepared_bytes = io::round_up_to_page(end.position as usize) as u64;
     segment.file = Some(Rc::new(file));
     let clean = match &end.stopped {
