@@ -393,7 +393,55 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Kafka's broker configs that IncrementalAlterConfigs may change at runtime on a BROKER
+/// resource (for every broker, or one): the topic defaults, which Kafka also takes dynamically.
+/// Every other broker config is read-only: set in the file or by flags, and read at start.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.preallocate",
+    "log.retention.bytes",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.roll.hours",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+];
+
 impl BrokerConfig {
+    /// This configuration with dynamic broker configs (Kafka's names and values) applied, as
+    /// when they are given at start; of a setting's several names the finest unit wins
+    /// (`log.retention.ms` over `.minutes` over `.hours`), as in Kafka. Refuses names that are
+    /// not in [`DYNAMIC_BROKER_CONFIGS`] and values the setting does not take.
+    pub fn with_dynamic<'a>(&self, entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
+        let mut entries: Vec<(&str, &str)> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(self.clone());
+        }
+        entries.sort_by_key(|(name, _)| kafka::precedence(name));
+        let mut table = match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(table)) => table,
+            other => {
+                return Err(ConfigError::Invalid(format!("the broker's configuration does not serialize: {other:?}")));
+            }
+        };
+        for (name, value) in entries {
+            if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} cannot be changed at runtime; the broker configs that can: {}",
+                    DYNAMIC_BROKER_CONFIGS.join(", ")
+                )));
+            }
+            set(&mut table, name, value)?;
+        }
+        let config: BrokerConfig =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Builds the configuration: defaults, then `file` (TOML), then `overrides` (`key=value`,
     /// values in TOML syntax, bare words taken as strings).
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -564,6 +612,27 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_broker_configs_apply_over_the_started_config_and_refuse_what_kafka_reads_once() {
+        let started = BrokerConfig::load(None, &["log.retention.ms=1000".into(), "num.partitions=4".into()]).unwrap();
+        assert_eq!(started.with_dynamic([]).unwrap(), started);
+        // Of one setting's names the finest unit wins, whatever the order given.
+        let changed = started
+            .with_dynamic([
+                ("log.retention.ms", "7000"),
+                ("log.retention.hours", "1"),
+                ("log.flush.interval.ms", "250"),
+            ])
+            .unwrap();
+        assert_eq!((changed.log_retention_ms, changed.flush), (7000, FlushPolicy::IntervalMs(250)));
+        assert_eq!(changed.num_partitions, 4, "the rest as started");
+        assert_eq!(started.with_dynamic([("log.retention.hours", "2")]).unwrap().log_retention_ms, 7_200_000);
+        let refused = |name: &str, value: &str| started.with_dynamic([(name, value)]).unwrap_err().to_string();
+        assert!(refused("num.partitions", "3").contains("cannot be changed at runtime"));
+        assert!(refused("log.segment.bytes", "10").contains("log_segment_bytes"));
+        assert!(refused("log.retention.ms", "soon").contains("log.retention.ms"));
+    }
 
     #[test]
     fn defaults_are_valid_and_listen_on_loopback_9092() {

@@ -390,6 +390,16 @@ impl Controller {
                     .await;
                 Answer { index, response: Ok(ControllerResponse::Done(results)) }
             }
+            ControllerRequest::AlterBrokerConfigs { changes, validate_only } => {
+                let (index, results) = self
+                    .each(
+                        changes.len(),
+                        |i, p| p.plan_broker_configs(&changes[i].0, &changes[i].1).map(|r| (r, ())),
+                        validate_only,
+                    )
+                    .await;
+                Answer { index, response: Ok(ControllerResponse::Done(results)) }
+            }
             ControllerRequest::CreateAcls { bindings } => {
                 // Bindings already there are not added twice.
                 let mut records = Vec::new();

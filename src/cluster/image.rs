@@ -115,6 +115,8 @@ pub struct MetadataImage {
     pub scram_credentials: BTreeMap<(String, String), Arc<ScramCredential>>,
     /// Client quotas: each entity's bounds by key.
     pub client_quotas: BTreeMap<QuotaEntity, BTreeMap<String, f64>>,
+    /// Dynamic broker configs by resource (`""`: every broker's default; else a broker id).
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Records applied so far.
     pub records_applied: u64,
     /// The metadata log index of the last entry applied (0 before any).
@@ -122,6 +124,17 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// The dynamic broker configs that apply to broker `broker`: the cluster-wide defaults, then
+    /// its own (which win), in the order to apply them.
+    pub fn dynamic_broker_configs(&self, broker: BrokerId) -> Vec<(&str, &str)> {
+        let own = broker.to_string();
+        [String::new(), own]
+            .iter()
+            .filter_map(|resource| self.broker_configs.get(resource))
+            .flat_map(|configs| configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect()
+    }
+
     /// The image of an empty log.
     pub fn empty() -> Self {
         Self::default()
@@ -322,6 +335,13 @@ impl MetadataImage {
                     }
                 }
             },
+            MetadataRecord::BrokerConfigs { resource, configs } => {
+                if configs.is_empty() {
+                    next.broker_configs.remove(resource);
+                } else {
+                    next.broker_configs.insert(resource.clone(), configs.clone());
+                }
+            }
         }
     }
 
@@ -361,6 +381,9 @@ impl MetadataImage {
                     value: Some(*value),
                 });
             }
+        }
+        for (resource, configs) in &self.broker_configs {
+            records.push(MetadataRecord::BrokerConfigs { resource: resource.clone(), configs: configs.clone() });
         }
         for ((name, _), credential) in &self.scram_credentials {
             records

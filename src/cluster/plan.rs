@@ -227,6 +227,49 @@ impl Planner<'_> {
         Ok(vec![MetadataRecord::TopicConfig { id: topic.id, configs }])
     }
 
+    /// A BROKER resource's dynamic configs changed (`resource`: `""` for every broker, or a
+    /// broker id): the names must be ones Kafka changes at runtime that Moldau takes
+    /// ([`crate::config::DYNAMIC_BROKER_CONFIGS`]) and the values ones the setting takes.
+    pub fn plan_broker_configs(
+        &self,
+        resource: &str,
+        change: &ConfigChange,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if !resource.is_empty() && resource.parse::<BrokerId>().is_err() {
+            return Err(ControllerError::InvalidConfig(format!("{resource:?} is not a broker id")));
+        }
+        let current = self.image.broker_configs.get(resource).cloned().unwrap_or_default();
+        let mut configs = current.clone();
+        match change {
+            ConfigChange::Replace(values) => configs = values.clone(),
+            ConfigChange::Incremental(ops) => {
+                for (key, op, value) in ops {
+                    match op {
+                        AlterOp::Set => {
+                            let value = value
+                                .clone()
+                                .ok_or_else(|| ControllerError::InvalidConfig(format!("no value to set for {key}")))?;
+                            configs.insert(key.clone(), value);
+                        }
+                        AlterOp::Delete => {
+                            configs.remove(key);
+                        }
+                        AlterOp::Append | AlterOp::Subtract => {
+                            return Err(ControllerError::InvalidConfig(format!("{key} is not a list")));
+                        }
+                    }
+                }
+            }
+        }
+        self.broker
+            .with_dynamic(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| ControllerError::InvalidConfig(e.to_string().replace("invalid configuration: ", "")))?;
+        if configs == current {
+            return Ok(Vec::new());
+        }
+        Ok(vec![MetadataRecord::BrokerConfigs { resource: resource.to_owned(), configs }])
+    }
+
     /// A broker stops leading and following (its session expired, or it registered again after
     /// a crash): leaderships move to another live in-sync replica (or none, leaving the partition
     /// offline unless unclean election is allowed), and it leaves every ISR that keeps a member.
@@ -600,6 +643,65 @@ mod tests {
             assignments: Vec::new(),
             configs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn dynamic_broker_configs_default_topics_cluster_wide_and_per_broker_and_replay_from_a_snapshot() {
+        use std::sync::Arc;
+
+        use crate::cluster::MetadataView;
+        let image = image_with(&[None]);
+        let config = BrokerConfig { broker_id: 1, ..BrokerConfig::default() };
+        let records = Planner { image: &image, broker: &config }.plan_topic(&new_topic("t", 1, 1), false).unwrap();
+        let image = image.apply_all(&records);
+        let set = |pairs: &[(&str, &str)]| {
+            ConfigChange::Incremental(
+                pairs.iter().map(|(k, v)| (k.to_string(), AlterOp::Set, Some(v.to_string()))).collect(),
+            )
+        };
+        let plan = |image: &MetadataImage, resource: &str, change: &ConfigChange| {
+            Planner { image, broker: &config }.plan_broker_configs(resource, change)
+        };
+        // Cluster-wide: retention in hours; this broker's own retention in ms wins over it.
+        let image = image.apply_all(
+            &plan(&image, "", &set(&[("log.retention.hours", "2"), ("log.segment.bytes", "8192")])).unwrap(),
+        );
+        let image = image.apply_all(&plan(&image, "1", &set(&[("log.retention.ms", "5000")])).unwrap());
+        let image = Arc::new(image);
+        let view = MetadataView::build(image.clone(), None, &config);
+        let topic = image.topic("t").unwrap();
+        let log = view.config_of(&topic.id).unwrap().log().clone();
+        assert_eq!((log.retention_ms, log.segment_bytes), (5000, 8192));
+        assert_eq!(view.broker_config().log_retention_ms, 5000);
+        assert_eq!(
+            (view.dynamic_source("log.retention.ms"), view.dynamic_source("log.segment.bytes")),
+            (Some(true), Some(false))
+        );
+        // Another broker takes only the cluster-wide ones.
+        let other = MetadataView::build(image.clone(), None, &BrokerConfig { broker_id: 2, ..config.clone() });
+        assert_eq!(other.config_of(&topic.id).unwrap().log().retention_ms, 2 * 3600 * 1000);
+        // A snapshot keeps them.
+        let replayed = MetadataImage::empty().apply_all(&image.to_records());
+        assert_eq!(replayed.broker_configs, image.broker_configs);
+        // Refused: a read-only name, a bad value, a list operation, a resource that is no broker.
+        for (resource, change) in [
+            ("", set(&[("num.partitions", "3")])),
+            ("1", set(&[("log.segment.bytes", "10")])),
+            ("", ConfigChange::Incremental(vec![("log.retention.ms".into(), AlterOp::Append, Some("1".into()))])),
+            ("x", set(&[("log.retention.ms", "1")])),
+        ] {
+            assert!(
+                matches!(plan(&image, resource, &change), Err(ControllerError::InvalidConfig(_))),
+                "{resource} {change:?}"
+            );
+        }
+        // Setting what is already set writes nothing; deleting every one removes the resource.
+        assert!(plan(&image, "1", &set(&[("log.retention.ms", "5000")])).unwrap().is_empty());
+        let delete = ConfigChange::Incremental(vec![("log.retention.ms".into(), AlterOp::Delete, None)]);
+        let image = image.apply_all(&plan(&image, "1", &delete).unwrap());
+        assert!(!image.broker_configs.contains_key("1"));
+        let view = MetadataView::build(Arc::new(image), Some(&view), &config);
+        assert_eq!(view.config_of(&topic.id).unwrap().log().retention_ms, 2 * 3600 * 1000);
     }
 
     #[test]

@@ -164,6 +164,15 @@ pub enum MetadataRecord {
         /// The bound.
         value: Option<f64>,
     },
+    /// A broker resource's dynamic configs, all of them (Kafka's ConfigRecord for resource type
+    /// BROKER): `resource` is `""` for the cluster-wide default or a broker id; an empty map
+    /// removes them. Kafka's property names and values, checked by the controller.
+    BrokerConfigs {
+        /// `""` (every broker) or a broker id.
+        resource: String,
+        /// Name to value.
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// Who a client quota applies to (Kafka's entity types `user` and `client-id`): a user, a client

@@ -168,6 +168,13 @@ pub enum ControllerRequest {
         /// Only check.
         validate_only: bool,
     },
+    /// AlterConfigs / IncrementalAlterConfigs on BROKER resources.
+    AlterBrokerConfigs {
+        /// Resource (`""` or a broker id) and change.
+        changes: Vec<(String, ConfigChange)>,
+        /// Only check.
+        validate_only: bool,
+    },
     /// AlterUserScramCredentials: credentials to set (user name, credential) and to remove
     /// (user name, mechanism), checked by the asking broker.
     AlterScramCredentials {

@@ -21,6 +21,12 @@ pub enum ConfigType {
     String = 2,
     /// Comma-separated list.
     List = 7,
+    /// Floating point.
+    Double = 6,
+    /// A Java class name.
+    Class = 8,
+    /// A secret: described without its value.
+    Password = 9,
 }
 
 /// One topic config key.
@@ -114,7 +120,7 @@ fn throttled_replicas(v: &str) -> Result<(), String> {
 const LONG_MAX: &str = "9223372036854775807";
 
 /// `flush.messages` and `flush.ms` as the broker's flush policy sets them.
-fn flush_defaults(b: &BrokerConfig) -> (String, String) {
+pub(crate) fn flush_defaults(b: &BrokerConfig) -> (String, String) {
     match b.flush {
         FlushPolicy::Always => ("1".into(), "0".into()),
         FlushPolicy::IntervalMs(ms) => (LONG_MAX.into(), ms.to_string()),

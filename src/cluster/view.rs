@@ -44,6 +44,11 @@ pub struct MetadataView {
     /// its session): it then leads nothing, whatever the image says.
     pub leading: bool,
     configs: HashMap<Uuid, Arc<TopicConfig>>,
+    /// This broker's configuration with the cluster's dynamic broker configs applied (the
+    /// defaults topics are resolved against).
+    broker_config: Arc<BrokerConfig>,
+    /// The dynamic broker configs applied, cluster-wide then this broker's own.
+    dynamic: Vec<(String, String)>,
 }
 
 impl MetadataView {
@@ -52,14 +57,30 @@ impl MetadataView {
     /// against `config` (reusing `previous`'s when a topic's overrides did not change).
     pub fn build(image: Arc<MetadataImage>, previous: Option<&MetadataView>, config: &BrokerConfig) -> Self {
         let broker = config.broker_id;
+        let dynamic: Vec<(String, String)> =
+            image.dynamic_broker_configs(broker).into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let same_defaults = previous.filter(|p| p.dynamic == dynamic);
+        let broker_config = match same_defaults {
+            Some(previous) => previous.broker_config.clone(),
+            None => match config.with_dynamic(dynamic.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                Ok(effective) => Arc::new(effective),
+                // The controller checked them; a broker of another version may still refuse one.
+                Err(err) => {
+                    tracing::warn!(error = %err, "dynamic broker configs not applied");
+                    Arc::new(config.clone())
+                }
+            },
+        };
         let mut hosted: Vec<(&str, TopicPartition)> = Vec::new();
         let mut configs = HashMap::with_capacity(image.topic_count());
         for topic in image.topics() {
             let reused =
-                previous.and_then(|p| p.configs.get(&topic.id)).filter(|c| c.overrides == topic.configs).cloned();
+                same_defaults.and_then(|p| p.configs.get(&topic.id)).filter(|c| c.overrides == topic.configs).cloned();
             configs.insert(
                 topic.id,
-                reused.unwrap_or_else(|| Arc::new(TopicConfig::resolve(topic.configs.clone(), config, topic.internal))),
+                reused.unwrap_or_else(|| {
+                    Arc::new(TopicConfig::resolve(topic.configs.clone(), &broker_config, topic.internal))
+                }),
             );
             for p in &topic.partitions {
                 if p.replicas.contains(&broker) {
@@ -74,7 +95,34 @@ impl MetadataView {
             Some(p) => p.placement.reconciled(hosted.into_iter().map(|(_, tp)| tp)),
             None => Placement::new(shards).reconciled(hosted.into_iter().map(|(_, tp)| tp)),
         };
-        Self { image, placement: Arc::new(placement), broker_id: broker, leading: true, configs }
+        Self {
+            image,
+            placement: Arc::new(placement),
+            broker_id: broker,
+            leading: true,
+            configs,
+            broker_config,
+            dynamic,
+        }
+    }
+
+    /// This broker's configuration as it stands: as started, with the dynamic broker configs
+    /// applied.
+    pub fn broker_config(&self) -> &Arc<BrokerConfig> {
+        &self.broker_config
+    }
+
+    /// Where a dynamic broker config's value comes from, if one is set: this broker's own
+    /// (`true`) or the cluster-wide default (`false`).
+    pub fn dynamic_source(&self, name: &str) -> Option<bool> {
+        let own = self.broker_id.to_string();
+        if self.image.broker_configs.get(&own).is_some_and(|c| c.contains_key(name)) {
+            Some(true)
+        } else if self.image.broker_configs.get("").is_some_and(|c| c.contains_key(name)) {
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// The controller id told to clients: this broker, which forwards whatever a controller

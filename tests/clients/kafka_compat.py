@@ -24,12 +24,17 @@ Usage:
       is missing or an older one is newer than it; exits 2 while older values are still there
       (not compacted yet); prints "compacted ok COUNT" when exactly the newest are left and
       kafka-python reads the same.
+  kafka_compat.py broker-configs BOOTSTRAP TOPIC BROKER_ID
+      AdminClient sets the broker's dynamic configs (small segments, 1.5 s retention), describes
+      the broker and TOPIC, is refused a read-only config and a bad value, produces until retention
+      moves TOPIC's log start, then deletes the dynamic configs. Prints one line per step.
 """
 import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic,
+                                  ResourceType)
 
 
 def compacted_value(key, round_):
@@ -177,5 +182,52 @@ elif mode == "compacted-read":
         print(f"kafka-python read {len(again)} records, not the same {len(seen)}")
         sys.exit(1)
     print(f"compacted ok {len(seen)}")
+elif mode == "broker-configs":
+    topic, node = sys.argv[3], sys.argv[4]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+
+    def alter(name, entries):
+        ops = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET if v is not None else AlterConfigOpType.DELETE)
+               for k, v in entries]
+        resource = ConfigResource(ResourceType.BROKER, name, incremental_configs=ops)
+        try:
+            admin.incremental_alter_configs([resource])[resource].result(30)
+            return "ok"
+        except KafkaException as e:
+            return e.args[0].name()
+
+    def describe(kind, name):
+        resource = ConfigResource(kind, name)
+        return admin.describe_configs([resource])[resource].result(30)
+
+    def show(entries, key):
+        e = entries[key]
+        return f"{key}={e.value} {ConfigSource(e.source).name} read_only={e.is_read_only}"
+
+    print("set", alter(node, [("log.segment.bytes", "8192"), ("log.retention.ms", "1500")]))
+    broker = describe(ResourceType.BROKER, node)
+    print(show(broker, "log.retention.ms"))
+    print(show(broker, "num.partitions"))
+    print("advertised.listeners", broker["advertised.listeners"].value.startswith("PLAINTEXT://127.0.0.1:"))
+    print("topic retention.ms", describe(ResourceType.TOPIC, topic)["retention.ms"].value)
+    print("set read-only", alter(node, [("num.partitions", "3")]))
+    print("set bad value", alter(node, [("log.segment.bytes", "10")]))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "broker-configs"})
+    deadline = time.time() + 30
+    low = 0
+    while time.time() < deadline and low == 0:
+        for i in range(50):
+            producer.produce(topic, ("x" * 1000).encode())
+            producer.poll(0)
+        producer.flush(10)
+        time.sleep(0.5)
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    print("log start moved", low > 0)
+    print("delete", alter(node, [("log.segment.bytes", None), ("log.retention.ms", None)]))
+    print(show(describe(ResourceType.BROKER, node), "log.retention.ms"))
+    print("topic retention.ms", describe(ResourceType.TOPIC, topic)["retention.ms"].value)
+    consumer.close()
 else:
     raise SystemExit(f"unknown mode {mode}")

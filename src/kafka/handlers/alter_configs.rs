@@ -1,4 +1,4 @@
-//! AlterConfigs (legacy: the given values replace all of a topic's overrides).
+//! AlterConfigs (legacy: the given values replace all of a resource's configs).
 
 use std::rc::Rc;
 
@@ -8,56 +8,72 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::controller_items;
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::cluster::{ConfigChange, ControllerError, ControllerRequest, ControllerResponse};
 use crate::kafka::connection::Connection;
 use crate::kafka::errors::controller_result;
 use crate::security::acl;
 
-/// Runs topic config changes through the controller and pairs each resource with its outcome
-/// (resources that are not topics are refused here).
+/// Runs config changes through the controller (topics, and BROKER resources: `""` for every
+/// broker or a broker id) and pairs each resource with its outcome.
 pub async fn apply(
     conn: &Connection,
     resources: Vec<(i8, StrBytes, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, i16, Option<String>)> {
-    // ALTER_CONFIGS on each topic.
+    // ALTER_CONFIGS on each topic, or on the cluster for broker configs.
     let allowed: Vec<bool> = resources
         .iter()
-        .map(|(kind, name, _)| {
-            *kind != RESOURCE_TOPIC || conn.allowed(acl::op::ALTER_CONFIGS, acl::resource::TOPIC, name.as_str())
+        .map(|(kind, name, _)| match *kind {
+            RESOURCE_TOPIC => conn.allowed(acl::op::ALTER_CONFIGS, acl::resource::TOPIC, name.as_str()),
+            RESOURCE_BROKER => conn.allowed(acl::op::ALTER_CONFIGS, acl::resource::CLUSTER, acl::CLUSTER_NAME),
+            _ => true,
         })
         .collect();
-    let changes: Vec<(String, ConfigChange)> = resources
-        .iter()
-        .zip(&allowed)
-        .filter(|((kind, _, _), allowed)| *kind == RESOURCE_TOPIC && **allowed)
-        .map(|(resource, _)| resource)
-        .map(|(_, name, change)| (name.as_str().to_owned(), change.clone()))
-        .collect();
-    let count = changes.len();
-    let ask = ControllerRequest::AlterTopicConfigs { changes, validate_only };
-    let mut outcomes = controller_items(conn, ask, count, |r| match r {
-        ControllerResponse::Done(results) => Some(results),
-        _ => None,
-    })
-    .await
-    .into_iter();
+    let of_kind = |wanted: i8| -> Vec<(String, ConfigChange)> {
+        resources
+            .iter()
+            .zip(&allowed)
+            .filter(|((kind, _, _), allowed)| *kind == wanted && **allowed)
+            .map(|((_, name, change), _)| (name.as_str().to_owned(), change.clone()))
+            .collect()
+    };
+    let (topics, brokers) = (of_kind(RESOURCE_TOPIC), of_kind(RESOURCE_BROKER));
+    let ask = async |request: ControllerRequest, count: usize| {
+        if count == 0 {
+            return Vec::new();
+        }
+        controller_items(conn, request, count, |r| match r {
+            ControllerResponse::Done(results) => Some(results),
+            _ => None,
+        })
+        .await
+    };
+    let (topic_count, broker_count) = (topics.len(), brokers.len());
+    let mut topic_outcomes =
+        ask(ControllerRequest::AlterTopicConfigs { changes: topics, validate_only }, topic_count).await.into_iter();
+    let mut broker_outcomes =
+        ask(ControllerRequest::AlterBrokerConfigs { changes: brokers, validate_only }, broker_count).await.into_iter();
+    let no_answer = || Err(ControllerError::Storage("controller did not answer".into()));
     resources
         .into_iter()
         .zip(allowed)
         .map(|((kind, name, _), allowed)| {
-            let (code, message) = if !allowed {
-                (ResponseError::TopicAuthorizationFailed.code(), Some("ALTER_CONFIGS on the topic is needed".into()))
-            } else if kind == RESOURCE_TOPIC {
-                let outcome: Result<(), ControllerError> =
-                    outcomes.next().unwrap_or(Err(ControllerError::Storage("controller did not answer".into())));
-                controller_result(&outcome)
-            } else {
-                (
+            let (code, message) = match kind {
+                _ if !allowed && kind == RESOURCE_BROKER => (
+                    ResponseError::ClusterAuthorizationFailed.code(),
+                    Some("ALTER_CONFIGS on the cluster is needed".into()),
+                ),
+                _ if !allowed => (
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    Some("ALTER_CONFIGS on the topic is needed".into()),
+                ),
+                RESOURCE_TOPIC => controller_result(&topic_outcomes.next().unwrap_or_else(no_answer)),
+                RESOURCE_BROKER => controller_result(&broker_outcomes.next().unwrap_or_else(no_answer)),
+                _ => (
                     ResponseError::InvalidRequest.code(),
-                    Some(format!("only topic configs can be altered (resource type {kind})")),
-                )
+                    Some(format!("only topic and broker configs can be altered (resource type {kind})")),
+                ),
             };
             (kind, name, code, message)
         })

@@ -64,7 +64,7 @@ pub async fn handle(conn: &Rc<Connection>, request: CreateTopicsRequest, version
         _ => None,
     })
     .await;
-    let broker = conn.ctx.config.clone();
+    let broker = conn.ctx.view().broker_config().clone();
     let mut results = unique.iter().map(|t| t.name.clone()).zip(results).collect::<std::collections::HashMap<_, _>>();
     let topics = names
         .into_iter()

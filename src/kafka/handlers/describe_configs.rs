@@ -9,8 +9,11 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use std::collections::BTreeMap;
+
+use crate::cluster::MetadataView;
 use crate::cluster::topic_config::ConfigType;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, DYNAMIC_BROKER_CONFIGS};
 use crate::kafka::connection::Connection;
 use crate::security::acl;
 
@@ -20,29 +23,174 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// The broker-level settings reported for a BROKER resource (read-only: set at start).
-fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, String, ConfigType)> {
-    vec![
-        ("node.id", broker.broker_id.to_string(), ConfigType::Int),
-        ("log.dirs", broker.data_dir.display().to_string(), ConfigType::String),
-        ("num.partitions", broker.num_partitions.to_string(), ConfigType::Int),
-        ("default.replication.factor", broker.default_replication_factor.to_string(), ConfigType::Int),
-        ("auto.create.topics.enable", broker.auto_create_topics.to_string(), ConfigType::Boolean),
-        ("message.max.bytes", broker.message_max_bytes.to_string(), ConfigType::Int),
-        ("socket.request.max.bytes", broker.socket_request_max_bytes.to_string(), ConfigType::Int),
-        ("log.retention.ms", broker.log_retention_ms.to_string(), ConfigType::Long),
-        ("log.retention.bytes", broker.log_retention_bytes.to_string(), ConfigType::Long),
-        ("log.segment.bytes", broker.log_segment_bytes.to_string(), ConfigType::Int),
-        ("log.roll.ms", broker.log_segment_ms.to_string(), ConfigType::Long),
-        ("log.retention.check.interval.ms", broker.log_retention_check_interval_ms.to_string(), ConfigType::Long),
-        ("offsets.topic.num.partitions", broker.offsets_topic_num_partitions.to_string(), ConfigType::Int),
-        ("group.initial.rebalance.delay.ms", broker.group_initial_rebalance_delay_ms.to_string(), ConfigType::Int),
-        ("moldau.flush.policy", broker.flush.to_string(), ConfigType::String),
-        ("moldau.shards", broker.shard_count().to_string(), ConfigType::Int),
-    ]
+/// Kafka's broker config names described for a BROKER resource, each with the Moldau setting it
+/// reads (the field of [`BrokerConfig`], whose value as Moldau writes it is Kafka's) and its type.
+/// Those in [`DYNAMIC_BROKER_CONFIGS`] may be altered at runtime; the rest are read-only.
+const BROKER_KEYS: &[(&str, &str, ConfigType)] = &[
+    ("node.id", "broker_id", ConfigType::Int),
+    ("broker.id", "broker_id", ConfigType::Int),
+    ("broker.rack", "rack", ConfigType::String),
+    ("log.dirs", "data_dir", ConfigType::String),
+    ("listener.security.protocol.map", "listener_security_protocol_map", ConfigType::String),
+    ("inter.broker.listener.name", "inter_broker_listener_name", ConfigType::String),
+    ("sasl.mechanism.inter.broker.protocol", "sasl_mechanism_inter_broker_protocol", ConfigType::String),
+    ("controller.quorum.voters", "voters", ConfigType::List),
+    ("num.partitions", "num_partitions", ConfigType::Int),
+    ("default.replication.factor", "default_replication_factor", ConfigType::Int),
+    ("auto.create.topics.enable", "auto_create_topics", ConfigType::Boolean),
+    ("message.max.bytes", "message_max_bytes", ConfigType::Int),
+    ("socket.request.max.bytes", "socket_request_max_bytes", ConfigType::Int),
+    ("queued.max.request.bytes", "queued_max_request_bytes", ConfigType::Long),
+    ("connections.max.idle.ms", "connections_max_idle_ms", ConfigType::Long),
+    ("fetch.max.bytes", "fetch_max_bytes", ConfigType::Int),
+    ("log.retention.ms", "log_retention_ms", ConfigType::Long),
+    ("log.retention.bytes", "log_retention_bytes", ConfigType::Long),
+    ("log.segment.bytes", "log_segment_bytes", ConfigType::Int),
+    ("log.roll.ms", "log_segment_ms", ConfigType::Long),
+    ("log.retention.check.interval.ms", "log_retention_check_interval_ms", ConfigType::Long),
+    ("log.preallocate", "log_preallocate", ConfigType::Boolean),
+    ("log.cleaner.enable", "log_cleaner_enable", ConfigType::Boolean),
+    ("log.cleaner.dedupe.buffer.size", "log_cleaner_dedupe_buffer_size", ConfigType::Long),
+    ("log.cleaner.backoff.ms", "log_cleaner_backoff_ms", ConfigType::Long),
+    ("log.cleaner.io.max.bytes.per.second", "log_cleaner_io_max_bytes_per_second", ConfigType::Double),
+    ("offsets.topic.num.partitions", "offsets_topic_num_partitions", ConfigType::Int),
+    ("offsets.retention.minutes", "offsets_retention_minutes", ConfigType::Int),
+    ("offset.metadata.max.bytes", "offset_metadata_max_bytes", ConfigType::Int),
+    ("group.initial.rebalance.delay.ms", "group_initial_rebalance_delay_ms", ConfigType::Int),
+    ("group.min.session.timeout.ms", "group_min_session_timeout_ms", ConfigType::Int),
+    ("group.max.session.timeout.ms", "group_max_session_timeout_ms", ConfigType::Int),
+    ("group.max.size", "group_max_size", ConfigType::Int),
+    ("group.consumer.session.timeout.ms", "group_consumer_session_timeout_ms", ConfigType::Int),
+    ("group.consumer.heartbeat.interval.ms", "group_consumer_heartbeat_interval_ms", ConfigType::Int),
+    ("group.consumer.max.size", "group_consumer_max_size", ConfigType::Int),
+    ("broker.session.timeout.ms", "broker_session_timeout_ms", ConfigType::Int),
+    ("broker.heartbeat.interval.ms", "broker_heartbeat_interval_ms", ConfigType::Int),
+    ("auto.leader.rebalance.enable", "auto_leader_rebalance_enable", ConfigType::Boolean),
+    ("replica.lag.time.max.ms", "replica_lag_time_max_ms", ConfigType::Long),
+    ("replica.fetch.max.bytes", "replica_fetch_max_bytes", ConfigType::Int),
+    ("replica.fetch.response.max.bytes", "replica_fetch_response_max_bytes", ConfigType::Int),
+    ("replica.fetch.wait.max.ms", "replica_fetch_wait_max_ms", ConfigType::Int),
+    ("replica.selector.class", "replica_selector", ConfigType::Class),
+    ("sasl.enabled.mechanisms", "sasl_enabled_mechanisms", ConfigType::List),
+    ("ssl.client.auth", "ssl_client_auth", ConfigType::String),
+    ("ssl.keystore.type", "ssl_keystore_type", ConfigType::String),
+    ("ssl.keystore.location", "ssl_keystore_location", ConfigType::String),
+    ("ssl.keystore.key", "ssl_keystore_key", ConfigType::Password),
+    ("ssl.truststore.type", "ssl_truststore_type", ConfigType::String),
+    ("ssl.truststore.location", "ssl_truststore_location", ConfigType::String),
+    ("ssl.endpoint.identification.algorithm", "ssl_endpoint_identification_algorithm", ConfigType::String),
+    ("authorizer.class.name", "authorizer_class_name", ConfigType::String),
+    ("super.users", "super_users", ConfigType::String),
+    ("allow.everyone.if.no.acl.found", "allow_everyone_if_no_acl_found", ConfigType::Boolean),
+    ("connections.max.reauth.ms", "connections_max_reauth_ms", ConfigType::Long),
+    ("connection.failed.authentication.delay.ms", "connection_failed_authentication_delay_ms", ConfigType::Int),
+    ("quota.window.num", "quota_window_num", ConfigType::Int),
+    ("quota.window.size.seconds", "quota_window_size_seconds", ConfigType::Int),
+];
+
+/// Every described broker config of `broker` by Kafka's name, with its type: [`BROKER_KEYS`],
+/// and those Moldau keeps in another form. A sensitive value is `None`.
+fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, Option<String>, ConfigType)> {
+    let table = match toml::Value::try_from(broker) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => toml::Table::new(),
+    };
+    let text = |value: &toml::Value| match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) if *f == f64::MAX => "1.7976931348623157E308".to_owned(),
+        other => other.to_string(),
+    };
+    let mut out: Vec<(&'static str, Option<String>, ConfigType)> = BROKER_KEYS
+        .iter()
+        .map(|(name, field, kind)| {
+            let value = match kind {
+                ConfigType::Password => None,
+                _ => table.get(*field).map(text),
+            };
+            (*name, value, *kind)
+        })
+        .collect();
+    let (flush_messages, flush_ms) = crate::cluster::topic_config::flush_defaults(broker);
+    let listen = broker.listen;
+    let mut listeners = vec![format!("PLAINTEXT://{listen}")];
+    listeners.extend(broker.listeners.split(',').filter(|l| !l.is_empty()).map(str::to_owned));
+    if let Some(controller) = broker.controller_listen {
+        listeners.push(format!("CONTROLLER://{controller}"));
+    }
+    let host = broker.advertised_host.clone().unwrap_or_else(|| listen.ip().to_string());
+    let port = broker.advertised_port.unwrap_or(listen.port());
+    let mut advertised = vec![format!("PLAINTEXT://{host}:{port}")];
+    advertised.extend(broker.advertised_listeners.split(',').filter(|l| !l.is_empty()).map(str::to_owned));
+    out.extend([
+        ("listeners", Some(listeners.join(",")), ConfigType::String),
+        ("advertised.listeners", Some(advertised.join(",")), ConfigType::String),
+        ("log.flush.interval.messages", Some(flush_messages), ConfigType::Long),
+        ("log.flush.interval.ms", Some(flush_ms), ConfigType::Long),
+        (
+            "leader.imbalance.check.interval.seconds",
+            Some((broker.leader_imbalance_check_interval_ms / 1000).to_string()),
+            ConfigType::Long,
+        ),
+        ("sasl.jaas.config", None, ConfigType::Password),
+        ("moldau.flush.policy", Some(broker.flush.to_string()), ConfigType::String),
+        ("moldau.shards", Some(broker.shard_count().to_string()), ConfigType::Int),
+    ]);
+    out.sort_by_key(|(name, _, _)| *name);
+    out
+}
+
+/// Where a broker config's value comes from, layer by layer: this broker's dynamic config, the
+/// cluster-wide dynamic default, the broker's file or flags, Kafka's default.
+struct BrokerLayers<'a> {
+    own: Option<&'a BTreeMap<String, String>>,
+    cluster: Option<&'a BTreeMap<String, String>>,
+    started: Vec<(&'static str, Option<String>, ConfigType)>,
+    defaults: Vec<(&'static str, Option<String>, ConfigType)>,
+}
+
+impl<'a> BrokerLayers<'a> {
+    fn of(started: &BrokerConfig, view: &'a MetadataView) -> Self {
+        let defaults = BrokerConfig {
+            broker_id: started.broker_id,
+            data_dir: started.data_dir.clone(),
+            ..BrokerConfig::default()
+        };
+        Self {
+            own: view.image.broker_configs.get(&started.broker_id.to_string()),
+            cluster: view.image.broker_configs.get(""),
+            started: broker_configs(started),
+            defaults: broker_configs(&defaults),
+        }
+    }
+
+    /// The layers that set `key`, the one in force first (`value`, as described).
+    fn synonyms(&self, key: &str, value: Option<String>) -> Vec<(i8, Option<String>)> {
+        let find = |list: &[(&'static str, Option<String>, ConfigType)]| {
+            list.iter().find(|(name, _, _)| *name == key).and_then(|(_, v, _)| v.clone())
+        };
+        let mut out = Vec::new();
+        if let Some(v) = self.own.and_then(|c| c.get(key)) {
+            out.push((SOURCE_DYNAMIC_BROKER, Some(v.clone())));
+        }
+        if let Some(v) = self.cluster.and_then(|c| c.get(key)) {
+            out.push((SOURCE_DYNAMIC_DEFAULT_BROKER, Some(v.clone())));
+        }
+        let (started, default) = (find(&self.started), find(&self.defaults));
+        if started != default {
+            out.push((SOURCE_STATIC_BROKER, started));
+        }
+        out.push((SOURCE_DEFAULT, default));
+        if out.len() == 1 {
+            // Kafka's default: as described (a sensitive one has no value either way).
+            out[0].1 = value;
+        }
+        out
+    }
 }
 
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
@@ -82,7 +230,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                     ),
                     Some(config) => {
                         let configs = config
-                            .describe(broker)
+                            .describe(metadata.broker_config())
                             .into_iter()
                             .filter(|(key, _, _)| wanted(&resource.configuration_keys, key.name))
                             .map(|(key, value, is_default)| {
@@ -104,7 +252,9 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                                     synonyms.push(
                                         DescribeConfigsSynonym::default()
                                             .with_name(StrBytes::from_static_str(key.name))
-                                            .with_value(Some(StrBytes::from_string(key.default_value(broker))))
+                                            .with_value(Some(StrBytes::from_string(
+                                                key.default_value(metadata.broker_config()),
+                                            )))
                                             .with_source(SOURCE_DEFAULT),
                                     );
                                     entry = entry.with_synonyms(synonyms);
@@ -123,20 +273,52 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                 },
                 RESOURCE_BROKER => {
                     let name = resource.resource_name.as_str();
-                    if !name.is_empty() && name != broker.broker_id.to_string() {
+                    if name.is_empty() {
+                        // The cluster-wide defaults: only what is set (`--entity-default`).
+                        let defaults = metadata.image.broker_configs.get("").cloned().unwrap_or_default();
+                        let configs = defaults
+                            .into_iter()
+                            .filter(|(key, _)| wanted(&resource.configuration_keys, key))
+                            .map(|(key, value)| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_string(key))
+                                    .with_value(Some(StrBytes::from_string(value)))
+                                    .with_config_source(SOURCE_DYNAMIC_DEFAULT_BROKER)
+                            })
+                            .collect();
+                        return result.with_configs(configs);
+                    }
+                    if name != broker.broker_id.to_string() {
                         return result
                             .with_error_code(ResponseError::InvalidRequest.code())
                             .with_error_message(Some(StrBytes::from_string(format!("unknown broker {name}"))));
                     }
-                    let configs = broker_configs(broker)
+                    let layers = BrokerLayers::of(broker, &metadata);
+                    let configs = broker_configs(metadata.broker_config())
                         .into_iter()
                         .filter(|(key, _, _)| wanted(&resource.configuration_keys, key))
                         .map(|(key, value, kind)| {
-                            let entry = DescribeConfigsResourceResult::default()
+                            let synonyms = layers.synonyms(key, value.clone());
+                            let source = synonyms.first().map_or(SOURCE_DEFAULT, |(source, _)| *source);
+                            let mut entry = DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(key))
-                                .with_value(Some(StrBytes::from_string(value)))
-                                .with_read_only(true)
-                                .with_config_source(SOURCE_STATIC_BROKER);
+                                .with_value(value.map(StrBytes::from_string))
+                                .with_read_only(!DYNAMIC_BROKER_CONFIGS.contains(&key))
+                                .with_is_sensitive(kind == ConfigType::Password)
+                                .with_config_source(source);
+                            if request.include_synonyms {
+                                entry = entry.with_synonyms(
+                                    synonyms
+                                        .into_iter()
+                                        .map(|(source, value)| {
+                                            DescribeConfigsSynonym::default()
+                                                .with_name(StrBytes::from_static_str(key))
+                                                .with_value(value.map(StrBytes::from_string))
+                                                .with_source(source)
+                                        })
+                                        .collect(),
+                                );
+                            }
                             if version >= 3 { entry.with_config_type(kind as i8) } else { entry }
                         })
                         .collect();
