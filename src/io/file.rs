@@ -90,11 +90,11 @@ impl DirectFile {
     /// covers is as stable as after an fdatasync, in one operation instead of two). Fails like
     /// a write or like an fdatasync.
     pub async fn write_all_at_durable(&self, buf: AlignedBuf, position: u64) -> (io::Result<()>, AlignedBuf) {
-        if let Err(err) = self.faults.check(FaultOp::Write).and_then(|()| self.faults.check(FaultOp::Sync)) {
+        if let Err(err) = self.faults.check(FaultOp::Write) {
             return (Err(err), buf);
         }
-        if let Some(delay) = self.faults.sync_delay() {
-            compio::time::sleep(delay).await;
+        if let Err(err) = self.sync_faults().await {
+            return (Err(err), buf);
         }
         self.write_with_flags(buf, position, libc::RWF_DSYNC).await
     }
@@ -151,11 +151,17 @@ impl DirectFile {
 
     /// fdatasync: returns once the device reports the written data stable.
     pub async fn sync_data(&self) -> io::Result<()> {
+        self.sync_faults().await?;
+        self.file.sync_data().await
+    }
+
+    /// The injected faults of a sync (a failure, a stall), for fdatasync and durable writes alike.
+    async fn sync_faults(&self) -> io::Result<()> {
         self.faults.check(FaultOp::Sync)?;
         if let Some(delay) = self.faults.sync_delay() {
             compio::time::sleep(delay).await;
         }
-        self.file.sync_data().await
+        Ok(())
     }
 
     /// Reserves `length` bytes from `offset` (fallocate mode 0: the file size grows to cover it),

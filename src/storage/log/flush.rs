@@ -284,13 +284,10 @@ pub(super) async fn write_job(
 /// fdatasync of the active segment; everything written before it is durable afterwards (rolled
 /// segments are synced when sealed, before anything is written to the next one).
 pub(super) async fn sync_active(inner: &LogInner) -> Result<(), StorageError> {
-    let (file, covered) = {
+    let (file, covered, unsynced) = {
         let state = inner.state.borrow();
-        (state.active().file.clone(), state.written_offset)
-    };
-    let unsynced = {
-        let state = inner.state.borrow();
-        covered > state.durable_offset && state.unsynced_write
+        let covered = state.written_offset;
+        (state.active().file.clone(), covered, covered > state.durable_offset && state.unsynced_write)
     };
     if let Some(file) = file
         && unsynced
