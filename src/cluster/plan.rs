@@ -188,15 +188,7 @@ impl Planner<'_> {
                     let known = topic_config::config_key(key)
                         .ok_or_else(|| ControllerError::InvalidConfig(format!("unknown topic config {key:?}")))?;
                     match op {
-                        AlterOp::Set => {
-                            let value = value
-                                .clone()
-                                .ok_or_else(|| ControllerError::InvalidConfig(format!("no value to set for {key}")))?;
-                            configs.insert(key.clone(), value);
-                        }
-                        AlterOp::Delete => {
-                            configs.remove(key);
-                        }
+                        AlterOp::Set | AlterOp::Delete => set_or_delete(&mut configs, key, *op, value)?,
                         AlterOp::Append | AlterOp::Subtract => {
                             if known.kind != topic_config::ConfigType::List {
                                 return Err(ControllerError::InvalidConfig(format!("{key} is not a list")));
@@ -244,20 +236,7 @@ impl Planner<'_> {
             ConfigChange::Replace(values) => configs = values.clone(),
             ConfigChange::Incremental(ops) => {
                 for (key, op, value) in ops {
-                    match op {
-                        AlterOp::Set => {
-                            let value = value
-                                .clone()
-                                .ok_or_else(|| ControllerError::InvalidConfig(format!("no value to set for {key}")))?;
-                            configs.insert(key.clone(), value);
-                        }
-                        AlterOp::Delete => {
-                            configs.remove(key);
-                        }
-                        AlterOp::Append | AlterOp::Subtract => {
-                            return Err(ControllerError::InvalidConfig(format!("{key} is not a list")));
-                        }
-                    }
+                    set_or_delete(&mut configs, key, *op, value)?;
                 }
             }
         }
@@ -609,6 +588,29 @@ fn partition_records(topic_id: Uuid, first: i32, assignments: Vec<Vec<BrokerId>>
             partition_epoch: 0,
         })
         .collect()
+}
+
+/// An incremental SET (which needs a value) or DELETE of `key` in `configs`; APPEND and SUBTRACT
+/// are refused (a list config's caller handles them itself).
+fn set_or_delete(
+    configs: &mut BTreeMap<String, String>,
+    key: &str,
+    op: AlterOp,
+    value: &Option<String>,
+) -> Result<(), ControllerError> {
+    match (op, value) {
+        (AlterOp::Set, Some(value)) => {
+            configs.insert(key.to_owned(), value.clone());
+        }
+        (AlterOp::Set, None) => return Err(ControllerError::InvalidConfig(format!("no value to set for {key}"))),
+        (AlterOp::Delete, _) => {
+            configs.remove(key);
+        }
+        (AlterOp::Append | AlterOp::Subtract, _) => {
+            return Err(ControllerError::InvalidConfig(format!("{key} is not a list")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
