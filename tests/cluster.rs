@@ -258,6 +258,23 @@ fn three_nodes_spread_a_topic_and_move_leaders_when_a_broker_dies() {
     }
     let leaders: std::collections::BTreeSet<i32> = spread.iter().map(|p| p.leader).collect();
     assert_eq!(leaders.len(), 3, "leaders on all three brokers: {spread:?}");
+    // One call producing to every partition (one request per leader, side by side, as the load
+    // generator sends them) lands each batch on its own partition; a partition that does not
+    // exist fails alone.
+    let (results, ends) = block_on(async {
+        let client = moldau::client::KafkaClient::connect(&cluster.addr(1), "cluster-test").await.unwrap();
+        let mut batches: Vec<_> = (0..6).map(|p| ("spread".to_owned(), p, one_record())).collect();
+        batches.insert(3, ("spread".to_owned(), 6, one_record()));
+        let results = client.produce_batches(batches, -1, 10_000).await;
+        let mut ends = Vec::new();
+        for p in 0..6 {
+            ends.push(client.list_offset("spread", p, -1).await.unwrap().0);
+        }
+        (results, ends)
+    });
+    let offsets: Vec<Option<i64>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(offsets, vec![Some(0), Some(0), Some(0), None, Some(0), Some(0), Some(0)], "{results:?}");
+    assert_eq!(ends, vec![1; 6], "one record in each partition");
     // DescribeCluster from any node lists all three.
     let described = block_on(async {
         let conn = BrokerConnection::connect(&cluster.addr(3), "cluster-test").await.unwrap();

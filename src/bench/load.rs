@@ -3,7 +3,7 @@
 //! send time carried in the first 8 bytes of each value → consumed) into HDR histograms.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ use crate::model::records::{BatchBuilder, EncodeOptions, compression_id, encode_
 
 /// How long producers wait for outstanding acknowledgements after the run.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Most bytes of batches in one produce request (Kafka's `max.request.size` default).
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// How long consumers keep reading after the run to catch up.
 const CONSUMER_DRAIN: Duration = Duration::from_secs(3);
 
@@ -253,37 +255,83 @@ async fn producer(
     let mut key_buf = String::new();
     let mut filler_at = 0usize;
 
-    let send = |target: usize, batch: Pending| {
-        let (topic, partition) = spec.targets[target].clone();
-        let built = batch.builder.finish();
-        let bytes = if compression == 0 { built } else { recompress(&built, compression) };
-        let count = batch.intended_us.len() as u64;
-        let value_bytes = count * workload.message_size as u64;
+    // Closed batches wait here until a request slot is free; each request then takes the oldest
+    // batch of every partition that has one, up to MAX_REQUEST_BYTES (as Kafka's Java producer
+    // drains a broker's ready batches into one request). So a broker that answers slowly gets
+    // fewer, larger requests, and the window grows from max_in_flight batches to
+    // max_in_flight requests.
+    let mut ready: BTreeMap<usize, VecDeque<Pending>> = BTreeMap::new();
+    let mut ready_bytes = 0usize;
+    let mut first_target = 0usize;
+
+    let send = |batches: Vec<(usize, Pending)>| {
+        let mut parts = Vec::with_capacity(batches.len());
+        let mut counts = Vec::with_capacity(batches.len());
+        for (target, batch) in batches {
+            let (topic, partition) = spec.targets[target].clone();
+            let built = batch.builder.finish();
+            let bytes = if compression == 0 { built } else { recompress(&built, compression) };
+            parts.push((topic, partition, bytes));
+            counts.push(batch.intended_us);
+        }
         in_flight.set(in_flight.get() + 1);
         let (client, state, in_flight, done, acks) =
             (client.clone(), state.clone(), in_flight.clone(), done.clone(), workload.acks);
+        let message_size = workload.message_size as u64;
         crate::io::spawn_detached(async move {
-            let result = client.produce(&topic, partition, bytes, acks, 30_000).await;
+            let results = client.produce_batches(parts, acks, 30_000).await;
             let now = Instant::now();
             let now_us = wall_clock_us();
-            match result {
-                Ok(_) => state.with(now, |s| {
-                    s.produced += count;
-                    s.produced_bytes += value_bytes;
-                    if acks != 0 {
-                        for &intended in &batch.intended_us {
-                            record(&mut s.publish, latency_us(intended, now_us));
+            for (result, intended) in results.into_iter().zip(counts) {
+                let count = intended.len() as u64;
+                match result {
+                    Ok(_) => state.with(now, |s| {
+                        s.produced += count;
+                        s.produced_bytes += count * message_size;
+                        if acks != 0 {
+                            for &intended in &intended {
+                                record(&mut s.publish, latency_us(intended, now_us));
+                            }
                         }
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "produce failed");
+                        state.with(now, |s| s.errors += 1);
                     }
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "produce failed");
-                    state.with(now, |s| s.errors += 1);
                 }
             }
             in_flight.set(in_flight.get() - 1);
             done.notify();
         });
+    };
+    // Sends requests while a slot is free and batches are ready.
+    let mut dispatch = |ready: &mut BTreeMap<usize, VecDeque<Pending>>, ready_bytes: &mut usize| {
+        while in_flight.get() < workload.max_in_flight && !ready.is_empty() {
+            let targets: Vec<usize> =
+                ready.range(first_target..).chain(ready.range(..first_target)).map(|(t, _)| *t).collect();
+            let mut batches = Vec::new();
+            let mut bytes = 0usize;
+            for target in targets {
+                let queue = ready.get_mut(&target).expect("listed");
+                let size = queue.front().map_or(0, |b| b.builder.len());
+                if !batches.is_empty() && bytes + size > MAX_REQUEST_BYTES {
+                    break;
+                }
+                let batch = queue.pop_front().expect("non-empty");
+                if queue.is_empty() {
+                    ready.remove(&target);
+                }
+                bytes += size;
+                first_target = target + 1;
+                batches.push((target, batch));
+            }
+            *ready_bytes -= bytes;
+            send(batches);
+        }
+    };
+    let close = |ready: &mut BTreeMap<usize, VecDeque<Pending>>, ready_bytes: &mut usize, target, batch: Pending| {
+        *ready_bytes += batch.builder.len();
+        ready.entry(target).or_default().push_back(batch);
     };
 
     loop {
@@ -301,13 +349,19 @@ async fn producer(
             }
         };
         if due == 0 {
-            // Sleep to the next scheduled message or the oldest batch's linger deadline.
+            // Sleep to the next scheduled message or the oldest batch's linger deadline (or
+            // until a request slot frees up for a ready batch).
             let next_message = per_producer_rate
                 .map(|rate| start + Duration::from_secs_f64((sent_messages + 1) as f64 / rate))
                 .unwrap_or(now);
             let linger_deadline = pending.values().map(|p| p.opened + linger).min().unwrap_or(next_message);
             let wake = next_message.min(linger_deadline).max(now + Duration::from_micros(200));
-            crate::io::sleep(wake - now).await;
+            if ready.is_empty() {
+                crate::io::sleep(wake - now).await;
+            } else {
+                let _ = crate::io::timeout(wake - now, done.notified()).await;
+                dispatch(&mut ready, &mut ready_bytes);
+            }
         }
         for _ in 0..due {
             let intended_us = match per_producer_rate {
@@ -348,12 +402,16 @@ async fn producer(
             batch.intended_us.push(intended_us);
             if batch.builder.len() >= workload.batch_bytes {
                 let full = pending.remove(&target).expect("present");
-                send(target, full);
+                close(&mut ready, &mut ready_bytes, target, full);
                 if key.is_none() {
                     sticky = (sticky + 1) % spec.targets.len();
                 }
-                while in_flight.get() >= workload.max_in_flight {
+                dispatch(&mut ready, &mut ready_bytes);
+                // A full request's worth waiting: wait for a slot (the producer's buffer is
+                // full, as Kafka's blocks at `buffer.memory`).
+                while ready_bytes >= MAX_REQUEST_BYTES {
                     done.notified().await;
+                    dispatch(&mut ready, &mut ready_bytes);
                 }
             }
         }
@@ -362,20 +420,23 @@ async fn producer(
         let ripe: Vec<usize> = pending.iter().filter(|(_, p)| now >= p.opened + linger).map(|(t, _)| *t).collect();
         for target in ripe {
             let batch = pending.remove(&target).expect("present");
-            send(target, batch);
+            close(&mut ready, &mut ready_bytes, target, batch);
             if target == sticky {
                 sticky = (sticky + 1) % spec.targets.len();
             }
-            while in_flight.get() >= workload.max_in_flight {
-                done.notified().await;
-            }
+        }
+        dispatch(&mut ready, &mut ready_bytes);
+        while ready_bytes >= MAX_REQUEST_BYTES {
+            done.notified().await;
+            dispatch(&mut ready, &mut ready_bytes);
         }
     }
     for (target, batch) in pending.drain() {
-        send(target, batch);
+        close(&mut ready, &mut ready_bytes, target, batch);
     }
     let deadline = Instant::now() + DRAIN;
-    while in_flight.get() > 0 && Instant::now() < deadline {
+    while (!ready.is_empty() || in_flight.get() > 0) && Instant::now() < deadline {
+        dispatch(&mut ready, &mut ready_bytes);
         let _ = crate::io::timeout(Duration::from_millis(100), done.notified()).await;
     }
     Ok(())

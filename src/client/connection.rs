@@ -66,6 +66,25 @@ pub enum ClientError {
     },
 }
 
+// By hand: `std::io::Error` is not `Clone`; a copy keeps its kind and message.
+impl Clone for ClientError {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Io { addr, source } => {
+                Self::Io { addr: addr.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            Self::Closed(addr) => Self::Closed(addr.clone()),
+            Self::Unsupported(key) => Self::Unsupported(*key),
+            Self::Protocol(reason) => Self::Protocol(reason.clone()),
+            Self::Kafka { context, error, code, message } => {
+                Self::Kafka { context: context.clone(), error: error.clone(), code: *code, message: message.clone() }
+            }
+            Self::Unavailable(reason) => Self::Unavailable(reason.clone()),
+            Self::Security { addr, reason } => Self::Security { addr: addr.clone(), reason: reason.clone() },
+        }
+    }
+}
+
 /// The client's side of one SASL exchange.
 pub trait SaslClient {
     /// The mechanism's SASL name (`PLAIN`, `SCRAM-SHA-512`).

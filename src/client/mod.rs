@@ -45,6 +45,9 @@ pub struct TopicInfo {
     pub partitions: Vec<(i32, i32, Vec<i32>, Vec<i32>)>,
 }
 
+/// One topic's part of a produce request: the topic and its (input index, partition, records).
+type TopicBatches = (String, Vec<(usize, i32, Bytes)>);
+
 /// What a fetch returned for one partition.
 #[derive(Clone, Debug, Default)]
 pub struct FetchedPartition {
@@ -180,8 +183,8 @@ impl KafkaClient {
         })
     }
 
-    /// A connection to the leader of a partition (refreshing metadata when unknown).
-    pub async fn leader(&self, topic: &str, partition: i32) -> Result<BrokerConnection, ClientError> {
+    /// The id of a partition's leader (refreshing metadata when unknown).
+    pub async fn leader_id(&self, topic: &str, partition: i32) -> Result<i32, ClientError> {
         let key = (topic.to_owned(), partition);
         let mut leader = self.leaders.borrow().get(&key).copied();
         if leader.is_none() {
@@ -189,16 +192,20 @@ impl KafkaClient {
             leader = self.leaders.borrow().get(&key).copied();
         }
         match leader {
-            Some(id) if id >= 0 => {
-                let conn = self.broker(id).await;
-                if conn.is_err() {
-                    // Unreachable: it may have died and led over; ask again next time.
-                    self.forget_leaders();
-                }
-                conn
-            }
+            Some(id) if id >= 0 => Ok(id),
             _ => Err(ClientError::Unavailable(format!("no leader for {topic}-{partition}"))),
         }
+    }
+
+    /// A connection to the leader of a partition (refreshing metadata when unknown).
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<BrokerConnection, ClientError> {
+        let id = self.leader_id(topic, partition).await?;
+        let conn = self.broker(id).await;
+        if conn.is_err() {
+            // Unreachable: it may have died and led over; ask again next time.
+            self.forget_leaders();
+        }
+        conn
     }
 
     /// Forgets cached leaders (after a NOT_LEADER error).
@@ -228,34 +235,129 @@ impl KafkaClient {
         acks: i16,
         timeout_ms: i32,
     ) -> Result<i64, ClientError> {
-        let conn = self.leader(topic, partition).await?;
-        let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![
-            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-            ]),
-        ]);
-        let version = conn.version_for::<ProduceRequest>(PRODUCE_MAX_VERSION)?;
-        if acks == 0 {
-            conn.send_without_response(request, version).await?;
-            return Ok(-1);
-        }
-        let response = conn.send_version(request, version).await.inspect_err(|_| self.forget_leaders())?;
-        let p = response
-            .responses
-            .first()
-            .and_then(|t| t.partition_responses.first())
-            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
-        if let Some(err) = ClientError::from_code(
-            format!("produce to {topic}-{partition}"),
-            p.error_code,
-            p.error_message.as_ref().map(|m| m.as_str().to_owned()),
-        ) {
-            if matches!(p.error_code, 6 | 3) {
-                self.forget_leaders();
+        let mut results = self.produce_batches(vec![(topic.to_owned(), partition, records)], acks, timeout_ms).await;
+        results.pop().unwrap_or_else(|| Err(ClientError::Protocol("empty produce response".into())))
+    }
+
+    /// Produces several partitions' records at once, in one request per leader (as Kafka's Java
+    /// producer drains all of a broker's ready batches into one request); the requests to
+    /// different leaders run side by side. One result per input, in order: the base offset (-1
+    /// with acks=0) or that partition's error.
+    pub async fn produce_batches(
+        &self,
+        batches: Vec<(String, i32, Bytes)>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Vec<Result<i64, ClientError>> {
+        let mut results: Vec<Option<Result<i64, ClientError>>> = (0..batches.len()).map(|_| None).collect();
+        let mut by_leader: HashMap<i32, Vec<TopicBatches>> = HashMap::new();
+        for (index, (topic, partition, records)) in batches.into_iter().enumerate() {
+            match self.leader_id(&topic, partition).await {
+                Ok(leader) => {
+                    let topics = by_leader.entry(leader).or_default();
+                    match topics.iter_mut().find(|(name, _)| *name == topic) {
+                        Some((_, parts)) => parts.push((index, partition, records)),
+                        None => topics.push((topic, vec![(index, partition, records)])),
+                    }
+                }
+                Err(err) => results[index] = Some(Err(err)),
             }
-            return Err(err);
         }
-        Ok(p.base_offset)
+        let sends = by_leader.into_iter().map(|(leader, topics)| self.produce_to(leader, topics, acks, timeout_ms));
+        for answers in futures_util::future::join_all(sends).await {
+            for (index, result) in answers {
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ClientError::Protocol("partition missing from produce response".into()))))
+            .collect()
+    }
+
+    /// One Produce request to broker `leader`; answers (input index, result) per partition.
+    async fn produce_to(
+        &self,
+        leader: i32,
+        topics: Vec<TopicBatches>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Vec<(usize, Result<i64, ClientError>)> {
+        let indexes: Vec<(String, i32, usize)> = topics
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts.iter().map(move |(index, partition, _)| (topic.clone(), *partition, *index))
+            })
+            .collect();
+        let fail_all = |err: ClientError| -> Vec<(usize, Result<i64, ClientError>)> {
+            indexes.iter().map(|(_, _, index)| (*index, Err(err.clone()))).collect()
+        };
+        let conn = match self.broker(leader).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Unreachable: it may have died and led over; ask again next time.
+                self.forget_leaders();
+                return fail_all(err);
+            }
+        };
+        let topic_data = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                TopicProduceData::default().with_name(topic_name(&topic)).with_partition_data(
+                    parts
+                        .into_iter()
+                        .map(|(_, partition, records)| {
+                            PartitionProduceData::default().with_index(partition).with_records(Some(records))
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(topic_data);
+        let version = match conn.version_for::<ProduceRequest>(PRODUCE_MAX_VERSION) {
+            Ok(version) => version,
+            Err(err) => return fail_all(err),
+        };
+        if acks == 0 {
+            return match conn.send_without_response(request, version).await {
+                Ok(()) => indexes.iter().map(|(_, _, index)| (*index, Ok(-1))).collect(),
+                Err(err) => fail_all(err),
+            };
+        }
+        let response = match conn.send_version(request, version).await {
+            Ok(response) => response,
+            Err(err) => {
+                self.forget_leaders();
+                return fail_all(err);
+            }
+        };
+        let mut answers = Vec::with_capacity(indexes.len());
+        for (topic, partition, index) in &indexes {
+            let answer = response
+                .responses
+                .iter()
+                .filter(|t| t.name.as_str() == topic)
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == *partition);
+            let result = match answer {
+                None => Err(ClientError::Protocol(format!("no produce answer for {topic}-{partition}"))),
+                Some(p) => match ClientError::from_code(
+                    format!("produce to {topic}-{partition}"),
+                    p.error_code,
+                    p.error_message.as_ref().map(|m| m.as_str().to_owned()),
+                ) {
+                    Some(err) => {
+                        if matches!(p.error_code, 6 | 3) {
+                            self.forget_leaders();
+                        }
+                        Err(err)
+                    }
+                    None => Ok(p.base_offset),
+                },
+            };
+            answers.push((*index, result));
+        }
+        answers
     }
 
     /// Fetches from one partition.
