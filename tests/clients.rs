@@ -383,11 +383,15 @@ fn kafka_python_admin_describes_producers_pages_topic_partitions_and_lists_confi
 }
 
 /// Dynamic broker configs (IncrementalAlterConfigs on a BROKER resource) change the defaults of
-/// topics without overrides at runtime, are described with their source, and refuse read-only
+/// topics without overrides at runtime, are described with their source (on the broker and on
+/// the topics that take them, as a static broker setting is), and refuse read-only
 /// names and bad values; deleting them brings back the broker's own.
 #[test]
 fn dynamic_broker_configs_change_topic_defaults_at_runtime_and_are_described() {
-    let broker = Broker::start("broker-configs", &["--set", "log_retention_check_interval_ms=300"]);
+    let broker = Broker::start(
+        "broker-configs",
+        &["--set", "log_retention_check_interval_ms=300", "--set", "log_retention_bytes=1073741824"],
+    );
     let out = run_ok(
         &mut python("kafka_compat.py", &["broker-configs", &broker.addr, "dyn", "0"]),
         "kafka_compat.py",
@@ -400,13 +404,14 @@ fn dynamic_broker_configs_change_topic_defaults_at_runtime_and_are_described() {
             "log.retention.ms=1500 DYNAMIC_BROKER_CONFIG read_only=False",
             "num.partitions=1 DEFAULT_CONFIG read_only=True",
             "advertised.listeners True",
-            "topic retention.ms 1500",
+            "topic retention.ms=1500 DYNAMIC_BROKER_CONFIG read_only=False",
+            "topic retention.bytes=1073741824 STATIC_BROKER_CONFIG read_only=False",
             "set read-only INVALID_CONFIG",
             "set bad value INVALID_CONFIG",
             "log start moved True",
             "delete ok",
             "log.retention.ms=604800000 DEFAULT_CONFIG read_only=False",
-            "topic retention.ms 604800000",
+            "topic retention.ms=604800000 DEFAULT_CONFIG read_only=False",
         ]
     );
 }

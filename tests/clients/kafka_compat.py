@@ -26,7 +26,7 @@ Usage:
       kafka-python reads the same.
   kafka_compat.py broker-configs BOOTSTRAP TOPIC BROKER_ID
       AdminClient sets the broker's dynamic configs (small segments, 1.5 s retention), describes
-      the broker and TOPIC, is refused a read-only config and a bad value, produces until retention
+      the broker and TOPIC (whose defaults name the broker layer they come from), is refused a read-only config and a bad value, produces until retention
       moves TOPIC's log start, then deletes the dynamic configs. Prints one line per step.
 """
 import sys
@@ -210,7 +210,9 @@ elif mode == "broker-configs":
     print(show(broker, "log.retention.ms"))
     print(show(broker, "num.partitions"))
     print("advertised.listeners", broker["advertised.listeners"].value.startswith("PLAINTEXT://127.0.0.1:"))
-    print("topic retention.ms", describe(ResourceType.TOPIC, topic)["retention.ms"].value)
+    described = describe(ResourceType.TOPIC, topic)
+    print("topic", show(described, "retention.ms"))
+    print("topic", show(described, "retention.bytes"))
     print("set read-only", alter(node, [("num.partitions", "3")]))
     print("set bad value", alter(node, [("log.segment.bytes", "10")]))
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
@@ -227,7 +229,7 @@ elif mode == "broker-configs":
     print("log start moved", low > 0)
     print("delete", alter(node, [("log.segment.bytes", None), ("log.retention.ms", None)]))
     print(show(describe(ResourceType.BROKER, node), "log.retention.ms"))
-    print("topic retention.ms", describe(ResourceType.TOPIC, topic)["retention.ms"].value)
+    print("topic", show(describe(ResourceType.TOPIC, topic), "retention.ms"))
     consumer.close()
 else:
     raise SystemExit(f"unknown mode {mode}")

@@ -144,6 +144,19 @@ fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, Option<String>, C
     out
 }
 
+/// The broker configs whose value a topic config takes when the topic does not set it (Kafka's
+/// synonyms), the finest unit first.
+const TOPIC_SYNONYMS: &[(&str, &[&str])] = &[
+    ("flush.messages", &["log.flush.interval.messages"]),
+    ("flush.ms", &["log.flush.interval.ms"]),
+    ("max.message.bytes", &["message.max.bytes"]),
+    ("preallocate", &["log.preallocate"]),
+    ("retention.bytes", &["log.retention.bytes"]),
+    ("retention.ms", &["log.retention.ms", "log.retention.minutes", "log.retention.hours"]),
+    ("segment.bytes", &["log.segment.bytes"]),
+    ("segment.ms", &["log.roll.ms", "log.roll.hours"]),
+];
+
 /// Where a broker config's value comes from, layer by layer: this broker's dynamic config, the
 /// cluster-wide dynamic default, the broker's file or flags, Kafka's default.
 struct BrokerLayers<'a> {
@@ -193,6 +206,37 @@ impl<'a> BrokerLayers<'a> {
     }
 }
 
+impl BrokerLayers<'_> {
+    /// The broker-level layers behind topic config `topic_key` when the topic does not set it,
+    /// the one in force first (Kafka's order: this broker's dynamic config, the cluster-wide
+    /// one, the broker's file or flags, the default; within a layer the finest unit first), as
+    /// (source, broker config name, value). Empty for a config with no broker synonym.
+    fn topic_synonyms(&self, topic_key: &str) -> Vec<(i8, &'static str, Option<String>)> {
+        let Some((_, names)) = TOPIC_SYNONYMS.iter().find(|(key, _)| *key == topic_key) else { return Vec::new() };
+        let find = |list: &[(&'static str, Option<String>, ConfigType)], key: &str| {
+            list.iter().find(|(name, _, _)| *name == key).and_then(|(_, v, _)| v.clone())
+        };
+        let mut out = Vec::new();
+        for (source, layer) in [(SOURCE_DYNAMIC_BROKER, self.own), (SOURCE_DYNAMIC_DEFAULT_BROKER, self.cluster)] {
+            for name in names.iter().copied() {
+                if let Some(v) = layer.and_then(|c| c.get(name)) {
+                    out.push((source, name, Some(v.clone())));
+                }
+            }
+        }
+        for name in names.iter().copied() {
+            let started = find(&self.started, name);
+            if started.is_some() && started != find(&self.defaults, name) {
+                out.push((SOURCE_STATIC_BROKER, name, started));
+            }
+        }
+        if let Some((name, default)) = names.iter().find_map(|name| find(&self.defaults, name).map(|v| (*name, v))) {
+            out.push((SOURCE_DEFAULT, name, Some(default)));
+        }
+        out
+    }
+}
+
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
     keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
 }
@@ -229,35 +273,43 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                         Some(StrBytes::from_string(format!("unknown topic {}", resource.resource_name.as_str()))),
                     ),
                     Some(config) => {
+                        let layers = BrokerLayers::of(broker, &metadata);
                         let configs = config
                             .describe(metadata.broker_config())
                             .into_iter()
                             .filter(|(key, _, _)| wanted(&resource.configuration_keys, key.name))
                             .map(|(key, value, is_default)| {
-                                let source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC };
+                                // A value the topic does not set comes from the first broker
+                                // layer that does, else Kafka's default.
+                                let mut synonyms = Vec::new();
+                                if !is_default {
+                                    synonyms.push((SOURCE_TOPIC, key.name, Some(value.clone())));
+                                }
+                                synonyms.extend(layers.topic_synonyms(key.name));
+                                if synonyms.is_empty() {
+                                    synonyms.push((
+                                        SOURCE_DEFAULT,
+                                        key.name,
+                                        Some(key.default_value(metadata.broker_config())),
+                                    ));
+                                }
+                                let source = synonyms[0].0;
                                 let mut entry = DescribeConfigsResourceResult::default()
                                     .with_name(StrBytes::from_static_str(key.name))
-                                    .with_value(Some(StrBytes::from_string(value.clone())))
+                                    .with_value(Some(StrBytes::from_string(value)))
                                     .with_config_source(source);
                                 if request.include_synonyms {
-                                    let mut synonyms = Vec::new();
-                                    if !is_default {
-                                        synonyms.push(
-                                            DescribeConfigsSynonym::default()
-                                                .with_name(StrBytes::from_static_str(key.name))
-                                                .with_value(Some(StrBytes::from_string(value)))
-                                                .with_source(SOURCE_TOPIC),
-                                        );
-                                    }
-                                    synonyms.push(
-                                        DescribeConfigsSynonym::default()
-                                            .with_name(StrBytes::from_static_str(key.name))
-                                            .with_value(Some(StrBytes::from_string(
-                                                key.default_value(metadata.broker_config()),
-                                            )))
-                                            .with_source(SOURCE_DEFAULT),
+                                    entry = entry.with_synonyms(
+                                        synonyms
+                                            .into_iter()
+                                            .map(|(source, name, value)| {
+                                                DescribeConfigsSynonym::default()
+                                                    .with_name(StrBytes::from_static_str(name))
+                                                    .with_value(value.map(StrBytes::from_string))
+                                                    .with_source(source)
+                                            })
+                                            .collect(),
                                     );
-                                    entry = entry.with_synonyms(synonyms);
                                 }
                                 if version >= 3 {
                                     entry = entry.with_config_type(key.kind as i8);
@@ -331,4 +383,47 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_default_names_the_broker_layers_behind_it_in_kafkas_order() {
+        let own = BTreeMap::from([("log.retention.hours".to_owned(), "2".to_owned())]);
+        let cluster = BTreeMap::from([
+            ("log.retention.hours".to_owned(), "5".to_owned()),
+            ("log.retention.ms".to_owned(), "1000".to_owned()),
+        ]);
+        let started = BrokerConfig { log_retention_ms: 3_600_000, ..BrokerConfig::default() };
+        let layers = BrokerLayers {
+            own: Some(&own),
+            cluster: Some(&cluster),
+            started: broker_configs(&started),
+            defaults: broker_configs(&BrokerConfig::default()),
+        };
+        let synonyms = layers.topic_synonyms("retention.ms");
+        let seen: Vec<(i8, &str, Option<&str>)> =
+            synonyms.iter().map(|(source, name, value)| (*source, *name, value.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                (SOURCE_DYNAMIC_BROKER, "log.retention.hours", Some("2")),
+                (SOURCE_DYNAMIC_DEFAULT_BROKER, "log.retention.ms", Some("1000")),
+                (SOURCE_DYNAMIC_DEFAULT_BROKER, "log.retention.hours", Some("5")),
+                (SOURCE_STATIC_BROKER, "log.retention.ms", Some("3600000")),
+                (SOURCE_DEFAULT, "log.retention.ms", Some("604800000")),
+            ]
+        );
+        // Nothing set anywhere but the default: the default alone.
+        let bare =
+            BrokerLayers { own: None, cluster: None, started: broker_configs(&started), defaults: layers.defaults };
+        assert_eq!(
+            bare.topic_synonyms("segment.bytes"),
+            [(SOURCE_DEFAULT, "log.segment.bytes", Some("1073741824".into()))]
+        );
+        // A topic config no broker config stands behind.
+        assert!(bare.topic_synonyms("cleanup.policy").is_empty());
+    }
 }
