@@ -730,6 +730,57 @@ fn small_durable_appends_find_blocks_zero_filled_ahead_and_zeros_never_land_on_d
 }
 
 #[test]
+fn after_a_clean_restart_zero_filling_ahead_goes_on_from_the_first_unwritten_block() {
+    let dir = test_dir("prepare-resume");
+    let path = dir.join("00000000000000000000.log");
+    let mut cfg = config(64 << 20, FlushPolicy::Always);
+    cfg.prepare_ahead_bytes = 0;
+    let mut expected = Vec::new();
+    let data_end = block_on(async {
+        let log = Log::open(&dir, cfg.clone(), &context(0)).await.unwrap();
+        for seed in 0..3 {
+            let batch = make_batch(seed, 2, 1000, 1);
+            let info = append(&log, batch.clone(), 0);
+            expected.push(stamped(&batch, info.base_offset));
+            info.durable.wait().await.unwrap();
+        }
+        let end = log.snapshot().size_bytes;
+        log.close().await.unwrap();
+        end
+    });
+    // The blocks past the data written for 1.5 MiB (as zero-filling ahead leaves them), the rest
+    // of the preallocation unwritten.
+    let written_to = data_end.div_ceil(4096) * 4096 + (3 << 19);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let from = data_end.div_ceil(4096) * 4096;
+        file.write_all_at(&vec![0u8; (written_to - from) as usize], from).unwrap();
+        file.sync_all().unwrap();
+    }
+    assert_eq!(first_hole(&path, data_end), written_to);
+    // One small durable append after a clean restart, zero-filling ahead on: its zero write
+    // starts at the first unwritten block, so the written blocks reach 1 MiB further. (Started
+    // at the data's end instead, it would rewrite blocks already written and move nothing.)
+    block_on(async {
+        cfg.prepare_ahead_bytes = moldau::storage::PREPARE_AHEAD_BYTES;
+        let log = Log::open(&dir, cfg, &context(0)).await.unwrap();
+        let batch = make_batch(99, 2, 1000, 1);
+        let info = append(&log, batch.clone(), 0);
+        expected.push(stamped(&batch, info.base_offset));
+        info.durable.wait().await.unwrap();
+        log.close().await.unwrap();
+    });
+    assert_eq!(first_hole(&path, data_end), written_to + (1 << 20), "the zero write went on from the hole");
+    block_on(async {
+        let log = Log::open(&dir, config(64 << 20, FlushPolicy::Always), &context(0)).await.unwrap();
+        let got = read_all(&log, 0, 1 << 20).await;
+        assert_same_batches(&got, &expected, "every batch reads back intact");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn replica_appends_across_a_gap_wider_than_a_segment_can_span_start_a_new_segment() {
     let dir = test_dir("wide-gap");
     block_on(async {

@@ -77,6 +77,16 @@ impl DirectFile {
         self.file.as_raw_fd()
     }
 
+    /// Where the first hole at or after `from` begins (`SEEK_HOLE`; ext4 counts unwritten
+    /// extents as holes), or the file's length when there is none. A lookup in the file's extent
+    /// map: no I/O on the data.
+    pub fn first_hole(&self, from: u64) -> io::Result<u64> {
+        let offset = libc::off_t::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: lseek on a descriptor this file owns; it reads no memory of ours.
+        let at = unsafe { libc::lseek(self.file.as_raw_fd(), offset, libc::SEEK_HOLE) };
+        if at < 0 { Err(io::Error::last_os_error()) } else { Ok(at as u64) }
+    }
+
     /// Writes all of `buf` at `position`. Both must be page aligned (the caller pads the tail).
     /// The buffer comes back whatever the outcome so it can be reused.
     pub async fn write_all_at(&self, buf: AlignedBuf, position: u64) -> (io::Result<()>, AlignedBuf) {

@@ -52,7 +52,7 @@ pub(super) async fn recover_segments(
         // Sealed segments were synced before the next one was written; the active one's saved
         // index only matches its data after a clean close.
         let trust_index = !is_last || clean_shutdown;
-        let (segment, clean) = recover_segment(dir, base, trust_index, config, offsets, faults).await?;
+        let (mut segment, clean) = recover_segment(dir, base, trust_index, config, offsets, faults).await?;
         let continues = bases.get(i + 1).is_none_or(|next| offsets.continues(segment.next_offset, *next));
         if is_last || !clean || !continues {
             // The log ends here: make sure nothing past the valid end can be read back as data.
@@ -62,6 +62,10 @@ pub(super) async fn recover_segments(
             // blocks back into unwritten ones, which the next appends would pay to convert.
             if !(is_last && clean && clean_shutdown) {
                 cut_segment_tail(&segment).await?;
+            } else {
+                // Kept as they are, the blocks zero-filled ahead (or a recycled file's) stay
+                // written: zero-filling ahead goes on from the first unwritten one.
+                segment.prepared_bytes = written_through(&segment);
             }
             if !is_last {
                 cut_from = Some(i + 1);
@@ -93,6 +97,20 @@ pub(super) async fn recover_segments(
         }
     }
     Ok(segments)
+}
+
+/// Where the written blocks past a segment's data end: its first hole, within its preallocation
+/// (the data's end if that cannot be told).
+fn written_through(segment: &Segment) -> u64 {
+    let data_end = io::round_up_to_page(segment.size as usize) as u64;
+    let file = segment.file.as_ref().expect("recovered segments have files");
+    match file.first_hole(data_end) {
+        Ok(hole) => hole.clamp(data_end, segment.allocated_bytes.max(data_end)),
+        Err(err) => {
+            tracing::debug!(path = %segment.path.display(), error = %err, "SEEK_HOLE failed");
+            data_end
+        }
+    }
 }
 
 /// Zeroes everything in a segment's file past its recovered size and rewrites its partial tail
@@ -193,7 +211,7 @@ pub(super) async fn recover_segment(
     segment.written_size = end.position;
     segment.allocated_bytes = file_len;
     // Past the data, the cut (`cut_segment_tail`) leaves unwritten extents; after a clean close
-    // the blocks there may be written already, and zero-filling them again costs only a little.
+    // the caller finds how far the blocks there are written (`written_through`).
     segment.prepared_bytes = io::round_up_to_page(end.position as usize) as u64;
     segment.file = Some(Rc::new(file));
     let clean = match &end.stopped {
