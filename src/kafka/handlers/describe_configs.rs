@@ -183,9 +183,6 @@ impl<'a> BrokerLayers<'a> {
 
     /// The layers that set `key`, the one in force first (`value`, as described).
     fn synonyms(&self, key: &str, value: Option<String>) -> Vec<(i8, Option<String>)> {
-        let find = |list: &[(&'static str, Option<String>, ConfigType)]| {
-            list.iter().find(|(name, _, _)| *name == key).and_then(|(_, v, _)| v.clone())
-        };
         let mut out = Vec::new();
         if let Some(v) = self.own.and_then(|c| c.get(key)) {
             out.push((SOURCE_DYNAMIC_BROKER, Some(v.clone())));
@@ -193,7 +190,7 @@ impl<'a> BrokerLayers<'a> {
         if let Some(v) = self.cluster.and_then(|c| c.get(key)) {
             out.push((SOURCE_DYNAMIC_DEFAULT_BROKER, Some(v.clone())));
         }
-        let (started, default) = (find(&self.started), find(&self.defaults));
+        let (started, default) = (value_in(&self.started, key), value_in(&self.defaults, key));
         if started != default {
             out.push((SOURCE_STATIC_BROKER, started));
         }
@@ -204,18 +201,13 @@ impl<'a> BrokerLayers<'a> {
         }
         out
     }
-}
 
-impl BrokerLayers<'_> {
     /// The broker-level layers behind topic config `topic_key` when the topic does not set it,
     /// the one in force first (Kafka's order: this broker's dynamic config, the cluster-wide
     /// one, the broker's file or flags, the default; within a layer the finest unit first), as
     /// (source, broker config name, value). Empty for a config with no broker synonym.
     fn topic_synonyms(&self, topic_key: &str) -> Vec<(i8, &'static str, Option<String>)> {
         let Some((_, names)) = TOPIC_SYNONYMS.iter().find(|(key, _)| *key == topic_key) else { return Vec::new() };
-        let find = |list: &[(&'static str, Option<String>, ConfigType)], key: &str| {
-            list.iter().find(|(name, _, _)| *name == key).and_then(|(_, v, _)| v.clone())
-        };
         let mut out = Vec::new();
         for (source, layer) in [(SOURCE_DYNAMIC_BROKER, self.own), (SOURCE_DYNAMIC_DEFAULT_BROKER, self.cluster)] {
             for name in names.iter().copied() {
@@ -225,16 +217,22 @@ impl BrokerLayers<'_> {
             }
         }
         for name in names.iter().copied() {
-            let started = find(&self.started, name);
-            if started.is_some() && started != find(&self.defaults, name) {
+            let started = value_in(&self.started, name);
+            if started.is_some() && started != value_in(&self.defaults, name) {
                 out.push((SOURCE_STATIC_BROKER, name, started));
             }
         }
-        if let Some((name, default)) = names.iter().find_map(|name| find(&self.defaults, name).map(|v| (*name, v))) {
+        if let Some((name, default)) = names.iter().find_map(|name| value_in(&self.defaults, name).map(|v| (*name, v)))
+        {
             out.push((SOURCE_DEFAULT, name, Some(default)));
         }
         out
     }
+}
+
+/// The value of broker config `key` in a [`broker_configs`] list.
+fn value_in(list: &[(&'static str, Option<String>, ConfigType)], key: &str) -> Option<String> {
+    list.iter().find(|(name, _, _)| *name == key).and_then(|(_, v, _)| v.clone())
 }
 
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
@@ -245,6 +243,8 @@ fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
 pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
     let metadata = conn.ctx.view();
     let broker = &conn.ctx.config;
+    // What the broker layers hold, worked out once per request (it serializes the config twice).
+    let layers = std::cell::OnceCell::new();
     let results = request
         .resources
         .iter()
@@ -273,7 +273,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                         Some(StrBytes::from_string(format!("unknown topic {}", resource.resource_name.as_str()))),
                     ),
                     Some(config) => {
-                        let layers = BrokerLayers::of(broker, &metadata);
+                        let layers = layers.get_or_init(|| BrokerLayers::of(broker, &metadata));
                         let configs = config
                             .describe(metadata.broker_config())
                             .into_iter()
@@ -345,7 +345,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                             .with_error_code(ResponseError::InvalidRequest.code())
                             .with_error_message(Some(StrBytes::from_string(format!("unknown broker {name}"))));
                     }
-                    let layers = BrokerLayers::of(broker, &metadata);
+                    let layers = layers.get_or_init(|| BrokerLayers::of(broker, &metadata));
                     let configs = broker_configs(metadata.broker_config())
                         .into_iter()
                         .filter(|(key, _, _)| wanted(&resource.configuration_keys, key))
