@@ -491,6 +491,7 @@ fn collect_stats(services: &Services) -> Vec<ShardStats> {
                         quota_throttles: kafka.metrics.quota_throttles.get(),
                         fetch_sessions_opened: kafka.metrics.fetch_sessions_opened.get(),
                         incremental_fetches: kafka.metrics.incremental_fetches.get(),
+                        session_partitions_unread: kafka.metrics.session_partitions_unread.get(),
                         produce_bytes: partitions.appended_bytes,
                         fetch_bytes: partitions.read_bytes,
                         cache_bytes: partitions.cache.used_bytes,

@@ -33,6 +33,8 @@ pub struct ShardStats {
     pub fetch_sessions_opened: u64,
     /// Fetches answered in a session.
     pub incremental_fetches: u64,
+    /// Partitions of incremental fetches answered without a read.
+    pub session_partitions_unread: u64,
     /// Record bytes appended to the shard's partitions.
     pub produce_bytes: u64,
     /// Record bytes read from the shard's partitions for fetches.
@@ -97,7 +99,7 @@ type MetricSpec = (&'static str, &'static str, fn(&ShardStats) -> u64);
 
 fn prometheus(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let metrics: [MetricSpec; 14] = [
+    let metrics: [MetricSpec; 15] = [
         ("moldau_shard_partitions", "Partitions owned by the shard", |s| s.partitions as u64),
         ("moldau_shard_connections", "Open client connections", |s| s.connections),
         ("moldau_shard_requests_total", "Requests read", |s| s.requests),
@@ -113,6 +115,11 @@ fn prometheus(stats: &[ShardStats]) -> String {
         }),
         ("moldau_shard_fetch_sessions_opened_total", "Incremental fetch sessions opened", |s| s.fetch_sessions_opened),
         ("moldau_shard_incremental_fetches_total", "Fetches answered in a fetch session", |s| s.incremental_fetches),
+        (
+            "moldau_shard_fetch_session_unread_partitions_total",
+            "Partitions of incremental fetches answered without a read (unchanged since the last)",
+            |s| s.session_partitions_unread,
+        ),
         ("moldau_shard_produce_bytes_total", "Record bytes appended", |s| s.produce_bytes),
         ("moldau_shard_fetch_bytes_total", "Record bytes served", |s| s.fetch_bytes),
         ("moldau_shard_cache_bytes", "Read cache bytes held", |s| s.cache_bytes),

@@ -1247,3 +1247,82 @@ fn fetch_sessions_answer_only_what_changed_and_refuse_stale_or_unknown_sessions(
         assert_eq!(r2.error_code, 70);
     });
 }
+
+#[test]
+fn a_fetch_session_reads_only_partitions_that_changed_and_still_hears_every_change() {
+    let metrics =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let broker = Broker::start("fetch-session-skips", &["--set", &format!("metrics_listen=\"{metrics}\"")]);
+    let unread = || common::shard_counter(&metrics, "session_partitions_unread");
+    // (partition, records, log start, error) of each partition answered.
+    let answers = |r: &kafka_protocol::messages::FetchResponse| -> Vec<(i32, usize, i64, i16)> {
+        let counts = answered(r);
+        let partitions = r.responses.iter().flat_map(|t| &t.partitions);
+        partitions.zip(counts).map(|(p, (index, n))| (index, n, p.log_start_offset, p.error_code)).collect()
+    };
+    block_on(async {
+        let client = KafkaClient::connect(&broker.addr, "sessions").await.unwrap();
+        client.create_topic("fs", 4, 1, &BTreeMap::new()).await.unwrap();
+        for p in 0..4 {
+            client.produce("fs", p, records(2, "a"), -1, 5000).await.unwrap();
+        }
+        let conn = client.leader("fs", 0).await.unwrap();
+        let all_at_end = [(0, 2), (1, 2), (2, 2), (3, 2)];
+        let r = conn.send_version(session_fetch(0, 0, &all_at_end, &[]), 12).await.unwrap();
+        let id = r.session_id;
+        assert_eq!(answers(&r), vec![(0, 0, 0, 0), (1, 0, 0, 0), (2, 0, 0, 0), (3, 0, 0, 0)]);
+        // The first incremental fetch reads every partition (and starts listening to them).
+        let before = unread();
+        let r = conn.send_version(session_fetch(id, 1, &[], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![]);
+        assert_eq!(unread(), before, "every partition read once");
+        // Nothing changed: nothing is read at all.
+        let r = conn.send_version(session_fetch(id, 2, &[], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![]);
+        assert_eq!(unread(), before + 4, "no partition read");
+        // Records in partition 1: only it is read, and answered.
+        client.produce("fs", 1, records(3, "b"), -1, 5000).await.unwrap();
+        let r = conn.send_version(session_fetch(id, 3, &[], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![(1, 3, 0, 0)]);
+        assert_eq!(unread(), before + 7);
+        // The client moves partition 1 on and rewinds partition 0: both are read, 0 answers its
+        // records again (the session never skips a position it was not last read at).
+        let r = conn.send_version(session_fetch(id, 4, &[(1, 5), (0, 0)], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![(0, 2, 0, 0)]);
+        let r = conn.send_version(session_fetch(id, 5, &[(0, 2)], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![]);
+        // DeleteRecords moves partition 2's log start: no records, but news the client hears.
+        assert_eq!(client.delete_records("fs", 2, 1).await.unwrap(), 1);
+        let r = conn.send_version(session_fetch(id, 6, &[], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![(2, 0, 1, 0)]);
+        // A long-poll with nothing new waits for a change, then reads and answers that one.
+        let waiting = session_fetch(id, 7, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
+        let producer = KafkaClient::connect(&broker.addr, "later").await.unwrap();
+        producer.topic("fs", false).await.unwrap();
+        let write = moldau::io::spawn(async move {
+            moldau::io::sleep(Duration::from_millis(300)).await;
+            producer.produce("fs", 3, records(4, "d"), -1, 5000).await.unwrap();
+        });
+        let start = Instant::now();
+        let r = conn.send_version(waiting, 12).await.unwrap();
+        write.await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
+        assert_eq!(answers(&r), vec![(3, 4, 0, 0)]);
+        // The topic is deleted: every partition the client still fetches answers an error.
+        let r = conn.send_version(session_fetch(id, 8, &[(3, 6)], &[]), 12).await.unwrap();
+        assert_eq!(answers(&r), vec![]);
+        client.delete_topic("fs").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut epoch = 9;
+        let errors = loop {
+            let r = conn.send_version(session_fetch(id, epoch, &[], &[]), 12).await.unwrap();
+            epoch += 1;
+            let errors: Vec<i16> = answers(&r).iter().map(|a| a.3).collect();
+            if errors.len() == 4 || Instant::now() > deadline {
+                break errors;
+            }
+            moldau::io::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(errors, vec![3; 4], "UNKNOWN_TOPIC_OR_PARTITION for each");
+    });
+}

@@ -364,10 +364,14 @@ fn kafka_python_reads_many_partitions_through_an_incremental_fetch_session() {
     assert!(opened >= 1, "kafka-python opened a session");
     // Each of the three later rounds is read by at least one fetch in the session.
     assert!(incremental >= 3, "and fetched incrementally in it ({incremental} times)");
+    // The later rounds wrote to two partitions of 40: the others were answered without a read.
+    let unread = shard_counter(&metrics, "session_partitions_unread");
+    assert!(unread >= 38, "unchanged partitions were not read ({unread})");
     // Sessionless fetches (epoch -1) read the same, and open none.
     read("without-sessions", "0");
     assert_eq!(shard_counter(&metrics, "fetch_sessions_opened"), opened);
     assert_eq!(shard_counter(&metrics, "incremental_fetches"), incremental);
+    assert_eq!(shard_counter(&metrics, "session_partitions_unread"), unread);
 }
 
 #[test]

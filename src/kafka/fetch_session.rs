@@ -8,12 +8,22 @@
 //! [`SESSIONS_PER_CONNECTION`] (the least recently used goes first). A client that comes back on
 //! a new connection with an old session id is told `FETCH_SESSION_ID_NOT_FOUND` and opens a new
 //! session with a full fetch, as the protocol expects.
+//!
+//! A session does not read partitions with nothing new: each of its partitions has a slot in the
+//! session's [`ChangeSignal`], marked by the partition's owner whenever a fetch of it may answer
+//! differently. A partition last read at the end of what the client may see, unmarked since and
+//! asked at the same position, would answer exactly as before (nothing), so it is neither read
+//! nor answered; a long-poll waits for a mark. Per fetch, the owners' work follows what changed,
+//! not how many partitions the session holds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use uuid::Uuid;
+
+use crate::partition::ChangeSignal;
 
 /// Sessions one connection may hold.
 pub const SESSIONS_PER_CONNECTION: usize = 4;
@@ -46,6 +56,14 @@ pub struct FetchSession {
     topics: Vec<FetchTopic>,
     reported: HashMap<(usize, i32), Reported>,
     last_used: u64,
+    /// Marked by the partitions when they change.
+    signal: Arc<ChangeSignal>,
+    /// Each partition's slot in `signal`, by topic index and partition (kept when forgotten, so
+    /// a partition named again listens under the slot it has).
+    slots: HashMap<(usize, i32), u32>,
+    /// By slot: the position (fetch offset, leader epoch) the partition was last read at, when
+    /// that read found nothing the client may see yet and the partition has not been marked since.
+    quiet: Vec<Option<(i64, i32)>>,
 }
 
 impl FetchSession {
@@ -83,6 +101,56 @@ impl FetchSession {
             }
         }
         // Topics left empty keep their index (the reported map refers to it) but cost nothing.
+    }
+
+    /// The signal the session's partitions mark.
+    pub fn signal(&self) -> &Arc<ChangeSignal> {
+        &self.signal
+    }
+
+    /// The slot of partition `partition` of topic `t` (a new one the first time).
+    pub fn slot(&mut self, t: usize, partition: i32) -> u32 {
+        let next = self.quiet.len() as u32;
+        let slot = *self.slots.entry((t, partition)).or_insert(next);
+        if slot == next {
+            self.quiet.push(None);
+        }
+        slot
+    }
+
+    /// Takes the partitions' marks: a marked partition is read again. Answers, by slot, whether
+    /// it was marked.
+    pub fn take_marks(&mut self) -> Vec<bool> {
+        let mut marked = vec![false; self.quiet.len()];
+        for slot in self.signal.take() {
+            if let Some(quiet) = self.quiet.get_mut(slot as usize) {
+                *quiet = None;
+                marked[slot as usize] = true;
+            }
+        }
+        marked
+    }
+
+    /// What partition `partition` of topic `t` (in `slot`) would answer if read at `position`
+    /// (fetch offset, the client's leader epoch), when that is known without reading it: it was
+    /// last read there with nothing to see, has not changed since, and was answered as it stands.
+    pub fn unchanged(&self, slot: u32, t: usize, partition: i32, position: (i64, i32)) -> Option<Reported> {
+        match self.quiet.get(slot as usize) {
+            Some(Some(at)) if *at == position => self.reported.get(&(t, partition)).copied(),
+            _ => None,
+        }
+    }
+
+    /// Partition `slot` was read at `position`; `quiet` when nothing there was visible yet.
+    pub fn was_read(&mut self, slot: u32, position: (i64, i32), quiet: bool) {
+        if let Some(at) = self.quiet.get_mut(slot as usize) {
+            *at = quiet.then_some(position);
+        }
+    }
+
+    /// The last reads were not answered (a throttled fetch): every partition is read again.
+    pub fn unanswered(&mut self) {
+        self.quiet.iter_mut().for_each(|quiet| *quiet = None);
     }
 
     /// Whether an answer for partition `partition` of topic `t` tells the client anything new,
@@ -169,7 +237,16 @@ impl FetchSessions {
             }
         };
         self.uses += 1;
-        self.sessions.push(FetchSession { id, next_epoch: 1, topics, reported, last_used: self.uses });
+        self.sessions.push(FetchSession {
+            id,
+            next_epoch: 1,
+            topics,
+            reported,
+            last_used: self.uses,
+            signal: ChangeSignal::new(),
+            slots: HashMap::new(),
+            quiet: Vec::new(),
+        });
         id
     }
 
@@ -240,6 +317,33 @@ mod tests {
         assert_eq!(sessions.begin(12, &request(id, -1, &[], &[])), Ok(SessionUse::Sessionless));
         assert!(sessions.is_empty());
         assert_eq!(sessions.begin(6, &request(id, 3, &[], &[])), Ok(SessionUse::Sessionless), "no sessions before v7");
+    }
+
+    #[test]
+    fn a_partition_read_at_its_end_is_not_read_again_until_marked_moved_or_unanswered() {
+        let mut sessions = FetchSessions::default();
+        let hw = Reported { high_watermark: 5, ..Reported::default() };
+        let id = sessions.open(request(0, 0, &[("t", 7, 5)], &[]).topics, HashMap::from([((0, 7), hw)]));
+        let session = sessions.get_mut(id).unwrap();
+        let slot = session.slot(0, 7);
+        assert_eq!(session.slot(0, 7), slot, "a partition keeps its slot");
+        assert_ne!(session.slot(0, 8), slot);
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "never read yet");
+        session.was_read(slot, (5, 0), true);
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), Some(hw));
+        assert_eq!(session.unchanged(slot, 0, 7, (4, 0)), None, "another offset");
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 1)), None, "another leader epoch");
+        session.signal().mark(slot);
+        assert!(session.take_marks()[slot as usize]);
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "marked: read again");
+        session.was_read(slot, (5, 0), false);
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "the read found records");
+        session.was_read(slot, (5, 0), true);
+        session.unanswered();
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "its answer was never sent");
+        session.was_read(slot, (5, 0), true);
+        session.apply(&request(id, 1, &[], &[("t", 7)]));
+        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "forgotten, so never answered");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct KafkaMetrics {
     pub fetch_sessions_opened: Cell<u64>,
     /// Fetches answered in a session (incrementally).
     pub incremental_fetches: Cell<u64>,
+    /// Partitions of incremental fetches answered without a read (unchanged since the last).
+    pub session_partitions_unread: Cell<u64>,
 }
 
 impl KafkaMetrics {

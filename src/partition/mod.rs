@@ -22,6 +22,7 @@ pub use epochs::LeaderEpochCache;
 pub use isr::{Assignment, ReplicaSet};
 pub use manager::{CleanerSettings, PartitionManager, PartitionOpen, PartitionStats, run_cleaner, run_retention};
 pub use producers::{PRODUCER_EXPIRATION_MS, ProducerSummary, ProducerTable, SequenceCheck};
+pub use progress::ChangeSignal;
 pub use replica::{Committed, Partition, PartitionRef, Replicated, partition_dir};
 
 use crate::model::BatchError;

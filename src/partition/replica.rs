@@ -247,6 +247,8 @@ impl Partition {
         if was_leader && !is_leader {
             self.progress.borrow_mut().fail_commits(&PartitionError::NotLeaderOrFollower);
         }
+        // A new epoch or role changes what fetches naming the old one are answered.
+        self.progress.borrow_mut().changed();
         if is_leader && new_epoch && self.epochs.borrow_mut().assign(epoch, self.log.log_end_offset()) {
             self.save_epochs().await;
         }
@@ -560,8 +562,11 @@ impl Partition {
         self.log.truncate_to(offset).await?;
         let changed = self.epochs.borrow_mut().truncate_from_end(self.log.log_end_offset());
         self.reload_after_cut(changed).await?;
-        let mut state = self.state.borrow_mut();
-        state.high_watermark = state.high_watermark.min(self.log.log_end_offset());
+        {
+            let mut state = self.state.borrow_mut();
+            state.high_watermark = state.high_watermark.min(self.log.log_end_offset());
+        }
+        self.progress.borrow_mut().changed();
         Ok(())
     }
 
@@ -575,6 +580,7 @@ impl Partition {
         let changed = self.epochs.borrow_mut().truncate_from_end(i64::MIN);
         self.reload_after_cut(changed).await?;
         self.raise_high_watermark(offset);
+        self.progress.borrow_mut().changed();
         Ok(())
     }
 
@@ -597,9 +603,7 @@ impl Partition {
             return Ok(());
         }
         self.log.delete_records_before(target).await?;
-        if self.epochs.borrow_mut().truncate_from_start(target) {
-            self.save_epochs().await;
-        }
+        self.log_start_moved(target).await;
         Ok(())
     }
 
@@ -657,6 +661,12 @@ impl Partition {
             log_end_offset: result.log_end_offset,
             records: result.batches,
         })
+    }
+
+    /// Marks `slot` of `signal` whenever what a fetch of this replica answers may change, from
+    /// now on and as long as the signal lives (see [`super::ChangeSignal`]).
+    pub fn listen(&self, signal: &std::sync::Arc<super::ChangeSignal>, slot: u32) {
+        self.progress.borrow_mut().listen(signal, slot);
     }
 
     /// A receiver completing when data at `offset` becomes visible under `isolation` (or the
@@ -786,6 +796,7 @@ impl Partition {
     }
 
     async fn log_start_moved(&self, log_start_offset: i64) {
+        self.progress.borrow_mut().changed();
         let changed = self.epochs.borrow_mut().truncate_from_start(log_start_offset);
         if changed {
             self.save_epochs().await;

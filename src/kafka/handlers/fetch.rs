@@ -3,9 +3,11 @@
 //! stored batches placed straight into the response's vectored write.
 //!
 //! Fetch sessions (KIP-227, see [`fetch_session`]): a full fetch with epoch 0 opens one; an
-//! incremental fetch reads every partition of its session and answers only those with news.
+//! incremental fetch reads only the session's partitions that changed (or that the client moved)
+//! and answers only those with news.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -21,7 +23,7 @@ use crate::kafka::fetch_session::{Reported, SessionError, SessionUse};
 use crate::kafka::frame::RequestFrame;
 use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
-use crate::partition::{Isolation, PartitionError, PartitionManager, ReadOutcome};
+use crate::partition::{ChangeSignal, Isolation, PartitionError, PartitionManager, ReadOutcome};
 use crate::security::acl;
 use crate::security::quota::QuotaKind;
 use crate::shard::ShardId;
@@ -41,11 +43,22 @@ struct FetchPart {
     follower: Option<BrokerId>,
     /// The follower's log start (-1 when not said).
     log_start_offset: i64,
+    /// For a session's partition: the signal to mark when it changes, and its slot there.
+    listen: Option<(Arc<ChangeSignal>, u32)>,
+}
+
+impl FetchPart {
+    /// Where the client reads: the fetch offset, under its leader epoch.
+    fn position(&self) -> (i64, i32) {
+        (self.offset, self.current_leader_epoch)
+    }
 }
 
 struct Wanted {
     shard: ShardId,
     part: FetchPart,
+    /// Its slot in the fetch session's signal.
+    slot: Option<u32>,
 }
 
 /// Handles a Fetch request.
@@ -157,7 +170,9 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                             isolation,
                             follower,
                             log_start_offset: p.log_start_offset,
+                            listen: None,
                         },
+                        slot: None,
                     },
                 )),
                 Err(code) => out.error_code = code.code(),
@@ -184,12 +199,47 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
     // read again (the others' answers stand: a fetch answers a moment's view).
     let mut results: Vec<Result<ReadOutcome, PartitionError>> =
         (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
-    let mut woken: Option<TopicPartition> = None;
+    // Which partitions the next round reads: all of them, except in a session the ones known
+    // to answer as before (they keep that answer without a read).
+    let mut reading = vec![true; wanted.len()];
+    let signal = match session {
+        SessionUse::Incremental { id } => conn.fetch_sessions.borrow_mut().get_mut(id).map(|session| {
+            session.take_marks();
+            for (i, ((t, p), w)) in wanted.iter_mut().enumerate() {
+                let index = topics[*t].partitions[*p].index;
+                let slot = session.slot(*t, index);
+                w.slot = Some(slot);
+                if let Some(before) = session.unchanged(slot, *t, index, w.part.position()) {
+                    reading[i] = false;
+                    results[i] = Ok(ReadOutcome {
+                        high_watermark: before.high_watermark,
+                        last_stable_offset: before.last_stable_offset,
+                        log_start_offset: before.log_start_offset,
+                        log_end_offset: before.high_watermark,
+                        records: Vec::new(),
+                    });
+                }
+            }
+            let unread = reading.iter().filter(|read| !**read).count();
+            KafkaMetrics::add(&conn.ctx.metrics.session_partitions_unread, unread as u64);
+            session.signal().clone()
+        }),
+        SessionUse::Sessionless | SessionUse::Open => None,
+    };
     loop {
         // The shard's fetches hold at most its share of fetch_read_budget_bytes between reading
         // and writing: this read waits for room for what it may bring back.
         held.grow(most.saturating_sub(held.bytes())).await;
-        read_all(&ctx, &wanted, max_bytes, woken.take(), &mut results).await;
+        read_all(&ctx, &wanted, max_bytes, &reading, signal.as_ref(), &mut results).await;
+        if let (Some(_), SessionUse::Incremental { id }) = (&signal, session)
+            && let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id)
+        {
+            for (((_, w), result), _) in wanted.iter().zip(&results).zip(&reading).filter(|(_, read)| **read) {
+                let quiet =
+                    result.as_ref().is_ok_and(|r| r.records.is_empty() && w.part.offset >= visible_end(r, isolation));
+                session.was_read(w.slot.expect("set for a session"), w.part.position(), quiet);
+            }
+        }
         let mut total = 0usize;
         let mut any_error = false;
         for (((t, p), _), result) in wanted.iter().zip(&results) {
@@ -227,6 +277,22 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         if total >= min_bytes.max(1) || any_error || wanted.is_empty() || now >= deadline {
             break;
         }
+        let timer = crate::io::sleep(deadline - now).fuse();
+        futures_util::pin_mut!(timer);
+        // A session waits for any of its partitions to change, then reads those.
+        if let (Some(signal), SessionUse::Incremental { id }) = (&signal, session) {
+            let changed = signal.changed().fuse();
+            futures_util::pin_mut!(changed);
+            futures_util::select! {
+                () = changed => {},
+                _ = timer => {},
+            }
+            let marked = conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.take_marks()).unwrap_or_default();
+            for ((_, w), read) in wanted.iter().zip(reading.iter_mut()) {
+                *read = w.slot.is_some_and(|slot| marked.get(slot as usize).copied().unwrap_or(true));
+            }
+            continue;
+        }
         // Wait until any partition gets data past what was just read, or the deadline.
         let watch_from: Vec<_> = wanted
             .iter()
@@ -250,11 +316,15 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             watches.push(watch.await.wait().boxed_local());
         }
         let any = futures_util::future::select_all(watches).fuse();
-        let timer = crate::io::sleep(deadline - now).fuse();
-        futures_util::pin_mut!(any, timer);
-        futures_util::select! {
-            (fired, _, _) = any => woken = fired.ok().flatten(),
-            _ = timer => {},
+        futures_util::pin_mut!(any);
+        let woken = futures_util::select! {
+            (fired, _, _) = any => fired.ok().flatten(),
+            _ = timer => None,
+        };
+        // After a wake-up only the partition that woke the fetch is read again (the others'
+        // answers stand: a fetch answers a moment's view).
+        for ((_, w), read) in wanted.iter().zip(reading.iter_mut()) {
+            *read = woken.is_none_or(|key| w.part.partition == key);
         }
     }
     let errors = topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
@@ -274,9 +344,15 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             // and muted that long, as Kafka does.
             quotas.unrecord(&sensor, bytes as f64);
             let throttle_ms = conn.mute_for(wait).max(conn.request_throttle_ms.get());
-            // A session goes on (its epoch moved) with nothing answered; none is opened.
+            // A session goes on (its epoch moved) with nothing answered (so its next fetch reads
+            // everything again); none is opened.
             let session_id = match session {
-                SessionUse::Incremental { id } => id,
+                SessionUse::Incremental { id } => {
+                    if let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id) {
+                        session.unanswered();
+                    }
+                    id
+                }
                 SessionUse::Sessionless | SessionUse::Open => 0,
             };
             let body = fetch_response::encode(version, throttle_ms, 0, session_id, &[]);
@@ -323,20 +399,33 @@ fn reported(p: &PartitionOut) -> Reported {
     }
 }
 
-/// Reads the wanted partitions into `results`: all of them, or only `only` when given (a
-/// partition that just got data; a partition no longer there answers as not led here).
+/// Where what a read under `isolation` may see ends.
+fn visible_end(read: &ReadOutcome, isolation: Isolation) -> i64 {
+    match isolation {
+        Isolation::HighWatermark => read.high_watermark,
+        Isolation::Committed => read.last_stable_offset,
+        Isolation::LogEnd => read.log_end_offset,
+    }
+}
+
+/// Reads the wanted partitions marked in `reading` into `results` (a partition no longer there
+/// answers as not led here). A session's partitions start or go on listening to its `signal`.
 async fn read_all(
     ctx: &KafkaContext,
     wanted: &[((usize, usize), Wanted)],
     max_bytes: usize,
-    only: Option<TopicPartition>,
+    reading: &[bool],
+    signal: Option<&Arc<ChangeSignal>>,
     results: &mut [Result<ReadOutcome, PartitionError>],
 ) {
-    let routed = wanted
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, w))| only.is_none_or(|key| w.part.partition == key))
-        .map(|(i, (_, w))| (w.shard, i, w.part.clone()));
+    if !reading.contains(&true) {
+        return;
+    }
+    let routed = wanted.iter().enumerate().filter(|(i, _)| reading[*i]).map(|(i, (_, w))| {
+        let mut part = w.part.clone();
+        part.listen = signal.zip(w.slot).map(|(signal, slot)| (signal.clone(), slot));
+        (w.shard, i, part)
+    });
     let read = move |partitions, parts| read_parts(partitions, parts, max_bytes);
     for (position, answer) in scatter(&ctx.partitions, routed, read).await.answers().await {
         results[position] = answer.unwrap_or(Err(PartitionError::NotLeaderOrFollower));
@@ -353,6 +442,11 @@ async fn read_parts(
     let mut results = Vec::with_capacity(parts.len());
     let mut read = 0usize;
     for part in &parts {
+        if let Some((signal, slot)) = &part.listen
+            && let Some(p) = partitions.get(&part.partition)
+        {
+            p.listen(signal, *slot);
+        }
         let limit = if read >= max_bytes { 0 } else { part.max_bytes };
         let result = match part.follower {
             Some(follower) => match partitions.get(&part.partition) {
