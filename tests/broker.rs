@@ -1295,8 +1295,19 @@ fn a_fetch_session_reads_only_partitions_that_changed_and_still_hears_every_chan
         assert_eq!(client.delete_records("fs", 2, 1).await.unwrap(), 1);
         let r = conn.send_version(session_fetch(id, 6, &[], &[]), 12).await.unwrap();
         assert_eq!(answers(&r), vec![(2, 0, 1, 0)]);
+        // The same while a long-poll waits: no records, so it waits on, and answers the news
+        // when it ends.
+        let waiting = session_fetch(id, 7, &[], &[]).with_max_wait_ms(1500).with_min_bytes(1);
+        let admin = KafkaClient::connect(&broker.addr, "admin").await.unwrap();
+        let delete = moldau::io::spawn(async move {
+            moldau::io::sleep(Duration::from_millis(300)).await;
+            admin.delete_records("fs", 0, 1).await.unwrap()
+        });
+        let r = conn.send_version(waiting, 12).await.unwrap();
+        assert_eq!(delete.await.unwrap(), 1);
+        assert_eq!(answers(&r), vec![(0, 0, 1, 0)]);
         // A long-poll with nothing new waits for a change, then reads and answers that one.
-        let waiting = session_fetch(id, 7, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
+        let waiting = session_fetch(id, 8, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
         let producer = KafkaClient::connect(&broker.addr, "later").await.unwrap();
         producer.topic("fs", false).await.unwrap();
         let write = moldau::io::spawn(async move {
@@ -1309,11 +1320,11 @@ fn a_fetch_session_reads_only_partitions_that_changed_and_still_hears_every_chan
         assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
         assert_eq!(answers(&r), vec![(3, 4, 0, 0)]);
         // The topic is deleted: every partition the client still fetches answers an error.
-        let r = conn.send_version(session_fetch(id, 8, &[(3, 6)], &[]), 12).await.unwrap();
+        let r = conn.send_version(session_fetch(id, 9, &[(3, 6)], &[]), 12).await.unwrap();
         assert_eq!(answers(&r), vec![]);
         client.delete_topic("fs").await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut epoch = 9;
+        let mut epoch = 10;
         let errors = loop {
             let r = conn.send_version(session_fetch(id, epoch, &[], &[]), 12).await.unwrap();
             epoch += 1;

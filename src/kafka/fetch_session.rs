@@ -56,13 +56,20 @@ pub struct FetchSession {
     topics: Vec<FetchTopic>,
     reported: HashMap<(usize, i32), Reported>,
     last_used: u64,
+    listening: Listening,
+}
+
+/// How a session's partitions tell it they changed, and which are known to answer as before.
+#[derive(Debug, Default)]
+pub struct Listening {
     /// Marked by the partitions when they change.
     signal: Arc<ChangeSignal>,
     /// Each partition's slot in `signal`, by topic index and partition (kept when forgotten, so
     /// a partition named again listens under the slot it has).
     slots: HashMap<(usize, i32), u32>,
-    /// By slot: the position (fetch offset, leader epoch) the partition was last read at, when
-    /// that read found nothing the client may see yet and the partition has not been marked since.
+    /// By slot: the position (fetch offset, leader epoch) the partition was last read and
+    /// answered at, when that read found nothing the client may see yet and the partition has
+    /// not been marked since.
     quiet: Vec<Option<(i64, i32)>>,
 }
 
@@ -70,6 +77,16 @@ impl FetchSession {
     /// The session's partitions, as the next read should ask for them.
     pub fn wanted(&self) -> &[FetchTopic] {
         &self.topics
+    }
+
+    /// Its partitions, and what it knows of their changes.
+    pub fn parts(&mut self) -> (&[FetchTopic], &mut Listening) {
+        (&self.topics, &mut self.listening)
+    }
+
+    /// What it knows of its partitions' changes.
+    pub fn listening(&mut self) -> &mut Listening {
+        &mut self.listening
     }
 
     /// Applies an incremental request: partitions it names are added or updated, the ones it
@@ -81,6 +98,8 @@ impl FetchSession {
                 self.topics[t].partitions.retain(|p| !forgotten.partitions.contains(&p.partition));
                 for partition in &forgotten.partitions {
                     self.reported.remove(&(t, *partition));
+                    // Named again later, it is read and answered again.
+                    self.listening.forget(t, *partition);
                 }
             }
         }
@@ -103,6 +122,15 @@ impl FetchSession {
         // Topics left empty keep their index (the reported map refers to it) but cost nothing.
     }
 
+    /// Whether an answer for partition `partition` of topic `t` tells the client anything new,
+    /// remembering what it tells. `news`: it carries records or an error.
+    pub fn report(&mut self, t: usize, partition: i32, now: Reported, news: bool) -> bool {
+        let before = self.reported.insert((t, partition), now);
+        news || before != Some(now)
+    }
+}
+
+impl Listening {
     /// The signal the session's partitions mark.
     pub fn signal(&self) -> &Arc<ChangeSignal> {
         &self.signal
@@ -131,33 +159,25 @@ impl FetchSession {
         marked
     }
 
-    /// What partition `partition` of topic `t` (in `slot`) would answer if read at `position`
-    /// (fetch offset, the client's leader epoch), when that is known without reading it: it was
-    /// last read there with nothing to see, has not changed since, and was answered as it stands.
-    pub fn unchanged(&self, slot: u32, t: usize, partition: i32, position: (i64, i32)) -> Option<Reported> {
-        match self.quiet.get(slot as usize) {
-            Some(Some(at)) if *at == position => self.reported.get(&(t, partition)).copied(),
-            _ => None,
+    /// Whether the partition in `slot` would answer nothing new if read at `position` (fetch
+    /// offset, the client's leader epoch): it was last read there with nothing to see, was
+    /// answered, and has not changed since.
+    pub fn unchanged(&self, slot: u32, position: (i64, i32)) -> bool {
+        self.quiet.get(slot as usize).is_some_and(|at| *at == Some(position))
+    }
+
+    fn forget(&mut self, t: usize, partition: i32) {
+        if let Some(slot) = self.slots.get(&(t, partition)) {
+            self.quiet[*slot as usize] = None;
         }
     }
 
-    /// Partition `slot` was read at `position`; `quiet` when nothing there was visible yet.
+    /// Partition `slot` was read and answered at `position`; `quiet` when nothing there was
+    /// visible yet.
     pub fn was_read(&mut self, slot: u32, position: (i64, i32), quiet: bool) {
         if let Some(at) = self.quiet.get_mut(slot as usize) {
             *at = quiet.then_some(position);
         }
-    }
-
-    /// The last reads were not answered (a throttled fetch): every partition is read again.
-    pub fn unanswered(&mut self) {
-        self.quiet.iter_mut().for_each(|quiet| *quiet = None);
-    }
-
-    /// Whether an answer for partition `partition` of topic `t` tells the client anything new,
-    /// remembering what it tells. `news`: it carries records or an error.
-    pub fn report(&mut self, t: usize, partition: i32, now: Reported, news: bool) -> bool {
-        let before = self.reported.insert((t, partition), now);
-        news || before != Some(now)
     }
 }
 
@@ -243,9 +263,7 @@ impl FetchSessions {
             topics,
             reported,
             last_used: self.uses,
-            signal: ChangeSignal::new(),
-            slots: HashMap::new(),
-            quiet: Vec::new(),
+            listening: Listening::default(),
         });
         id
     }
@@ -320,30 +338,27 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_read_at_its_end_is_not_read_again_until_marked_moved_or_unanswered() {
+    fn a_partition_answered_at_its_end_is_not_read_again_until_marked_moved_or_forgotten() {
         let mut sessions = FetchSessions::default();
-        let hw = Reported { high_watermark: 5, ..Reported::default() };
-        let id = sessions.open(request(0, 0, &[("t", 7, 5)], &[]).topics, HashMap::from([((0, 7), hw)]));
+        let id = sessions.open(request(0, 0, &[("t", 7, 5)], &[]).topics, HashMap::new());
         let session = sessions.get_mut(id).unwrap();
-        let slot = session.slot(0, 7);
-        assert_eq!(session.slot(0, 7), slot, "a partition keeps its slot");
-        assert_ne!(session.slot(0, 8), slot);
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "never read yet");
-        session.was_read(slot, (5, 0), true);
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), Some(hw));
-        assert_eq!(session.unchanged(slot, 0, 7, (4, 0)), None, "another offset");
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 1)), None, "another leader epoch");
-        session.signal().mark(slot);
-        assert!(session.take_marks()[slot as usize]);
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "marked: read again");
-        session.was_read(slot, (5, 0), false);
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "the read found records");
-        session.was_read(slot, (5, 0), true);
-        session.unanswered();
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "its answer was never sent");
-        session.was_read(slot, (5, 0), true);
+        let listening = session.listening();
+        let slot = listening.slot(0, 7);
+        assert_eq!(listening.slot(0, 7), slot, "a partition keeps its slot");
+        assert_ne!(listening.slot(0, 8), slot);
+        assert!(!listening.unchanged(slot, (5, 0)), "never read yet");
+        listening.was_read(slot, (5, 0), true);
+        assert!(listening.unchanged(slot, (5, 0)));
+        assert!(!listening.unchanged(slot, (4, 0)), "another offset");
+        assert!(!listening.unchanged(slot, (5, 1)), "another leader epoch");
+        listening.signal().mark(slot);
+        assert!(listening.take_marks()[slot as usize]);
+        assert!(!listening.unchanged(slot, (5, 0)), "marked: read again");
+        listening.was_read(slot, (5, 0), false);
+        assert!(!listening.unchanged(slot, (5, 0)), "the read found records");
+        listening.was_read(slot, (5, 0), true);
         session.apply(&request(id, 1, &[], &[("t", 7)]));
-        assert_eq!(session.unchanged(slot, 0, 7, (5, 0)), None, "forgotten, so never answered");
+        assert!(!session.listening().unchanged(slot, (5, 0)), "forgotten, so never answered since");
     }
 
     #[test]

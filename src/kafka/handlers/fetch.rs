@@ -15,11 +15,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
-use super::{RequestError, by_shard, decode, locate_in, ready, respond, scatter};
+use super::{MetadataView, RequestError, by_shard, decode, locate_in, ready, respond, scatter};
 use crate::kafka::connection::{Connection, PendingResponse, ResponseBody};
 use crate::kafka::errors::partition_error;
 use crate::kafka::fetch_response::{self, PartitionOut, TopicOut};
-use crate::kafka::fetch_session::{Reported, SessionError, SessionUse};
+use crate::kafka::fetch_session::{Listening, Reported, SessionError, SessionUse};
 use crate::kafka::frame::RequestFrame;
 use crate::kafka::server::{KafkaContext, KafkaMetrics};
 use crate::model::{BrokerId, TopicPartition};
@@ -61,56 +61,44 @@ struct Wanted {
     slot: Option<u32>,
 }
 
-/// Handles a Fetch request.
-pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {
-    let version = frame.header.api_version;
-    let correlation_id = frame.header.correlation_id;
-    let request: FetchRequest = decode(ApiKey::Fetch, version, frame.body.freeze())?;
-    let metadata = conn.ctx.view();
-    let fetch_max_bytes = conn.ctx.config.fetch_max_bytes;
-    // A follower's fetch names its broker id (v15+: in the replica state): it reads up to the
-    // log end, and its fetch offset tells the leader how far it has come.
-    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
-    let follower = (replica_id >= 0).then_some(replica_id);
-    let isolation =
-        if follower.is_some() { Isolation::LogEnd } else { Isolation::for_consumer(request.isolation_level) };
-    let rack_aware = conn.ctx.config.rack_aware_reads() && version >= 11;
-    let consumer_rack = Some(request.rack_id.as_str()).filter(|r| follower.is_none() && !r.is_empty());
+/// What a fetch asks, from its request and its connection, as planning reads needs it.
+struct Asked<'a> {
+    version: i16,
+    follower: Option<BrokerId>,
+    /// A follower allowed to replicate.
+    replicating: bool,
+    isolation: Isolation,
+    fetch_max_bytes: usize,
+    rack_aware: bool,
+    consumer_rack: Option<&'a str>,
+}
 
-    // The session this fetch belongs to, if any, and what it asks for.
-    let session = conn.fetch_sessions.borrow_mut().begin(version, &request);
-    let session = match session {
-        Ok(session) => session,
-        Err(err) => {
-            let code = match err {
-                SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
-                SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
-            };
-            let body = fetch_response::encode(version, 0, code.code(), 0, &[]);
-            return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
-        }
-    };
-    let session_topics: std::borrow::Cow<[FetchTopic]> = match session {
-        SessionUse::Incremental { id } => {
-            KafkaMetrics::add(&conn.ctx.metrics.incremental_fetches, 1);
-            conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.wanted().to_vec()).unwrap_or_default().into()
-        }
-        SessionUse::Sessionless | SessionUse::Open => request.topics.as_slice().into(),
-    };
+/// What a fetch answers and reads: the response's topics (one per topic asked, in order, with
+/// the partitions answered without a read already final) and the partitions to read, each with
+/// its place there (topic index, partition index within the topic).
+struct Plan {
+    topics: Vec<TopicOut>,
+    wanted: Vec<((usize, usize), Wanted)>,
+}
 
-    // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
-    let replicating = follower.is_some() && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
-    if replicating {
-        conn.replica.set(true);
-    }
-    let mut topics: Vec<TopicOut> = Vec::new();
-    // (topic index, partition index within topic) → what to read, for partitions that resolve.
+/// Plans a fetch of `asked_topics`. In a session (`listening`), a partition known to answer as
+/// it did is neither read nor answered (a partition that changes is marked, and planned again).
+fn plan(
+    conn: &Connection,
+    metadata: &MetadataView,
+    asked_topics: &[FetchTopic],
+    asked: &Asked<'_>,
+    mut listening: Option<&mut Listening>,
+) -> Plan {
+    let version = asked.version;
+    let mut topics: Vec<TopicOut> = Vec::with_capacity(asked_topics.len());
     let mut wanted: Vec<((usize, usize), Wanted)> = Vec::new();
-    for topic in session_topics.iter() {
+    let mut unread = 0u64;
+    for topic in asked_topics {
         let found =
             if version >= 13 { metadata.topic_by_id(&topic.topic_id) } else { metadata.topic(topic.topic.as_str()) };
-        let authorized = match follower {
-            Some(_) => replicating,
+        let authorized = match asked.follower {
+            Some(_) => asked.replicating,
             None => {
                 let name = found.map_or_else(|| topic.topic.as_str().to_owned(), |t| t.name.clone());
                 conn.allowed(acl::op::READ, acl::resource::TOPIC, &name)
@@ -123,6 +111,17 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             partitions: Vec::new(),
         });
         for p in &topic.partitions {
+            let slot = match listening.as_deref_mut() {
+                Some(listening) if authorized && found.is_some() => {
+                    let slot = listening.slot(t, p.partition);
+                    if listening.unchanged(slot, (p.fetch_offset, p.current_leader_epoch)) {
+                        unread += 1;
+                        continue;
+                    }
+                    Some(slot)
+                }
+                _ => None,
+            };
             let mut out = PartitionOut {
                 index: p.partition,
                 high_watermark: -1,
@@ -134,20 +133,20 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 _ if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 None if version >= 13 => Err(ResponseError::UnknownTopicId),
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(meta) => locate_in(&metadata, meta, p.partition),
+                Some(meta) => locate_in(metadata, meta, p.partition),
             };
             let leads = located.is_ok();
             let located = match (found, located) {
                 // A follower serves consumers (v11+) up to the high watermark it knows.
-                (Some(meta), Err(ResponseError::NotLeaderOrFollower)) if follower.is_none() && version >= 11 => {
+                (Some(meta), Err(ResponseError::NotLeaderOrFollower)) if asked.follower.is_none() && version >= 11 => {
                     metadata.replica_shard(meta, p.partition).map_err(|_| ResponseError::NotLeaderOrFollower)
                 }
                 (_, other) => other,
             };
             // The leader sends a consumer in another rack to an in-sync replica there (KIP-392):
             // no records, the replica to ask instead.
-            let redirect = match (found, consumer_rack) {
-                (Some(meta), Some(rack)) if leads && rack_aware => {
+            let redirect = match (found, asked.consumer_rack) {
+                (Some(meta), Some(rack)) if leads && asked.rack_aware => {
                     metadata.preferred_read_replica(meta, p.partition, rack)
                 }
                 _ => None,
@@ -165,14 +164,14 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                         part: FetchPart {
                             partition: key,
                             offset: p.fetch_offset,
-                            max_bytes: (p.partition_max_bytes.max(0) as usize).min(fetch_max_bytes),
+                            max_bytes: (p.partition_max_bytes.max(0) as usize).min(asked.fetch_max_bytes),
                             current_leader_epoch: p.current_leader_epoch,
-                            isolation,
-                            follower,
+                            isolation: asked.isolation,
+                            follower: asked.follower,
                             log_start_offset: p.log_start_offset,
                             listen: None,
                         },
-                        slot: None,
+                        slot,
                     },
                 )),
                 Err(code) => out.error_code = code.code(),
@@ -180,66 +179,108 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             topics[t].partitions.push(out);
         }
     }
+    if listening.is_some() {
+        KafkaMetrics::add(&conn.ctx.metrics.session_partitions_unread, unread);
+    }
+    Plan { topics, wanted }
+}
+
+/// Handles a Fetch request.
+pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<PendingResponse, RequestError> {
+    let version = frame.header.api_version;
+    let correlation_id = frame.header.correlation_id;
+    let request: FetchRequest = decode(ApiKey::Fetch, version, frame.body.freeze())?;
+    let metadata = conn.ctx.view();
+    let fetch_max_bytes = conn.ctx.config.fetch_max_bytes;
+    // A follower's fetch names its broker id (v15+: in the replica state): it reads up to the
+    // log end, and its fetch offset tells the leader how far it has come.
+    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let follower = (replica_id >= 0).then_some(replica_id);
+    let isolation =
+        if follower.is_some() { Isolation::LogEnd } else { Isolation::for_consumer(request.isolation_level) };
+    // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
+    let replicating = follower.is_some() && conn.cluster_allowed(acl::op::CLUSTER_ACTION);
+    if replicating {
+        conn.replica.set(true);
+    }
+    let asked = Asked {
+        version,
+        follower,
+        replicating,
+        isolation,
+        fetch_max_bytes,
+        rack_aware: conn.ctx.config.rack_aware_reads() && version >= 11,
+        consumer_rack: Some(request.rack_id.as_str()).filter(|r| follower.is_none() && !r.is_empty()),
+    };
+
+    // The session this fetch belongs to, if any, and what it asks for.
+    let session = conn.fetch_sessions.borrow_mut().begin(version, &request);
+    let session = match session {
+        Ok(session) => session,
+        Err(err) => {
+            let code = match err {
+                SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+            };
+            let body = fetch_response::encode(version, 0, code.code(), 0, &[]);
+            return Ok(ready(Some(respond(ApiKey::Fetch, version, correlation_id, ResponseBody::Parts(body)))));
+        }
+    };
+    let in_session = match session {
+        SessionUse::Incremental { id } => Some(id),
+        SessionUse::Sessionless | SessionUse::Open => None,
+    };
+    // Plans the reads: an incremental fetch over its session's partitions (taking their marks
+    // first, so each change after this is heard), a full one over the request's.
+    let plan_now = || match in_session {
+        Some(id) => {
+            let mut sessions = conn.fetch_sessions.borrow_mut();
+            let session = sessions.get_mut(id).expect("begun");
+            let (topics, listening) = session.parts();
+            listening.take_marks();
+            let signal = listening.signal().clone();
+            (plan(conn, &metadata, topics, &asked, Some(listening)), Some(signal))
+        }
+        None => (plan(conn, &metadata, &request.topics, &asked, None), None),
+    };
+    if in_session.is_some() {
+        KafkaMetrics::add(&conn.ctx.metrics.incremental_fetches, 1);
+    }
+    let (Plan { mut topics, mut wanted }, signal) = plan_now();
 
     // A consumer under a fetch quota gets at most what its quota allows over the measured span
     // in one response (followers are not bound by client quotas).
     let quota = if follower.is_none() { conn.quota(QuotaKind::Fetch) } else { None };
-    let asked = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let asked_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let by_quota = quota.as_ref().map_or(usize::MAX, |(_, bound)| conn.ctx.security.quotas.most_per_window(*bound));
-    let max_bytes = fetch_max_bytes.min(asked).min(by_quota);
+    let max_bytes = fetch_max_bytes.min(asked_bytes).min(by_quota);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let ctx = conn.ctx.clone();
-    // What one read may bring back at most: each shard stops reading its partitions once it
-    // holds `max_bytes` (the rest answer with no records, as past a full response).
-    let shards = by_shard(wanted.iter().map(|(_, w)| (w.shard, 0, w.part.max_bytes)));
-    let most: usize = shards.values().map(|parts| parts.iter().map(|(_, b)| *b).sum::<usize>().min(max_bytes)).sum();
     let mut held = ctx.fetch_memory.permit();
-    // What each partition read last; after a wake-up only the partition that woke the fetch is
-    // read again (the others' answers stand: a fetch answers a moment's view).
-    let mut results: Vec<Result<ReadOutcome, PartitionError>> =
-        (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
-    // Which partitions the next round reads: all of them, except in a session the ones known
-    // to answer as before (they keep that answer without a read).
-    let mut reading = vec![true; wanted.len()];
-    let signal = match session {
-        SessionUse::Incremental { id } => conn.fetch_sessions.borrow_mut().get_mut(id).map(|session| {
-            session.take_marks();
-            for (i, ((t, p), w)) in wanted.iter_mut().enumerate() {
-                let index = topics[*t].partitions[*p].index;
-                let slot = session.slot(*t, index);
-                w.slot = Some(slot);
-                if let Some(before) = session.unchanged(slot, *t, index, w.part.position()) {
-                    reading[i] = false;
-                    results[i] = Ok(ReadOutcome {
-                        high_watermark: before.high_watermark,
-                        last_stable_offset: before.last_stable_offset,
-                        log_start_offset: before.log_start_offset,
-                        log_end_offset: before.high_watermark,
-                        records: Vec::new(),
-                    });
-                }
-            }
-            let unread = reading.iter().filter(|read| !**read).count();
-            KafkaMetrics::add(&conn.ctx.metrics.session_partitions_unread, unread as u64);
-            session.signal().clone()
-        }),
-        SessionUse::Sessionless | SessionUse::Open => None,
-    };
+    // What each partition read last, and which the next round reads: all of them at first;
+    // after a wake-up only the partition that woke the fetch (the others' answers stand: a
+    // fetch answers a moment's view).
+    let mut results: Vec<Result<ReadOutcome, PartitionError>> = Vec::new();
+    let mut reading: Vec<bool> = Vec::new();
+    let mut planned = true;
     loop {
-        // The shard's fetches hold at most its share of fetch_read_budget_bytes between reading
-        // and writing: this read waits for room for what it may bring back.
+        if planned {
+            results = (0..wanted.len()).map(|_| Err(PartitionError::NotLeaderOrFollower)).collect();
+            reading = vec![true; wanted.len()];
+            planned = false;
+        }
+        // What one read may bring back at most: each shard stops reading its partitions once
+        // it holds `max_bytes` (the rest answer with no records, as past a full response). The
+        // shard's fetches hold at most its share of fetch_read_budget_bytes between reading and
+        // writing: this read waits for room for that.
+        let shards = by_shard(
+            wanted.iter().zip(&reading).filter(|(_, r)| **r).map(|((_, w), _)| (w.shard, 0, w.part.max_bytes)),
+        );
+        let most: usize =
+            shards.values().map(|parts| parts.iter().map(|(_, b)| *b).sum::<usize>().min(max_bytes)).sum();
         held.grow(most.saturating_sub(held.bytes())).await;
         read_all(&ctx, &wanted, max_bytes, &reading, signal.as_ref(), &mut results).await;
-        if let (Some(_), SessionUse::Incremental { id }) = (&signal, session)
-            && let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id)
-        {
-            for (((_, w), result), _) in wanted.iter().zip(&results).zip(&reading).filter(|(_, read)| **read) {
-                let quiet =
-                    result.as_ref().is_ok_and(|r| r.records.is_empty() && w.part.offset >= visible_end(r, isolation));
-                session.was_read(w.slot.expect("set for a session"), w.part.position(), quiet);
-            }
-        }
         let mut total = 0usize;
         let mut any_error = false;
         for (((t, p), _), result) in wanted.iter().zip(&results) {
@@ -274,23 +315,22 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         // Only what the response keeps stays held (while waiting, too).
         held.shrink_to(total);
         let now = Instant::now();
-        if total >= min_bytes.max(1) || any_error || wanted.is_empty() || now >= deadline {
+        if total >= min_bytes.max(1) || any_error || (wanted.is_empty() && signal.is_none()) || now >= deadline {
             break;
         }
         let timer = crate::io::sleep(deadline - now).fuse();
         futures_util::pin_mut!(timer);
-        // A session waits for any of its partitions to change, then reads those.
-        if let (Some(signal), SessionUse::Incremental { id }) = (&signal, session) {
+        // A session waits for any of its partitions to change, then plans again: what changed
+        // is read, what did not is left out.
+        if let Some(signal) = &signal {
             let changed = signal.changed().fuse();
             futures_util::pin_mut!(changed);
             futures_util::select! {
                 () = changed => {},
                 _ = timer => {},
             }
-            let marked = conn.fetch_sessions.borrow_mut().get_mut(id).map(|s| s.take_marks()).unwrap_or_default();
-            for ((_, w), read) in wanted.iter().zip(reading.iter_mut()) {
-                *read = w.slot.is_some_and(|slot| marked.get(slot as usize).copied().unwrap_or(true));
-            }
+            Plan { topics, wanted } = plan_now().0;
+            planned = true;
             continue;
         }
         // Wait until any partition gets data past what was just read, or the deadline.
@@ -321,8 +361,6 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             (fired, _, _) = any => fired.ok().flatten(),
             _ = timer => None,
         };
-        // After a wake-up only the partition that woke the fetch is read again (the others'
-        // answers stand: a fetch answers a moment's view).
         for ((_, w), read) in wanted.iter().zip(reading.iter_mut()) {
             *read = woken.is_none_or(|key| w.part.partition == key);
         }
@@ -344,15 +382,10 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
             // and muted that long, as Kafka does.
             quotas.unrecord(&sensor, bytes as f64);
             let throttle_ms = conn.mute_for(wait).max(conn.request_throttle_ms.get());
-            // A session goes on (its epoch moved) with nothing answered (so its next fetch reads
-            // everything again); none is opened.
+            // A session goes on (its epoch moved) with nothing answered (what this fetch read is
+            // read again next time); none is opened.
             let session_id = match session {
-                SessionUse::Incremental { id } => {
-                    if let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id) {
-                        session.unanswered();
-                    }
-                    id
-                }
+                SessionUse::Incremental { id } => id,
                 SessionUse::Sessionless | SessionUse::Open => 0,
             };
             let body = fetch_response::encode(version, throttle_ms, 0, session_id, &[]);
@@ -368,11 +401,19 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                 .flat_map(|(t, topic)| topic.partitions.iter().map(move |p| ((t, p.index), reported(p))))
                 .collect();
             KafkaMetrics::add(&ctx.metrics.fetch_sessions_opened, 1);
-            conn.fetch_sessions.borrow_mut().open(session_topics.into_owned(), reported)
+            conn.fetch_sessions.borrow_mut().open(request.topics.clone(), reported)
         }
         SessionUse::Incremental { id } => {
-            // Only partitions with news: records, an error, or offsets that moved.
+            // Only partitions with news: records, an error, or offsets that moved. A partition
+            // answered at the end of what its client may see is not read again until it changes.
             if let Some(session) = conn.fetch_sessions.borrow_mut().get_mut(id) {
+                let listening = session.listening();
+                for ((_, w), result) in wanted.iter().zip(&results) {
+                    let quiet = result
+                        .as_ref()
+                        .is_ok_and(|r| r.records.is_empty() && w.part.offset >= visible_end(r, isolation));
+                    listening.was_read(w.slot.expect("set in a session"), w.part.position(), quiet);
+                }
                 for (t, topic) in topics.iter_mut().enumerate() {
                     topic.partitions.retain(|p| {
                         session.report(t, p.index, reported(p), !p.records.is_empty() || p.error_code != 0)
