@@ -1182,6 +1182,27 @@ fn answered(response: &kafka_protocol::messages::FetchResponse) -> Vec<(i32, usi
         .collect()
 }
 
+/// Sends `fetch` as a long-poll (up to 10 s, for 1 byte) while another client appends 4 records
+/// to `partition` of topic `fs` 300 ms in; checks the append woke it well before its wait ran out.
+async fn long_poll_woken_by_append(
+    addr: &str,
+    conn: &moldau::client::BrokerConnection,
+    fetch: kafka_protocol::messages::FetchRequest,
+    partition: i32,
+) -> kafka_protocol::messages::FetchResponse {
+    let producer = KafkaClient::connect(addr, "later").await.unwrap();
+    producer.topic("fs", false).await.unwrap();
+    let write = moldau::io::spawn(async move {
+        moldau::io::sleep(Duration::from_millis(300)).await;
+        producer.produce("fs", partition, records(4, "d"), -1, 5000).await.unwrap();
+    });
+    let start = Instant::now();
+    let r = conn.send_version(fetch.with_max_wait_ms(10_000).with_min_bytes(1), 12).await.unwrap();
+    write.await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
+    r
+}
+
 #[test]
 fn fetch_sessions_answer_only_what_changed_and_refuse_stale_or_unknown_sessions() {
     let broker = Broker::start("fetch-sessions", &[]);
@@ -1228,17 +1249,7 @@ fn fetch_sessions_answer_only_what_changed_and_refuse_stale_or_unknown_sessions(
         // it answers that one (read again after the wake-up) and only that one.
         let r = conn.send_version(session_fetch(0, 0, &[(0, 2), (1, 5), (2, 3)], &[]), 12).await.unwrap();
         assert_eq!(answered(&r), vec![(0, 0), (1, 0), (2, 0)]);
-        let waiting = session_fetch(r.session_id, 1, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
-        let producer = KafkaClient::connect(&broker.addr, "later").await.unwrap();
-        producer.topic("fs", false).await.unwrap();
-        let write = moldau::io::spawn(async move {
-            moldau::io::sleep(Duration::from_millis(300)).await;
-            producer.produce("fs", 2, records(4, "d"), -1, 5000).await.unwrap();
-        });
-        let start = Instant::now();
-        let r = conn.send_version(waiting, 12).await.unwrap();
-        write.await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
+        let r = long_poll_woken_by_append(&broker.addr, &conn, session_fetch(r.session_id, 1, &[], &[]), 2).await;
         assert_eq!(answered(&r), vec![(2, 4)]);
         // Another connection does not see this one's sessions.
         let r = conn.send_version(session_fetch(0, 0, &[(0, 0)], &[]), 12).await.unwrap();
@@ -1307,17 +1318,7 @@ fn a_fetch_session_reads_only_partitions_that_changed_and_still_hears_every_chan
         assert_eq!(delete.await.unwrap(), 1);
         assert_eq!(answers(&r), vec![(0, 0, 1, 0)]);
         // A long-poll with nothing new waits for a change, then reads and answers that one.
-        let waiting = session_fetch(id, 8, &[], &[]).with_max_wait_ms(10_000).with_min_bytes(1);
-        let producer = KafkaClient::connect(&broker.addr, "later").await.unwrap();
-        producer.topic("fs", false).await.unwrap();
-        let write = moldau::io::spawn(async move {
-            moldau::io::sleep(Duration::from_millis(300)).await;
-            producer.produce("fs", 3, records(4, "d"), -1, 5000).await.unwrap();
-        });
-        let start = Instant::now();
-        let r = conn.send_version(waiting, 12).await.unwrap();
-        write.await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(8), "woken by the append");
+        let r = long_poll_woken_by_append(&broker.addr, &conn, session_fetch(id, 8, &[], &[]), 3).await;
         assert_eq!(answers(&r), vec![(3, 4, 0, 0)]);
         // The topic is deleted: every partition the client still fetches answers an error.
         let r = conn.send_version(session_fetch(id, 9, &[(3, 6)], &[]), 12).await.unwrap();

@@ -74,12 +74,8 @@ pub struct Listening {
 }
 
 impl FetchSession {
-    /// The session's partitions, as the next read should ask for them.
-    pub fn wanted(&self) -> &[FetchTopic] {
-        &self.topics
-    }
-
-    /// Its partitions, and what it knows of their changes.
+    /// Its partitions (as the next read should ask for them), and what it knows of their
+    /// changes.
     pub fn parts(&mut self) -> (&[FetchTopic], &mut Listening) {
         (&self.topics, &mut self.listening)
     }
@@ -146,17 +142,13 @@ impl Listening {
         slot
     }
 
-    /// Takes the partitions' marks: a marked partition is read again. Answers, by slot, whether
-    /// it was marked.
-    pub fn take_marks(&mut self) -> Vec<bool> {
-        let mut marked = vec![false; self.quiet.len()];
+    /// Takes the partitions' marks: a marked partition is read again.
+    pub fn take_marks(&mut self) {
         for slot in self.signal.take() {
             if let Some(quiet) = self.quiet.get_mut(slot as usize) {
                 *quiet = None;
-                marked[slot as usize] = true;
             }
         }
-        marked
     }
 
     /// Whether the partition in `slot` would answer nothing new if read at `position` (fetch
@@ -305,9 +297,10 @@ mod tests {
             .with_forgotten_topics_data(forgotten)
     }
 
-    fn offsets(session: &FetchSession) -> Vec<(String, i32, i64)> {
+    fn offsets(session: &mut FetchSession) -> Vec<(String, i32, i64)> {
         session
-            .wanted()
+            .parts()
+            .0
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.topic.as_str().to_owned(), p.partition, p.fetch_offset)))
             .collect()
@@ -352,7 +345,7 @@ mod tests {
         assert!(!listening.unchanged(slot, (4, 0)), "another offset");
         assert!(!listening.unchanged(slot, (5, 1)), "another leader epoch");
         listening.signal().mark(slot);
-        assert!(listening.take_marks()[slot as usize]);
+        listening.take_marks();
         assert!(!listening.unchanged(slot, (5, 0)), "marked: read again");
         listening.was_read(slot, (5, 0), false);
         assert!(!listening.unchanged(slot, (5, 0)), "the read found records");

@@ -57,8 +57,6 @@ impl FetchPart {
 struct Wanted {
     shard: ShardId,
     part: FetchPart,
-    /// Its slot in the fetch session's signal.
-    slot: Option<u32>,
 }
 
 /// What a fetch asks, from its request and its connection, as planning reads needs it.
@@ -111,14 +109,14 @@ fn plan(
             partitions: Vec::new(),
         });
         for p in &topic.partitions {
-            let slot = match listening.as_deref_mut() {
+            let listen = match listening.as_deref_mut() {
                 Some(listening) if authorized && found.is_some() => {
                     let slot = listening.slot(t, p.partition);
                     if listening.unchanged(slot, (p.fetch_offset, p.current_leader_epoch)) {
                         unread += 1;
                         continue;
                     }
-                    Some(slot)
+                    Some((listening.signal().clone(), slot))
                 }
                 _ => None,
             };
@@ -169,9 +167,8 @@ fn plan(
                             isolation: asked.isolation,
                             follower: asked.follower,
                             log_start_offset: p.log_start_offset,
-                            listen: None,
+                            listen,
                         },
-                        slot,
                     },
                 )),
                 Err(code) => out.error_code = code.code(),
@@ -280,7 +277,7 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
         let most: usize =
             shards.values().map(|parts| parts.iter().map(|(_, b)| *b).sum::<usize>().min(max_bytes)).sum();
         held.grow(most.saturating_sub(held.bytes())).await;
-        read_all(&ctx, &wanted, max_bytes, &reading, signal.as_ref(), &mut results).await;
+        read_all(&ctx, &wanted, max_bytes, &reading, &mut results).await;
         let mut total = 0usize;
         let mut any_error = false;
         for (((t, p), _), result) in wanted.iter().zip(&results) {
@@ -412,7 +409,8 @@ pub async fn handle(conn: &Rc<Connection>, frame: RequestFrame) -> Result<Pendin
                     let quiet = result
                         .as_ref()
                         .is_ok_and(|r| r.records.is_empty() && w.part.offset >= visible_end(r, isolation));
-                    listening.was_read(w.slot.expect("set in a session"), w.part.position(), quiet);
+                    let (_, slot) = w.part.listen.as_ref().expect("set in a session");
+                    listening.was_read(*slot, w.part.position(), quiet);
                 }
                 for (t, topic) in topics.iter_mut().enumerate() {
                     topic.partitions.retain(|p| {
@@ -450,23 +448,18 @@ fn visible_end(read: &ReadOutcome, isolation: Isolation) -> i64 {
 }
 
 /// Reads the wanted partitions marked in `reading` into `results` (a partition no longer there
-/// answers as not led here). A session's partitions start or go on listening to its `signal`.
+/// answers as not led here). A session's partitions start or go on listening to its signal.
 async fn read_all(
     ctx: &KafkaContext,
     wanted: &[((usize, usize), Wanted)],
     max_bytes: usize,
     reading: &[bool],
-    signal: Option<&Arc<ChangeSignal>>,
     results: &mut [Result<ReadOutcome, PartitionError>],
 ) {
     if !reading.contains(&true) {
         return;
     }
-    let routed = wanted.iter().enumerate().filter(|(i, _)| reading[*i]).map(|(i, (_, w))| {
-        let mut part = w.part.clone();
-        part.listen = signal.zip(w.slot).map(|(signal, slot)| (signal.clone(), slot));
-        (w.shard, i, part)
-    });
+    let routed = wanted.iter().enumerate().filter(|(i, _)| reading[*i]).map(|(i, (_, w))| (w.shard, i, w.part.clone()));
     let read = move |partitions, parts| read_parts(partitions, parts, max_bytes);
     for (position, answer) in scatter(&ctx.partitions, routed, read).await.answers().await {
         results[position] = answer.unwrap_or(Err(PartitionError::NotLeaderOrFollower));
