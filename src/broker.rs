@@ -230,6 +230,7 @@ impl Broker {
     /// Starts a broker whose files use `faults` (tests).
     pub fn start_with_faults(config: BrokerConfig, faults: Faults) -> Result<Self, StartError> {
         config.validate().map_err(|e| StartError::Config(e.to_string()))?;
+        crate::cluster::topic_config::check_broker_defaults(&config).map_err(StartError::Config)?;
         let lock =
             io::fs::DirLock::acquire(&config.data_dir, &faults).map_err(|e| data_dir_error(&config.data_dir, e))?;
         let mut config = config;

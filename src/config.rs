@@ -171,6 +171,12 @@ pub struct BrokerConfig {
     pub log_cleaner_io_max_bytes_per_second: f64,
     /// How long a shard's cleaner sleeps when no log is due.
     pub log_cleaner_backoff_ms: u64,
+    /// Defaults of topic configs that are no setting of the broker's own, by topic config name
+    /// (`"min.insync.replicas" = 2`); Kafka's broker names for them (`min.insync.replicas`,
+    /// `log.cleanup.policy`, ...: `TOPIC_DEFAULTS`) land here. The topic config layer checks
+    /// the values (`cluster::topic_config::check_broker_defaults`).
+    #[serde(deserialize_with = "scalar_texts")]
+    pub topic_defaults: BTreeMap<String, String>,
     /// Partitions of the internal `__consumer_offsets` topic.
     pub offsets_topic_num_partitions: i32,
     /// How long a group waits for more members before its first rebalance completes.
@@ -294,6 +300,7 @@ impl Default for BrokerConfig {
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,
+            topic_defaults: BTreeMap::new(),
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
@@ -332,6 +339,13 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
             }
             Ok(())
         }
+        Some(Ok(kafka::Mapped::TopicDefault(topic, value))) => {
+            let defaults = table.entry("topic_defaults").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(defaults) = defaults {
+                defaults.insert(topic.to_owned(), toml::Value::String(value));
+            }
+            Ok(())
+        }
         Some(Ok(kafka::Mapped::NoEffect(why))) => {
             tracing::info!(property = name, "taken without effect: {why}");
             Ok(())
@@ -339,7 +353,7 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
         Some(Err(reason)) => Err(ConfigError::Invalid(reason)),
         None if name.contains('.') => Err(ConfigError::Invalid(format!(
             "unknown broker property {name:?}; Kafka's names Moldau takes: {}",
-            kafka::KNOWN.join(", ")
+            kafka_names().join(", ")
         ))),
         None => {
             let parsed = format!("v = {value}")
@@ -351,6 +365,26 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
             Ok(())
         }
     }
+}
+
+/// Kafka's broker property names Moldau takes, sorted.
+fn kafka_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = kafka::KNOWN.iter().copied().chain(TOPIC_DEFAULTS.iter().map(|(b, _)| *b)).collect();
+    names.sort_unstable();
+    names
+}
+
+/// `topic_defaults`: a table of scalars (`2`, `0.5`, `true`, `"compact"`), kept as Kafka writes
+/// them.
+fn scalar_texts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    BTreeMap::<String, toml::Value>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(name, value)| match value {
+            toml::Value::String(s) => Ok((name, s)),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => Ok((name, value.to_string())),
+            other => Err(serde::de::Error::custom(format!("topic_defaults.{name}: {other} is not a single value"))),
+        })
+        .collect()
 }
 
 /// `metrics_listen`: `host:port`, or a port alone for 127.0.0.1.
@@ -393,8 +427,17 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+pub use kafka::{TOPIC_DEFAULTS, topic_default_of};
+
+/// True when IncrementalAlterConfigs may change broker config `name` at runtime: one of
+/// [`DYNAMIC_BROKER_CONFIGS`] or of [`TOPIC_DEFAULTS`].
+pub fn is_dynamic(name: &str) -> bool {
+    DYNAMIC_BROKER_CONFIGS.contains(&name) || topic_default_of(name).is_some()
+}
+
 /// Kafka's broker configs that IncrementalAlterConfigs may change at runtime on a BROKER
-/// resource (for every broker, or one): the topic defaults, which Kafka also takes dynamically.
+/// resource (for every broker, or one) and that are settings of the broker's own: the topic
+/// defaults, which Kafka also takes dynamically, as are those of [`TOPIC_DEFAULTS`].
 /// Every other broker config is read-only: set in the file or by flags, and read at start.
 pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "log.flush.interval.messages",
@@ -428,10 +471,13 @@ impl BrokerConfig {
             }
         };
         for (name, value) in entries {
-            if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
+            if !is_dynamic(name) {
+                let mut dynamic: Vec<&str> =
+                    DYNAMIC_BROKER_CONFIGS.iter().copied().chain(TOPIC_DEFAULTS.iter().map(|(b, _)| *b)).collect();
+                dynamic.sort_unstable();
                 return Err(ConfigError::Invalid(format!(
                     "{name} cannot be changed at runtime; the broker configs that can: {}",
-                    DYNAMIC_BROKER_CONFIGS.join(", ")
+                    dynamic.join(", ")
                 )));
             }
             set(&mut table, name, value)?;
@@ -510,6 +556,11 @@ impl BrokerConfig {
         }
         if self.broker_id < 0 {
             return bad("broker_id must not be negative".into());
+        }
+        if let Some(name) = self.topic_defaults.keys().find(|n| !TOPIC_DEFAULTS.iter().any(|(_, t)| t == n)) {
+            let mut names: Vec<&str> = TOPIC_DEFAULTS.iter().map(|(_, t)| *t).collect();
+            names.sort_unstable();
+            return bad(format!("topic_defaults: {name:?} is not one of {}", names.join(", ")));
         }
         if self.group_consumer_heartbeat_interval_ms <= 0
             || self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms
@@ -632,6 +683,42 @@ mod tests {
         assert!(refused("num.partitions", "3").contains("cannot be changed at runtime"));
         assert!(refused("log.segment.bytes", "10").contains("log_segment_bytes"));
         assert!(refused("log.retention.ms", "soon").contains("log.retention.ms"));
+    }
+
+    #[test]
+    fn kafka_names_of_topic_defaults_land_in_topic_defaults_from_flags_files_and_dynamic_configs() {
+        let started =
+            BrokerConfig::load(None, &["min.insync.replicas=2".into(), "log.cleanup.policy=compact".into()]).unwrap();
+        let expected = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(started.topic_defaults, expected(&[("cleanup.policy", "compact"), ("min.insync.replicas", "2")]));
+        // Dynamic: over the started ones, the rest kept.
+        let changed =
+            started.with_dynamic([("min.insync.replicas", "3"), ("log.index.interval.bytes", "8192")]).unwrap();
+        assert_eq!(
+            changed.topic_defaults,
+            expected(&[("cleanup.policy", "compact"), ("index.interval.bytes", "8192"), ("min.insync.replicas", "3")])
+        );
+        // A TOML file names them by topic config, with TOML's own scalars.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moldau.toml");
+        std::fs::write(&path, "[topic_defaults]\n\"min.insync.replicas\" = 2\n\"min.cleanable.dirty.ratio\" = 0.25\n")
+            .unwrap();
+        let from_file = BrokerConfig::load(Some(&path), &["compression.type=gzip".into()]).unwrap();
+        assert_eq!(
+            from_file.topic_defaults,
+            expected(&[
+                ("compression.type", "gzip"),
+                ("min.cleanable.dirty.ratio", "0.25"),
+                ("min.insync.replicas", "2")
+            ])
+        );
+        std::fs::write(&path, "[topic_defaults]\n\"retention.ms\" = 5\n").unwrap();
+        let refused = BrokerConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(refused.contains("\"retention.ms\" is not one of"), "{refused}");
+        let unknown = BrokerConfig::load(None, &["log.cleanup.policies=compact".into()]).unwrap_err().to_string();
+        assert!(unknown.contains("log.cleanup.policy,"), "the known names include the topic defaults: {unknown}");
     }
 
     #[test]

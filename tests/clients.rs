@@ -386,6 +386,38 @@ fn kafka_python_admin_describes_producers_pages_topic_partitions_and_lists_confi
     assert_eq!(stdout(&out).trim(), "admin-apis ok");
 }
 
+/// Kafka's broker configs that are only topic defaults (`min.insync.replicas`,
+/// `log.cleanup.policy`, ...) are taken at start and dynamically, take effect on topics without
+/// overrides (acks=all refused below the broker's `min.insync.replicas`, taken once it is
+/// lowered on the broker, refused again once that is deleted), and are described as the
+/// topic's source with the broker name as synonym.
+#[test]
+fn broker_topic_defaults_take_kafka_names_and_apply_at_runtime() {
+    let broker = Broker::start(
+        "topic-defaults",
+        &["--set", "min.insync.replicas=2", "--set", "log.cleanup.policy=compact,delete"],
+    );
+    let out = run_ok(
+        &mut python("kafka_compat.py", &["topic-defaults", &broker.addr, "defaults"]),
+        "kafka_compat.py",
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        [
+            "min.insync.replicas=2 STATIC_BROKER_CONFIG [min.insync.replicas:DEFAULT_CONFIG]",
+            "cleanup.policy=compact,delete STATIC_BROKER_CONFIG [log.cleanup.policy:DEFAULT_CONFIG]",
+            "acks=all NOT_ENOUGH_REPLICAS",
+            "lower ok",
+            "min.insync.replicas=1 DYNAMIC_BROKER_CONFIG [min.insync.replicas:DEFAULT_CONFIG]",
+            "acks=all ok",
+            "bad value INVALID_CONFIG",
+            "delete ok",
+            "acks=all NOT_ENOUGH_REPLICAS",
+        ]
+    );
+}
+
 /// Dynamic broker configs (IncrementalAlterConfigs on a BROKER resource) change the defaults of
 /// topics without overrides at runtime, are described with their source (on the broker and on
 /// the topics that take them, as a static broker setting is), and refuse read-only

@@ -240,9 +240,11 @@ impl Planner<'_> {
                 }
             }
         }
-        self.broker
+        let effective = self
+            .broker
             .with_dynamic(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| ControllerError::InvalidConfig(e.to_string().replace("invalid configuration: ", "")))?;
+        topic_config::check_broker_defaults(&effective).map_err(ControllerError::InvalidConfig)?;
         if configs == current {
             return Ok(Vec::new());
         }
@@ -478,8 +480,12 @@ impl Planner<'_> {
         }])
     }
 
+    /// Whether `topic` may elect a replica outside its ISR: its own config, else the dynamic
+    /// default (`unclean.leader.election.enable` on a BROKER resource), else the controller's.
     fn unclean_allowed(&self, topic: &TopicImage) -> bool {
-        TopicConfig::resolve(topic.configs.clone(), self.broker, topic.internal).unclean_leader_election
+        let broker = self.broker.with_dynamic(self.image.dynamic_broker_configs(self.broker.broker_id));
+        TopicConfig::resolve(topic.configs.clone(), broker.as_ref().unwrap_or(self.broker), topic.internal)
+            .unclean_leader_election
     }
 }
 
@@ -704,6 +710,38 @@ mod tests {
         assert!(!image.broker_configs.contains_key("1"));
         let view = MetadataView::build(Arc::new(image), Some(&view), &config);
         assert_eq!(view.config_of(&topic.id).unwrap().log().retention_ms, 2 * 3600 * 1000);
+    }
+
+    #[test]
+    fn dynamic_topic_defaults_reach_topics_and_unclean_election_and_bad_values_are_refused() {
+        use std::sync::Arc;
+
+        use crate::cluster::MetadataView;
+        let image = image_with(&[None]);
+        let config = BrokerConfig { broker_id: 1, ..BrokerConfig::default() };
+        let image = image
+            .apply_all(&Planner { image: &image, broker: &config }.plan_topic(&new_topic("t", 1, 1), false).unwrap());
+        let set = |pairs: &[(&str, &str)]| {
+            ConfigChange::Incremental(
+                pairs.iter().map(|(k, v)| (k.to_string(), AlterOp::Set, Some(v.to_string()))).collect(),
+            )
+        };
+        let planner = Planner { image: &image, broker: &config };
+        assert!(!planner.unclean_allowed(image.topic("t").unwrap()));
+        for bad in [("min.insync.replicas", "0"), ("log.cleanup.policy", "sometimes"), ("compression.type", "lzma")] {
+            assert!(
+                matches!(planner.plan_broker_configs("", &set(&[bad])), Err(ControllerError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
+        let records = planner
+            .plan_broker_configs("", &set(&[("min.insync.replicas", "2"), ("unclean.leader.election.enable", "true")]))
+            .unwrap();
+        let image = Arc::new(image.apply_all(&records));
+        let topic = image.topic("t").unwrap();
+        assert!(Planner { image: &image, broker: &config }.unclean_allowed(topic));
+        let view = MetadataView::build(image.clone(), None, &config);
+        assert_eq!(view.config_of(&topic.id).unwrap().partition.min_insync_replicas, 2);
     }
 
     #[test]

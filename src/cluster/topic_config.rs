@@ -42,10 +42,26 @@ pub struct ConfigKey {
 }
 
 impl ConfigKey {
-    /// The default value given the broker's settings.
+    /// The default value given the broker's settings: the broker's `topic_defaults` entry
+    /// (Kafka's broker synonym, such as `log.cleanup.policy`) when it holds one this key takes,
+    /// else Kafka's default or the broker setting it follows.
     pub fn default_value(&self, broker: &BrokerConfig) -> String {
-        (self.default)(broker)
+        match broker.topic_defaults.get(self.name) {
+            Some(value) if (self.check)(value).is_ok() => value.clone(),
+            _ => (self.default)(broker),
+        }
     }
+}
+
+/// Checks the broker's `topic_defaults` (from Kafka's broker names such as
+/// `min.insync.replicas`) as the topic configs they default; the error names the broker config.
+pub fn check_broker_defaults(broker: &BrokerConfig) -> Result<(), String> {
+    for (name, value) in &broker.topic_defaults {
+        let broker_name =
+            crate::config::TOPIC_DEFAULTS.iter().find(|(_, topic)| topic == name).map_or(name.as_str(), |(b, _)| *b);
+        validate_entry(name, value).map_err(|e| format!("{broker_name}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
@@ -534,6 +550,41 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_topic_defaults_are_checked_and_resolve_topics_without_overrides() {
+        let broker = BrokerConfig {
+            topic_defaults: [
+                ("min.insync.replicas".to_owned(), "2".to_owned()),
+                ("cleanup.policy".to_owned(), "compact".to_owned()),
+                ("compression.type".to_owned(), "zstd".to_owned()),
+            ]
+            .into(),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(check_broker_defaults(&broker), Ok(()));
+        let resolved = TopicConfig::resolve(BTreeMap::new(), &broker, false);
+        assert_eq!(resolved.partition.min_insync_replicas, 2);
+        assert!(resolved.compacted() && !resolved.retention_enabled());
+        assert_eq!(resolved.compression, Some(4));
+        // The topic's own value wins.
+        let own = TopicConfig::resolve([("min.insync.replicas".to_owned(), "1".to_owned())].into(), &broker, false);
+        assert_eq!(own.partition.min_insync_replicas, 1);
+        // A value the topic config refuses is refused, named by the broker config.
+        let bad = BrokerConfig {
+            topic_defaults: [("min.insync.replicas".to_owned(), "0".to_owned())].into(),
+            ..BrokerConfig::default()
+        };
+        let err = check_broker_defaults(&bad).unwrap_err();
+        assert!(err.starts_with("min.insync.replicas: invalid value \"0\""), "{err}");
+        let bad = BrokerConfig {
+            topic_defaults: [("cleanup.policy".to_owned(), "sometimes".to_owned())].into(),
+            ..BrokerConfig::default()
+        };
+        assert!(check_broker_defaults(&bad).unwrap_err().starts_with("log.cleanup.policy: "));
+        // Should one get past the checks anyway, the key's own default stands.
+        assert!(!TopicConfig::resolve(BTreeMap::new(), &bad, false).compacted());
+    }
 
     #[test]
     fn names_follow_kafka_rules() {

@@ -13,6 +13,40 @@ pub(super) enum Mapped {
     Set(Vec<(&'static str, Value)>),
     /// Known to Kafka, nothing to do here (the reason is logged).
     NoEffect(&'static str),
+    /// The default of a topic config (its name, the value as given): see [`TOPIC_DEFAULTS`].
+    TopicDefault(&'static str, String),
+}
+
+/// Kafka's broker configs that are only the default of one topic config (Kafka's topic config
+/// synonyms), as (broker name, topic name): kept as given in `topic_defaults`, checked and read
+/// by the topic config layer, dynamic cluster-wide as in Kafka. (The topic defaults that are also
+/// broker settings, such as `log.retention.ms`, have their own fields.)
+pub const TOPIC_DEFAULTS: &[(&str, &str)] = &[
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
+    ("compression.type", "compression.type"),
+    ("compression.zstd.level", "compression.zstd.level"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    ("log.cleaner.min.cleanable.ratio", "min.cleanable.dirty.ratio"),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.index.size.max.bytes", "segment.index.bytes"),
+    ("log.local.retention.bytes", "local.retention.bytes"),
+    ("log.local.retention.ms", "local.retention.ms"),
+    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
+    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.roll.jitter.ms", "segment.jitter.ms"),
+    ("log.segment.delete.delay.ms", "file.delete.delay.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+];
+
+/// The topic config whose default broker config `name` is, if it is one of [`TOPIC_DEFAULTS`].
+pub fn topic_default_of(name: &str) -> Option<&'static str> {
+    TOPIC_DEFAULTS.iter().find(|(broker, _)| *broker == name).map(|(_, topic)| *topic)
 }
 
 /// Which of several names for one setting wins, as in Kafka (`log.retention.ms` over
@@ -112,7 +146,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("offsets.topic.replication.factor", "__consumer_offsets takes three replicas, or every broker when fewer"),
     ("transaction.state.log.replication.factor", "there are no transactions yet"),
     ("transaction.state.log.min.isr", "there are no transactions yet"),
-    ("log.segment.delete.delay.ms", "retention deletes at once, paced"),
     ("group.coordinator.rebalance.protocols", "only the classic group protocol exists yet"),
 ];
 
@@ -138,6 +171,9 @@ pub(super) fn translate(name: &str, value: &str) -> Option<Result<Mapped, String
     let one = |key: &'static str, v: Result<Value, String>| Some(v.map(|v| Mapped::Set(vec![(key, v)])));
     if let Some((_, why)) = NO_EFFECT.iter().find(|(n, _)| *n == name) {
         return Some(Ok(Mapped::NoEffect(why)));
+    }
+    if let Some(topic) = topic_default_of(name) {
+        return Some(Ok(Mapped::TopicDefault(topic, value.to_owned())));
     }
     match name {
         "broker.id" | "node.id" => one("broker_id", int()),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::cluster::MetadataView;
 use crate::cluster::topic_config::ConfigType;
-use crate::config::{BrokerConfig, DYNAMIC_BROKER_CONFIGS};
+use crate::config::{BrokerConfig, TOPIC_DEFAULTS};
 use crate::kafka::connection::Connection;
 use crate::security::acl;
 
@@ -30,7 +30,7 @@ const SOURCE_DEFAULT: i8 = 5;
 
 /// Kafka's broker config names described for a BROKER resource, each with the Moldau setting it
 /// reads (the field of [`BrokerConfig`], whose value as Moldau writes it is Kafka's) and its type.
-/// Those in [`DYNAMIC_BROKER_CONFIGS`] may be altered at runtime; the rest are read-only.
+/// Those [`crate::config::is_dynamic`] names may be altered at runtime; the rest are read-only.
 const BROKER_KEYS: &[(&str, &str, ConfigType)] = &[
     ("node.id", "broker_id", ConfigType::Int),
     ("broker.id", "broker_id", ConfigType::Int),
@@ -140,12 +140,17 @@ fn broker_configs(broker: &BrokerConfig) -> Vec<(&'static str, Option<String>, C
         ("moldau.flush.policy", Some(broker.flush.to_string()), ConfigType::String),
         ("moldau.shards", Some(broker.shard_count().to_string()), ConfigType::Int),
     ]);
+    out.extend(TOPIC_DEFAULTS.iter().filter_map(|(name, topic)| {
+        let key = crate::cluster::topic_config::config_key(topic)?;
+        Some((*name, Some(key.default_value(broker)), key.kind))
+    }));
     out.sort_by_key(|(name, _, _)| *name);
     out
 }
 
 /// The broker configs whose value a topic config takes when the topic does not set it (Kafka's
-/// synonyms), the finest unit first.
+/// synonyms), the finest unit first, for the topic configs that follow a broker setting; those
+/// that follow only a broker default have theirs in [`TOPIC_DEFAULTS`].
 const TOPIC_SYNONYMS: &[(&str, &[&str])] = &[
     ("flush.messages", &["log.flush.interval.messages"]),
     ("flush.ms", &["log.flush.interval.ms"]),
@@ -207,7 +212,13 @@ impl<'a> BrokerLayers<'a> {
     /// one, the broker's file or flags, the default; within a layer the finest unit first), as
     /// (source, broker config name, value). Empty for a config with no broker synonym.
     fn topic_synonyms(&self, topic_key: &str) -> Vec<(i8, &'static str, Option<String>)> {
-        let Some((_, names)) = TOPIC_SYNONYMS.iter().find(|(key, _)| *key == topic_key) else { return Vec::new() };
+        let names: &[&'static str] = match TOPIC_SYNONYMS.iter().find(|(key, _)| *key == topic_key) {
+            Some((_, names)) => names,
+            None => match TOPIC_DEFAULTS.iter().find(|(_, topic)| *topic == topic_key) {
+                Some((name, _)) => std::slice::from_ref(name),
+                None => return Vec::new(),
+            },
+        };
         let mut out = Vec::new();
         for (source, layer) in [(SOURCE_DYNAMIC_BROKER, self.own), (SOURCE_DYNAMIC_DEFAULT_BROKER, self.cluster)] {
             for name in names.iter().copied() {
@@ -355,7 +366,7 @@ pub async fn handle(conn: &Rc<Connection>, request: DescribeConfigsRequest, vers
                             let mut entry = DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(key))
                                 .with_value(value.map(StrBytes::from_string))
-                                .with_read_only(!DYNAMIC_BROKER_CONFIGS.contains(&key))
+                                .with_read_only(!crate::config::is_dynamic(key))
                                 .with_is_sensitive(kind == ConfigType::Password)
                                 .with_config_source(source);
                             if request.include_synonyms {
@@ -424,6 +435,26 @@ mod tests {
             [(SOURCE_DEFAULT, "log.segment.bytes", Some("1073741824".into()))]
         );
         // A topic config no broker config stands behind.
-        assert!(bare.topic_synonyms("cleanup.policy").is_empty());
+        assert!(bare.topic_synonyms("follower.replication.throttled.replicas").is_empty());
+        // One that follows only a broker default: set at start, then dynamically for the cluster.
+        let started = BrokerConfig {
+            topic_defaults: [("min.insync.replicas".to_owned(), "2".to_owned())].into(),
+            ..BrokerConfig::default()
+        };
+        let cluster = BTreeMap::from([("min.insync.replicas".to_owned(), "3".to_owned())]);
+        let layers = BrokerLayers {
+            own: None,
+            cluster: Some(&cluster),
+            started: broker_configs(&started),
+            defaults: broker_configs(&BrokerConfig::default()),
+        };
+        assert_eq!(
+            layers.topic_synonyms("min.insync.replicas"),
+            [
+                (SOURCE_DYNAMIC_DEFAULT_BROKER, "min.insync.replicas", Some("3".into())),
+                (SOURCE_STATIC_BROKER, "min.insync.replicas", Some("2".into())),
+                (SOURCE_DEFAULT, "min.insync.replicas", Some("1".into())),
+            ]
+        );
     }
 }
