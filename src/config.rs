@@ -353,7 +353,7 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
         Some(Err(reason)) => Err(ConfigError::Invalid(reason)),
         None if name.contains('.') => Err(ConfigError::Invalid(format!(
             "unknown broker property {name:?}; Kafka's names Moldau takes: {}",
-            kafka_names().join(", ")
+            with_topic_defaults(kafka::KNOWN).join(", ")
         ))),
         None => {
             let parsed = format!("v = {value}")
@@ -367,9 +367,9 @@ fn set(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigErr
     }
 }
 
-/// Kafka's broker property names Moldau takes, sorted.
-fn kafka_names() -> Vec<&'static str> {
-    let mut names: Vec<&str> = kafka::KNOWN.iter().copied().chain(TOPIC_DEFAULTS.iter().map(|(b, _)| *b)).collect();
+/// `names` and the broker names of [`TOPIC_DEFAULTS`], sorted (for error messages).
+fn with_topic_defaults(names: &[&'static str]) -> Vec<&'static str> {
+    let mut names: Vec<&str> = names.iter().copied().chain(TOPIC_DEFAULTS.iter().map(|(b, _)| *b)).collect();
     names.sort_unstable();
     names
 }
@@ -472,12 +472,9 @@ impl BrokerConfig {
         };
         for (name, value) in entries {
             if !is_dynamic(name) {
-                let mut dynamic: Vec<&str> =
-                    DYNAMIC_BROKER_CONFIGS.iter().copied().chain(TOPIC_DEFAULTS.iter().map(|(b, _)| *b)).collect();
-                dynamic.sort_unstable();
                 return Err(ConfigError::Invalid(format!(
                     "{name} cannot be changed at runtime; the broker configs that can: {}",
-                    dynamic.join(", ")
+                    with_topic_defaults(DYNAMIC_BROKER_CONFIGS).join(", ")
                 )));
             }
             set(&mut table, name, value)?;

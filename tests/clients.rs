@@ -9,6 +9,12 @@ use common::{Broker, node, python, run_ok, shard_counter, stdout};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Runs `tests/clients/kafka_compat.py` with `args` (its mode first) to completion and returns
+/// what it printed.
+fn kafka_compat(args: &[&str]) -> String {
+    stdout(&run_ok(&mut python("kafka_compat.py", args), &format!("kafka_compat.py {}", args[0]), CLIENT_TIMEOUT))
+}
+
 fn kcat(args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new("kcat");
     command.args(args);
@@ -177,9 +183,8 @@ fn poison_pills_are_refused_and_consumers_read_the_next_record() {
 #[test]
 fn transactions_are_refused_at_once_not_after_the_clients_timeout() {
     let broker = Broker::start("no-transactions", &[]);
-    let out =
-        run_ok(&mut python("kafka_compat.py", &["transactions", &broker.addr]), "kafka_compat.py", CLIENT_TIMEOUT);
-    assert_eq!(stdout(&out).trim(), "refused TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    let out = kafka_compat(&["transactions", &broker.addr]);
+    assert_eq!(out.trim(), "refused TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
 }
 
 /// Refused requests are counted per API and error code on the metrics endpoint, and the
@@ -189,13 +194,12 @@ fn refused_requests_are_counted_per_api_and_error_and_logged_once_per_interval()
     let metrics =
         format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let broker = Broker::start("error-stats", &["--set", &format!("metrics_listen=\"{metrics}\"")]);
-    let out =
-        run_ok(&mut python("kafka_compat.py", &["bad-topics", &broker.addr, "3"]), "kafka_compat.py", CLIENT_TIMEOUT);
+    let out = kafka_compat(&["bad-topics", &broker.addr, "3"]);
     assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
+        out.lines().collect::<Vec<_>>(),
         ["INVALID_REPLICATION_FACTOR", "INVALID_REPLICATION_FACTOR", "INVALID_REPLICATION_FACTOR", "INVALID_CONFIG"]
     );
-    run_ok(&mut python("kafka_compat.py", &["transactions", &broker.addr]), "kafka_compat.py", CLIENT_TIMEOUT);
+    kafka_compat(&["transactions", &broker.addr]);
     let prometheus = common::http_get(&metrics, "/metrics");
     // Summed over the shards (the client's connections land on either).
     let count = |api: &str, error: &str| -> u64 {
@@ -237,23 +241,15 @@ fn a_member_commits_in_its_revoke_callback_while_the_group_prepares_a_rebalance(
             client.produce("revoke", p, batch.freeze(), -1, 10_000).await.unwrap();
         }
     });
-    let out = run_ok(
-        &mut python("kafka_compat.py", &["revoke-commit", &broker.addr, "revoke", "2", "100"]),
-        "kafka_compat.py",
-        CLIENT_TIMEOUT,
-    );
-    assert_eq!(stdout(&out).trim(), "revoke-commit ok 100", "everything read was committed before the rebalance");
+    let out = kafka_compat(&["revoke-commit", &broker.addr, "revoke", "2", "100"]);
+    assert_eq!(out.trim(), "revoke-commit ok 100", "everything read was committed before the rebalance");
 }
 
 #[test]
 fn a_topic_with_a_compression_type_stores_batches_recompressed_and_clients_read_them() {
     let broker = Broker::start("compression-type", &[]);
-    let out = run_ok(
-        &mut python("kafka_compat.py", &["compressed-topic", &broker.addr, "gz", "gzip", "500"]),
-        "kafka_compat.py",
-        CLIENT_TIMEOUT,
-    );
-    assert_eq!(stdout(&out).trim(), "compressed-topic ok 500");
+    let out = kafka_compat(&["compressed-topic", &broker.addr, "gz", "gzip", "500"]);
+    assert_eq!(out.trim(), "compressed-topic ok 500");
     // What the broker stored: gzip batches, though the producer sent them uncompressed.
     let codecs: Vec<i16> = stored_headers(&broker.addr, "gz").iter().map(|h| h.compression()).collect();
     assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == 1), "stored codecs {codecs:?}");
@@ -299,12 +295,8 @@ fn a_compacted_topic_keeps_the_newest_value_of_each_key_through_a_sigkill_mid_cl
         &["--set", "log.cleaner.backoff.ms=100", "--set", "log.cleaner.io.max.bytes.per.second=300000"],
     );
     let (keys, rounds) = ("200", "20");
-    let out = run_ok(
-        &mut python("kafka_compat.py", &["compacted-produce", &broker.addr, "compacted", keys, rounds]),
-        "kafka_compat.py compacted-produce",
-        CLIENT_TIMEOUT,
-    );
-    assert_eq!(stdout(&out).trim(), "produced 4001");
+    let out = kafka_compat(&["compacted-produce", &broker.addr, "compacted", keys, rounds]);
+    assert_eq!(out.trim(), "produced 4001");
     // Wait for the cleaner to be writing a segment's cleaned copy, then kill the broker.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while files_ending_with(&broker.data_dir, ".log.cleaned").is_empty() {
@@ -397,13 +389,9 @@ fn broker_topic_defaults_take_kafka_names_and_apply_at_runtime() {
         "topic-defaults",
         &["--set", "min.insync.replicas=2", "--set", "log.cleanup.policy=compact,delete"],
     );
-    let out = run_ok(
-        &mut python("kafka_compat.py", &["topic-defaults", &broker.addr, "defaults"]),
-        "kafka_compat.py",
-        CLIENT_TIMEOUT,
-    );
+    let out = kafka_compat(&["topic-defaults", &broker.addr, "defaults"]);
     assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
+        out.lines().collect::<Vec<_>>(),
         [
             "min.insync.replicas=2 STATIC_BROKER_CONFIG [min.insync.replicas:DEFAULT_CONFIG]",
             "cleanup.policy=compact,delete STATIC_BROKER_CONFIG [log.cleanup.policy:DEFAULT_CONFIG]",
@@ -428,13 +416,9 @@ fn dynamic_broker_configs_change_topic_defaults_at_runtime_and_are_described() {
         "broker-configs",
         &["--set", "log_retention_check_interval_ms=300", "--set", "log_retention_bytes=1073741824"],
     );
-    let out = run_ok(
-        &mut python("kafka_compat.py", &["broker-configs", &broker.addr, "dyn", "0"]),
-        "kafka_compat.py",
-        CLIENT_TIMEOUT,
-    );
+    let out = kafka_compat(&["broker-configs", &broker.addr, "dyn", "0"]);
     assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
+        out.lines().collect::<Vec<_>>(),
         [
             "set ok",
             "log.retention.ms=1500 DYNAMIC_BROKER_CONFIG read_only=False",

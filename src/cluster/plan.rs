@@ -257,11 +257,12 @@ impl Planner<'_> {
     pub fn plan_fence(&self, broker: BrokerId) -> Vec<MetadataRecord> {
         let Some(registration) = self.image.broker(broker) else { return Vec::new() };
         let mut records = vec![MetadataRecord::FenceBroker { broker_id: broker, broker_epoch: registration.epoch }];
+        let defaults = self.topic_defaults();
         for topic in self.image.topics() {
             if !topic.partitions.iter().any(|p| p.replicas.contains(&broker)) {
                 continue;
             }
-            let unclean = self.unclean_allowed(topic);
+            let unclean = unclean_allowed(topic, &defaults);
             for p in &topic.partitions {
                 records.extend(self.move_off(topic, p, broker, unclean));
             }
@@ -480,13 +481,20 @@ impl Planner<'_> {
         }])
     }
 
-    /// Whether `topic` may elect a replica outside its ISR: its own config, else the dynamic
-    /// default (`unclean.leader.election.enable` on a BROKER resource), else the controller's.
-    fn unclean_allowed(&self, topic: &TopicImage) -> bool {
-        let broker = self.broker.with_dynamic(self.image.dynamic_broker_configs(self.broker.broker_id));
-        TopicConfig::resolve(topic.configs.clone(), broker.as_ref().unwrap_or(self.broker), topic.internal)
-            .unclean_leader_election
+    /// What topics without an override of their own resolve against here: the controller's
+    /// config with the image's dynamic broker configs applied (as a broker's `MetadataView`
+    /// does), worked out once per plan.
+    fn topic_defaults(&self) -> BrokerConfig {
+        self.broker
+            .with_dynamic(self.image.dynamic_broker_configs(self.broker.broker_id))
+            .unwrap_or_else(|_| self.broker.clone())
     }
+}
+
+/// Whether `topic` may elect a replica outside its ISR: its own config, else `defaults`
+/// ([`Planner::topic_defaults`], where a dynamic `unclean.leader.election.enable` lands).
+fn unclean_allowed(topic: &TopicImage, defaults: &BrokerConfig) -> bool {
+    TopicConfig::resolve(topic.configs.clone(), defaults, topic.internal).unclean_leader_election
 }
 
 /// A change of partition `p`: a new leader (bumping the leader epoch) and/or a new ISR; the
@@ -727,7 +735,7 @@ mod tests {
             )
         };
         let planner = Planner { image: &image, broker: &config };
-        assert!(!planner.unclean_allowed(image.topic("t").unwrap()));
+        assert!(!unclean_allowed(image.topic("t").unwrap(), &planner.topic_defaults()));
         for bad in [("min.insync.replicas", "0"), ("log.cleanup.policy", "sometimes"), ("compression.type", "lzma")] {
             assert!(
                 matches!(planner.plan_broker_configs("", &set(&[bad])), Err(ControllerError::InvalidConfig(_))),
@@ -739,7 +747,7 @@ mod tests {
             .unwrap();
         let image = Arc::new(image.apply_all(&records));
         let topic = image.topic("t").unwrap();
-        assert!(Planner { image: &image, broker: &config }.unclean_allowed(topic));
+        assert!(unclean_allowed(topic, &Planner { image: &image, broker: &config }.topic_defaults()));
         let view = MetadataView::build(image.clone(), None, &config);
         assert_eq!(view.config_of(&topic.id).unwrap().partition.min_insync_replicas, 2);
     }
